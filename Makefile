@@ -1,0 +1,22 @@
+# Two entry points, both idempotent: the venv is built once and reused.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The default suite and the tests are offline by design.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
+
+.PHONY: quickstart test
+quickstart: $(STAMP)
+	$(OFFLINE) $(VENV)/bin/transferbench run benchmarks/quickstart.yaml
+
+test: $(STAMP)
+	$(OFFLINE) $(PY) -m pytest -q
+
+# torch/torchvision are pinned to the CUDA build pair that pip resolves (from local disk here);
+# it also runs on CPU-only machines.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)

@@ -1,0 +1,1 @@
+"""Runners: the Accelerate loop, suite execution, reports and the CLI."""

@@ -1,0 +1,116 @@
+"""`transferbench run | report | list`. Bad input: one line on stderr, exit 2. Failed runs: exit 1."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from transferbench.errors import UserError
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+DEFAULT_SUITE = BENCHMARKS / "quickstart.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="transferbench", description="Fine-tune, LoRA, linear-probe or scratch? "
+                                "Train each mode over budgets and seeds, then compare.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a suite (default: the offline quickstart suite)")
+    run.add_argument("suite", nargs="?", default=str(DEFAULT_SUITE), help="suite YAML (default: %(default)s)")
+    run.add_argument("--results-dir", help="where runs.jsonl lives (default: results/<suite name>)")
+    run.add_argument("--shard", metavar="I/N", help="run only the I-th of N disjoint slices of the suite")
+    run.add_argument("--price-per-device-hour", type=float, metavar="USD",
+                     help="override the price table for every run's cost")
+    run.add_argument("--dry-run", action="store_true", help="validate and list the runs; train nothing")
+    rep = sub.add_parser("report", help="print the leaderboard of a results folder")
+    rep.add_argument("results_dir")
+    sub.add_parser("list", help="tasks, modes, built-in datasets, model aliases and shipped suites")
+    return p
+
+
+def _run(args) -> int:
+    from transferbench.config import load_suite
+
+    from .report import markdown
+    from .suite import plan, run_suite
+
+    suite = load_suite(args.suite)
+    if args.price_per_device_hour is not None and args.price_per_device_hour < 0:
+        raise UserError("--price-per-device-hour must be >= 0")
+    results_dir = Path(args.results_dir or Path("results") / suite.name)
+    if args.dry_run:
+        runs = plan(suite, args.shard)
+        for spec in runs:
+            budget = spec.train_samples if spec.train_samples is not None else spec.train_fraction or "all"
+            print(f"{spec.run_id}  {spec.task}  {spec.dataset.source}  {spec.model}  {spec.mode}  "
+                  f"budget={budget}  seed={spec.seed}")
+        print(f"{len(runs)} runs")
+        return 0
+    results = run_suite(suite, results_dir, args.shard, args.price_per_device_hour)
+    from .suite import process_state
+
+    if process_state().is_main_process:
+        from transferbench.results import Store
+
+        text = markdown(Store(results_dir).records(), title=f"Leaderboard: {suite.name}")
+        (results_dir / "leaderboard.md").parent.mkdir(parents=True, exist_ok=True)
+        (results_dir / "leaderboard.md").write_text(text)
+        print("\n" + text)
+    return 1 if any(r.status != "ok" for r in results) else 0
+
+
+def _report(args) -> int:
+    from .report import report
+
+    path = Path(args.results_dir)
+    if not (path / "runs.jsonl").is_file():
+        raise UserError(f"no results store at {path / 'runs.jsonl'}: give the folder a `transferbench run` wrote")
+    print(report(path))
+    return 0
+
+
+def _list(args) -> int:
+    from transferbench import builtin, models
+    from transferbench.modes import MODES
+    from transferbench.tasks import all_tasks
+
+    print("tasks:")
+    for name, cls in all_tasks().items():
+        print(f"  {name:22s} metric {cls.metric_name} ({', '.join(cls.metric_names)})")
+    print("modes:")
+    for name, mode in MODES.items():
+        print(f"  {name:22s} {mode.summary} (default lr {mode.default_lr:g})")
+    print("built-in datasets:")
+    for name, card in builtin.describe().items():
+        print(f"  builtin:{name:14s} {card}")
+    print("model aliases:")
+    for name, (_, what) in models.ALIASES.items():
+        print(f"  {name:22s} {what}")
+    print("suites:")
+    for path in sorted(BENCHMARKS.glob("*.yaml")):
+        print(f"  {path}")
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """Our progress bar and result lines are the output; library load reports and bars are noise."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return {"run": _run, "report": _report, "list": _list}[args.command](args)
+    except UserError as err:
+        print(f"transferbench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("transferbench: interrupted; finished runs are in the store", file=sys.stderr)
+        return 130

@@ -1,0 +1,169 @@
+"""Run a suite: expand, skip what the store already has, check every pending run's inputs before the first
+one trains, then run each and append its result (main process only). A failed run is a row, not a crash."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from transferbench import cost, provenance, sources
+from transferbench.config import RunSpec, Suite, expand, shard
+from transferbench.errors import UserError
+from transferbench.memory import PeakMemory
+from transferbench.modes import MODES, count_parameters, get_mode
+from transferbench.results import SCHEMA_VERSION, Result, Store
+from transferbench.tasks import get_task
+
+from . import loop
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def process_state():
+    """accelerate's per-process state, created once. Launched as N processes on a machine without CUDA, the
+    processes form one gloo group (MULTI_CPU) instead of N runs that each believe they are alone."""
+    import os
+
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (
+        not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    return PartialState(cpu=cpu)
+
+
+def plan(suite: Suite, shard_spec: Optional[str] = None) -> list[RunSpec]:
+    runs = expand(suite, {name: mode.default_lr for name, mode in MODES.items()})
+    return shard(runs, shard_spec) if shard_spec else runs
+
+
+def preflight(runs: list[RunSpec]) -> None:
+    """Fail fast, before any training, on bad input: unknown task, bad task_args, unloadable dataset or model,
+    a missing column, a budget larger than the data, a target on a metric the task does not compute."""
+    from transformers import AutoConfig
+
+    from transferbench import models
+
+    seen = set()
+    for spec in runs:
+        task = get_task(spec.task)(spec.task_args)
+        key = (spec.task, spec.dataset.model_dump_json(), spec.model, str(spec.task_args))
+        if key in seen:
+            continue
+        seen.add(key)
+        if task.train is None:  # HF-loop tasks: the data and config must load
+            data = task.load_data(spec.dataset, spec.model)
+            sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
+            models.from_pretrained(AutoConfig, spec.model)
+        if spec.target and spec.target.metric not in task.metric_names:
+            raise UserError(f"target metric '{spec.target.metric}' is not computed by {spec.task} "
+                            f"(it computes {', '.join(task.metric_names)})")
+
+
+def _accelerator(spec: RunSpec):
+    """A fresh Accelerator per run (precision and accumulation may differ between runs); the process group
+    created by `accelerate launch` is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=spec.hyper.mixed_precision, gradient_accumulation_steps=spec.hyper.grad_accum,
+                       cpu=process_state().device.type == "cpu")
+
+
+def execute(spec: RunSpec, price_override: Optional[float] = None) -> Result:
+    """Train and evaluate one run; every failure becomes a `failed`/`diverged` record."""
+    from accelerate.utils import set_seed
+
+    wall0 = time.perf_counter()
+    accelerator = _accelerator(spec)
+    task_cls = get_task(spec.task)
+    device = accelerator.device
+    res = Result(
+        schema_version=SCHEMA_VERSION, run_id=spec.run_id, suite=spec.suite, task=spec.task,
+        dataset=spec.dataset.source, model=spec.model, mode=spec.mode, seed=spec.seed, train_samples=None,
+        metric_name=task_cls.metric_name, higher_is_better=task_cls.higher_is_better,
+        target=spec.target.value if spec.target else None, device_name=provenance.device_name(device),
+        device_count=accelerator.num_processes if device.type == "cuda" else 1,
+        num_processes=accelerator.num_processes, mixed_precision=spec.hyper.mixed_precision, started_at=_now(),
+        config=spec.model_dump(mode="json"), env=provenance.env(),
+    )
+    try:
+        with PeakMemory(device) as mem:
+            task = task_cls(spec.task_args)
+            mode = get_mode(spec.mode)
+            data = task.load_data(spec.dataset, spec.model)
+            res.dataset = data.identity
+            size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
+            train_set = data.train.select(sources.subset_indices(len(data.train), spec.seed, size))
+            res.train_samples = size
+            set_seed(spec.seed)  # same seed -> same head/scratch init, dropout and shuffling
+            model = task.build_model(spec.model, data.labels, pretrained=mode.pretrained)
+            model = mode.prepare(model, task.head_names(model),
+                                 task.lora_targets_for(model, spec.hyper.lora_targets) if spec.mode == "lora" else [],
+                                 spec.hyper)
+            res.params_total, res.params_trainable = count_parameters(model)
+            res.setup_seconds = time.perf_counter() - wall0
+            out = loop.train(spec, task, model, train_set, data.eval, data.collate, accelerator, res.params_total)
+        res.eval_samples = int(out.metrics.pop("eval_samples"))
+        res.metrics = out.metrics
+        res.metric = out.metrics.get(task.metric_name)
+        values = [p["metric"] for p in out.curve]
+        res.best_metric = (max(values) if task.higher_is_better else min(values)) if values else None
+        res.curve, res.time_to_target_s = out.curve, out.time_to_target_s
+        res.train_seconds, res.eval_seconds = out.train_seconds, out.eval_seconds
+        res.samples_per_second = out.samples_seen / out.train_seconds if out.train_seconds else None
+        res.optimizer_steps, res.epochs_run, res.flops_estimate = out.optimizer_steps, out.epochs_run, out.flops
+        res.peak_memory_bytes, res.peak_memory_kind = mem.peak, mem.kind
+    except loop.Diverged as err:
+        res.status, res.error = "diverged", str(err)
+    except Exception as err:  # noqa: BLE001 - any failure is recorded and the suite goes on
+        res.status = "failed"
+        res.error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        if not isinstance(err, UserError):
+            res.env["traceback"] = traceback.format_exc()[-4000:]
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    res.wall_seconds = time.perf_counter() - wall0
+    res.device_hours = cost.device_hours(res.wall_seconds, res.device_count)
+    price = cost.lookup(res.device_name, price_override if price_override is not None else spec.price_per_device_hour)
+    res.price_per_device_hour, res.price_date = price.per_device_hour, price.date
+    res.cost_usd = cost.cost_usd(res.device_hours, price)
+    res.finished_at = _now()
+    return res
+
+
+def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
+              price_override: Optional[float] = None, log=print) -> list[Result]:
+    """Run every pending run of the suite; returns this invocation's results."""
+    state = process_state()
+    runs = plan(suite, shard_spec)
+    store = Store(results_dir)
+    done = store.completed()
+    state.wait_for_everyone()  # every process has read the store before the main one appends to it
+    pending = [r for r in runs if r.run_id not in done]
+    if not state.is_main_process:
+        log = lambda *a, **k: None  # noqa: E731 - only the main process logs
+    log(f"suite {suite.name}: {len(runs)} runs, {len(runs) - len(pending)} already in {store.path}, "
+        f"{len(pending)} to run on {state.num_processes} process(es)")
+    with state.main_process_first():  # the main process writes dataset caches; the others then read them
+        preflight(pending)
+    results = []
+    for i, spec in enumerate(pending, 1):
+        res = execute(spec, price_override)
+        results.append(res)
+        if state.is_main_process:
+            store.append(res)
+            metric = f"{res.metric_name}={res.metric:.4f}" if res.metric is not None else res.error
+            log(f"[{i}/{len(pending)}] {spec.task} {spec.model} {spec.mode} n={res.train_samples} seed={spec.seed}: "
+                f"{res.status} {metric} ({res.wall_seconds:.1f}s)")
+    return results
+

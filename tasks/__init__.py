@@ -1,0 +1,120 @@
+"""Tasks: what a problem type needs (data, model family, metric, LoRA targets), and their registry.
+
+A task is a class registered by name. Built-in tasks live in this package, one module each; others register
+through the `transferbench.tasks` entry-point group (`name = "package.module:TaskClass"`).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable, ClassVar, Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from transferbench.errors import UserError, did_you_mean
+from transferbench.modes import find_head
+
+BUILTIN_MODULES = ("text_classification",)
+TASKS: dict[str, type["Task"]] = {}
+
+
+def register_task(cls: type["Task"]) -> type["Task"]:
+    TASKS[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    for mod in BUILTIN_MODULES:
+        importlib.import_module(f"{__name__}.{mod}")
+    for ep in metadata.entry_points(group="transferbench.tasks"):
+        if ep.name not in TASKS:
+            register_task(ep.load())
+
+
+def get_task(name: str) -> type["Task"]:
+    if name not in TASKS:
+        _discover()
+    if name not in TASKS:
+        raise UserError(f"unknown task '{name}'{did_you_mean(name, TASKS)}")
+    return TASKS[name]
+
+
+def all_tasks() -> dict[str, type["Task"]]:
+    _discover()
+    return dict(TASKS)
+
+
+class NoArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class TaskData:
+    """A task's prepared data, shared by every run of one (dataset, model, task_args)."""
+
+    train: Any  # a map-style dataset of examples the collate function understands
+    eval: Any
+    collate: Callable
+    labels: list[str]
+    identity: str  # what the result's `dataset` field says
+
+
+class Task:
+    """The contract. Subclasses set the class attributes and implement load_data and build_model."""
+
+    name: ClassVar[str]
+    metric_name: ClassVar[str] = "accuracy"  # the headline metric (a shipped metric module)
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy",)  # everything evaluated
+    higher_is_better: ClassVar[bool] = True
+    lora_targets: ClassVar[dict[str, list[str]]] = {}  # model_type -> default LoRA target modules
+    Args: ClassVar[type[BaseModel]] = NoArgs  # schema of the suite's task_args for this task
+    train: ClassVar[Optional[Callable]] = None  # set by tasks that own a foreign training loop
+
+    def __init__(self, task_args: dict):
+        try:
+            self.args = self.Args(**task_args)
+        except ValidationError as err:
+            e = err.errors()[0]
+            key = ".".join(str(p) for p in e["loc"])
+            hint = did_you_mean(key, self.Args.model_fields) if e["type"] == "extra_forbidden" else ""
+            raise UserError(f"task_args for {self.name}: '{key}': {e['msg']}{hint}") from None
+
+    def load_data(self, dataset, model: str) -> TaskData:
+        raise NotImplementedError
+
+    def build_model(self, model: str, labels: list[str], pretrained: bool) -> torch.nn.Module:
+        """The checkpoint's architecture with a head for `labels`; pretrained=False: same config, random init."""
+        raise NotImplementedError
+
+    def head_names(self, model: torch.nn.Module) -> list[str]:
+        return find_head(model)
+
+    def lora_targets_for(self, model: torch.nn.Module, override: Optional[list[str]]) -> list[str]:
+        if override:
+            return override
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type not in self.lora_targets:
+            raise UserError(f"{self.name}: no default LoRA targets for model_type '{model_type}'; set lora_targets "
+                            f"in the suite (known: {', '.join(sorted(self.lora_targets))})")
+        return self.lora_targets[model_type]
+
+    def loss_and_logits(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(**batch)
+        return out.loss, out.logits
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(-1)
+
+    def compute_metrics(self, predictions, references) -> dict[str, float]:
+        from transferbench import metrics
+
+        out = {}
+        for name in self.metric_names:
+            out.update(metrics.load(name).compute(predictions=predictions, references=references))
+        return out
+
+    def flops_per_batch(self, params_total: int, batch) -> Optional[float]:
+        """Training FLOPs of one batch, or None when the task has no estimate."""
+        return None

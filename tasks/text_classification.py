@@ -1,0 +1,76 @@
+"""text-classification: AutoModelForSequenceClassification on (text, label) examples."""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from transferbench import models, sources
+from transferbench.config import DatasetSpec
+from transferbench.errors import UserError
+
+from . import Task, TaskData, register_task
+
+
+class TextArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_length: int = Field(128, gt=0)  # tokens; batches are padded to their longest example, not to this
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenized(dataset_json: str, model: str, max_length: int) -> TaskData:
+    """Tokenise once per (dataset, tokenizer, max_length) and process; datasets also caches the map on disk."""
+    import datasets
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    dataset = DatasetSpec.model_validate_json(dataset_json)
+    text, label = dataset.columns.get("text", "text"), dataset.columns.get("label", "label")
+    dd = sources.load(dataset)
+    for col in (text, label):
+        if col not in dd["train"].column_names:
+            role = "text" if col == text else "label"
+            raise UserError(f"dataset '{dataset.source}' has no column '{col}' (columns: "
+                            f"{', '.join(dd['train'].column_names)}); set dataset.columns.{role}")
+    feature = dd["train"].features[label]
+    if hasattr(feature, "names"):  # ClassLabel: ids already fixed by the dataset
+        labels = list(feature.names)
+    else:  # raw values: one sorted mapping over both splits, so train and eval agree
+        labels = sorted({str(v) for split in dd.values() for v in split[label]})
+        dd = dd.cast_column(label, datasets.Value("string")).cast_column(label, datasets.ClassLabel(names=labels))
+    if len(labels) < 2:
+        raise UserError(f"dataset '{dataset.source}': column '{label}' has {len(labels)} class; need at least 2")
+    tokenizer = models.from_pretrained(AutoTokenizer, model)
+    dd = dd.map(lambda b: tokenizer(b[text], truncation=True, max_length=max_length), batched=True,
+                remove_columns=[c for c in dd["train"].column_names if c != label])
+    dd = dd.rename_column(label, "labels")
+    return TaskData(dd["train"], dd["eval"], DataCollatorWithPadding(tokenizer), labels,
+                    identity=dataset.source + (f"/{dataset.config}" if dataset.config else ""))
+
+
+@register_task
+class TextClassification(Task):
+    name = "text-classification"
+    metric_names = ("accuracy", "f1")
+    Args = TextArgs
+    lora_targets = {  # attention query/value projections, by the installed transformers' module names
+        "bert": ["query", "value"], "roberta": ["query", "value"], "xlm-roberta": ["query", "value"],
+        "electra": ["query", "value"], "albert": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
+        "deberta-v2": ["query_proj", "value_proj"], "mpnet": ["q", "v"], "modernbert": ["Wqkv"],
+    }
+
+    def load_data(self, dataset: DatasetSpec, model: str) -> TaskData:
+        return _tokenized(dataset.model_dump_json(), model, self.args.max_length)
+
+    def build_model(self, model: str, labels: list[str], pretrained: bool):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        config = models.from_pretrained(AutoConfig, model, num_labels=len(labels),
+                                        id2label=dict(enumerate(labels)),
+                                        label2id={n: i for i, n in enumerate(labels)})
+        if not pretrained:  # fairness rule 1: exactly the checkpoint's config, random init
+            return AutoModelForSequenceClassification.from_config(config)
+        return models.from_pretrained(AutoModelForSequenceClassification, model, config=config)
+
+    def flops_per_batch(self, params_total: int, batch) -> Optional[float]:
+        return 6.0 * params_total * batch["input_ids"].numel()  # 2N forward + 4N backward per token

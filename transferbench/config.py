@@ -1,0 +1,261 @@
+"""Suite schema and its expansion into runs.
+
+A suite YAML has three layers of hyper-parameters: `defaults`, each benchmark, and each mode of a
+benchmark (`modes: {lora: {lr: 1e-3}}`); a later layer overrides an earlier one. Every field a run's
+training reads lives in `Hyper`, so this file is the one place where defaults are set.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from .errors import UserError, did_you_mean
+
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Hyper(BaseModel):
+    """Everything the training loop reads. Defaults here are the suite's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: Positive = 3  # may be fractional; max_steps/max_seconds cut earlier when set
+    max_steps: Optional[PositiveInt] = None
+    max_seconds: Optional[Positive] = None  # wall-time budget for training (eval included)
+    batch_size: PositiveInt = 32  # the effective (global) batch: per-device x processes x grad_accum
+    grad_accum: PositiveInt = 1
+    lr: Optional[Positive] = None  # None: the mode's default learning rate
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    eval_every: Positive = 1.0  # in epochs (0.5 = twice per epoch); the end of training always evaluates
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    lora_r: PositiveInt = 8
+    lora_alpha: Optional[PositiveInt] = None  # None: 2 x lora_r
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    lora_targets: Optional[list[str]] = None  # None: the task's default for the model_type
+
+
+def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """The same fields, all optional and unset by default: one layer of overrides."""
+    fields = {
+        k: (Optional[Annotated[(f.annotation, *f.metadata)]] if f.metadata else Optional[f.annotation], None)
+        for k, f in model.model_fields.items()
+    }
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+HyperPatch = _optional(Hyper, "HyperPatch")
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric: str
+    value: float
+
+
+class DatasetSpec(BaseModel):
+    """Where examples come from: `hub:ID`, a local file/folder, or `builtin:NAME`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: str
+    config: Optional[str] = None  # the Hub dataset's configuration name (e.g. sst2 of nyu-mll/glue)
+    train_split: str = "train"
+    eval_split: Optional[str] = None  # None: the dataset's "test" (else "validation"), else a held-out 20%
+    columns: dict[str, str] = {}  # task role -> column name, e.g. {text: sentence, label: topic}
+
+
+class _Shared(HyperPatch):
+    seeds: Optional[list[int]] = None
+    target: Optional[Target] = None
+    task_args: Optional[dict[str, Any]] = None
+    price_per_device_hour: Optional[Annotated[float, Field(ge=0)]] = None
+
+
+class Defaults(_Shared):
+    pass
+
+
+class Benchmark(_Shared):
+    task: str
+    dataset: DatasetSpec
+    models: list[str] = Field(min_length=1)
+    modes: dict[str, Optional[HyperPatch]]
+    train_samples: Optional[list[PositiveInt]] = None
+    train_fraction: Optional[list[Annotated[float, Field(gt=0, le=1)]]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if isinstance(data.get("dataset"), str):
+                data["dataset"] = {"source": data["dataset"]}
+            if isinstance(data.get("models"), str):
+                data["models"] = [data["models"]]
+            if isinstance(data.get("modes"), list):
+                data["modes"] = {m: None for m in data["modes"]}
+            for key in ("train_samples", "train_fraction"):
+                if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool):
+                    data[key] = [data[key]]
+        return data
+
+    @model_validator(mode="after")
+    def _one_budget_kind(self) -> "Benchmark":
+        if self.train_samples and self.train_fraction:
+            raise ValueError("give train_samples or train_fraction, not both")
+        return self
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    defaults: Defaults = Defaults()
+    benchmarks: list[Benchmark] = Field(min_length=1)
+
+
+class RunSpec(BaseModel):
+    """One cell of the matrix: the unit that produces one result row."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    suite: str
+    task: str
+    dataset: DatasetSpec
+    model: str
+    mode: str
+    seed: int
+    train_samples: Optional[int] = None
+    train_fraction: Optional[float] = None
+    hyper: Hyper
+    target: Optional[Target] = None
+    task_args: dict[str, Any] = {}
+    price_per_device_hour: Optional[float] = None
+
+    @property
+    def run_id(self) -> str:
+        """Hash of what determines the result (not the suite's name, not the price)."""
+        ident = self.model_dump(mode="json", exclude={"suite", "price_per_device_hour"})
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def budget_key(self):
+        return self.train_samples if self.train_samples is not None else self.train_fraction
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _format_error(err: ValidationError, where: str) -> str:
+    e = err.errors()[0]
+    loc = ""
+    for part in e["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+    if e["type"] == "extra_forbidden":
+        key = e["loc"][-1]
+        parent = _model_at(Suite, e["loc"][:-1])
+        hint = did_you_mean(key, parent.model_fields) if parent else ""
+        return f"{where}: unknown key '{loc}'{hint}"
+    if e["type"] == "missing":
+        return f"{where}: missing required key '{loc}'"
+    return f"{where}: {loc}: {e['msg']} (got {e.get('input')!r})"
+
+
+def _model_at(model, loc) -> Optional[type[BaseModel]]:
+    """The pydantic model that sits at `loc` inside `model`, to list its valid keys."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is Benchmark and part == "modes":
+            return HyperPatch if len(loc) > 2 else None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        for cand in (getattr(ann, "__args__", None) or (ann,)):
+            cand = getattr(cand, "__args__", (cand,))[0] if getattr(cand, "__origin__", None) is list else cand
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return None
+    return model
+
+
+def parse_suite(data: Any, where: str = "suite") -> Suite:
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: a suite must be a YAML mapping with 'name' and 'benchmarks'")
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_error(err, where)) from None
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"suite file not found: {path} (run `transferbench list` to see the shipped suites)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise UserError(f"{path}: malformed YAML{at}: {problem}") from None
+    return parse_suite(data, str(path))
+
+
+def _set(model: Optional[BaseModel]) -> dict[str, Any]:
+    return {} if model is None else model.model_dump(exclude_unset=True)
+
+
+def expand(suite: Suite, mode_lrs: dict[str, float]) -> list[RunSpec]:
+    """Suite -> runs: for each benchmark, models x budgets x seeds x modes.
+
+    `mode_lrs` is the registry's default learning rate per mode; its keys are the valid mode names.
+    Budgets run smallest first, and modes are innermost so one comparison finishes together.
+    """
+    runs = []
+    hyper_keys = set(Hyper.model_fields)
+    for i, bench in enumerate(suite.benchmarks):
+        unknown = [m for m in bench.modes if m not in mode_lrs]
+        if unknown:
+            raise UserError(f"benchmarks[{i}].modes: unknown mode '{unknown[0]}'{did_you_mean(unknown[0], mode_lrs)}")
+        layers = [_set(suite.defaults), _set(bench)]
+        shared = {k: v for layer in layers for k, v in layer.items() if k not in hyper_keys}
+        base = {k: v for layer in layers for k, v in layer.items() if k in hyper_keys}
+        seeds = shared.get("seeds") or [0]
+        task_args = {**(suite.defaults.task_args or {}), **(bench.task_args or {})}
+        if bench.train_samples:
+            budgets = [("train_samples", b) for b in sorted(set(bench.train_samples))]
+        elif bench.train_fraction:
+            budgets = [("train_fraction", b) for b in sorted(set(bench.train_fraction))]
+        else:
+            budgets = [("train_fraction", None)]  # all of the training split
+        for model in bench.models:
+            for kind, budget in budgets:
+                for seed in seeds:
+                    for mode, patch in bench.modes.items():
+                        hyper = {**base, **_set(patch)}
+                        hyper.setdefault("lr", mode_lrs[mode])
+                        runs.append(RunSpec(
+                            suite=suite.name, task=bench.task, dataset=bench.dataset, model=model,
+                            mode=mode, seed=seed, **{kind: budget}, hyper=Hyper(**hyper),
+                            target=shared.get("target"), task_args=task_args,
+                            price_per_device_hour=shared.get("price_per_device_hour"),
+                        ))
+    return runs
+
+
+def shard(runs: list[RunSpec], spec: str) -> list[RunSpec]:
+    """`I/N` (1-based): every N-th run starting at I-1; the N shards partition the suite."""
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+        assert 1 <= i <= n
+    except (ValueError, AssertionError):
+        raise UserError(f"--shard must look like I/N with 1 <= I <= N (got {spec!r})") from None
+    return runs[i - 1 :: n]
