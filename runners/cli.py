@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--price-per-device-hour", type=float, metavar="USD",
                      help="override the price table for every run's cost")
     run.add_argument("--dry-run", action="store_true", help="validate and list the runs; train nothing")
+    run.add_argument("--rebuild-stages", action="store_true", help="retrain the suite's pretrain stages even when "
+                     "a checkpoint for the same stage spec exists")
     rep = sub.add_parser("report", help="print the leaderboard of a results folder")
     rep.add_argument("results_dir")
     sub.add_parser("list", help="tasks, modes, built-in datasets, model aliases and shipped suites")
@@ -48,7 +50,7 @@ def _run(args) -> int:
                   f"budget={budget}  seed={spec.seed}")
         print(f"{len(runs)} runs")
         return 0
-    results = run_suite(suite, results_dir, args.shard, args.price_per_device_hour)
+    results = run_suite(suite, results_dir, args.shard, args.price_per_device_hour, args.rebuild_stages)
     from .suite import process_state
 
     if process_state().is_main_process:

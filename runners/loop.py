@@ -35,6 +35,7 @@ class LoopResult:
     optimizer_steps: int = 0
     epochs_run: float = 0.0
     flops: Optional[float] = None
+    model: object = None  # the trained model, unwrapped (a pretrain stage saves it)
 
 
 def per_device_batch(batch_size: int, num_processes: int, grad_accum: int) -> int:
@@ -62,12 +63,13 @@ def evaluate(model, loader, task, accelerator) -> dict[str, float]:
     return {**task.compute_metrics(preds, refs), "eval_samples": len(refs)}
 
 
-def train(spec, task, model, train_set, eval_set, collate, accelerator, params_total: int) -> LoopResult:
+def train(spec, task, model, train_set, data, accelerator, params_total: int) -> LoopResult:
+    """Train `model` on `train_set` (the budget's subset of data.train), evaluating on data.eval."""
     hyper = spec.hyper
     per_device = per_device_batch(hyper.batch_size, accelerator.num_processes, hyper.grad_accum)
-    train_dl = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=collate,
+    train_dl = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=data.collate,
                           generator=torch.Generator().manual_seed(spec.seed))
-    eval_dl = DataLoader(eval_set, batch_size=2 * per_device, collate_fn=collate)
+    eval_dl = DataLoader(data.eval, batch_size=2 * per_device, collate_fn=data.eval_collate or data.collate)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hyper.lr,
                                   weight_decay=hyper.weight_decay)
     model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
@@ -129,4 +131,5 @@ def train(spec, task, model, train_set, eval_set, collate, accelerator, params_t
     bar.close()
     out.train_seconds = time.perf_counter() - start - out.eval_seconds
     out.epochs_run = out.optimizer_steps / steps_per_epoch
+    out.model = accelerator.unwrap_model(model)
     return out

@@ -3,6 +3,8 @@ one trains, then run each and append its result (main process only). A failed ru
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Optional
 import torch
 
 from transferbench import cost, provenance, sources
+from transferbench.cache import atomic_dir, cache_dir
 from transferbench.config import RunSpec, Suite, expand, shard
 from transferbench.errors import UserError
 from transferbench.memory import PeakMemory
@@ -39,28 +42,32 @@ def process_state():
 
 
 def plan(suite: Suite, shard_spec: Optional[str] = None) -> list[RunSpec]:
+    for module in suite.imports:  # a task registered from outside the package (its @register_task runs)
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UserError(f"imports: cannot import '{module}' ({err}); is it on PYTHONPATH?") from None
     runs = expand(suite, {name: mode.default_lr for name, mode in MODES.items()})
     return shard(runs, shard_spec) if shard_spec else runs
 
 
 def preflight(runs: list[RunSpec]) -> None:
     """Fail fast, before any training, on bad input: unknown task, bad task_args, unloadable dataset or model,
-    a missing column, a budget larger than the data, a target on a metric the task does not compute."""
-    from transformers import AutoConfig
-
-    from transferbench import models
-
+    a model of the wrong kind, a missing column, a budget larger than the data, a target on a metric the task
+    does not compute. A run on a pretrain stage is checked with the stage's starting model (same
+    architecture and preprocessing); the stage itself is checked like a run."""
     seen = set()
-    for spec in runs:
+    for spec in [s for r in runs if r.stage for s in [r.stage]] + runs:
+        model = spec.stage.model if spec.stage else spec.model
         task = get_task(spec.task)(spec.task_args)
-        key = (spec.task, spec.dataset.model_dump_json(), spec.model, str(spec.task_args))
+        key = (spec.task, spec.dataset.model_dump_json(), model, str(spec.task_args), spec.budget_key)
         if key in seen:
             continue
         seen.add(key)
-        if task.train is None:  # HF-loop tasks: the data and config must load
-            data = task.load_data(spec.dataset, spec.model)
+        if task.train is None:  # HF-loop tasks: the model and the data must load
+            task.check_model(model)
+            data = task.load_data(spec.dataset, model)
             sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
-            models.from_pretrained(AutoConfig, spec.model)
         if spec.target and spec.target.metric not in task.metric_names:
             raise UserError(f"target metric '{spec.target.metric}' is not computed by {spec.task} "
                             f"(it computes {', '.join(task.metric_names)})")
@@ -78,40 +85,38 @@ def _accelerator(spec: RunSpec):
                        cpu=process_state().device.type == "cpu")
 
 
-def execute(spec: RunSpec, price_override: Optional[float] = None) -> Result:
-    """Train and evaluate one run; every failure becomes a `failed`/`diverged` record."""
+def execute(spec: RunSpec, price_override: Optional[float] = None, model_ref: Optional[str] = None,
+            save_to: Optional[Path] = None) -> Result:
+    """Train and evaluate one run; every failure becomes a `failed`/`diverged` record.
+
+    `model_ref` replaces spec.model where it names something resolved at run time (a stage's checkpoint);
+    `save_to`: the main process saves the trained model there (a pretrain stage's output)."""
     from accelerate.utils import set_seed
 
     wall0 = time.perf_counter()
     accelerator = _accelerator(spec)
-    task_cls = get_task(spec.task)
     device = accelerator.device
-    res = Result(
-        schema_version=SCHEMA_VERSION, run_id=spec.run_id, suite=spec.suite, task=spec.task,
-        dataset=spec.dataset.source, model=spec.model, mode=spec.mode, seed=spec.seed, train_samples=None,
-        metric_name=task_cls.metric_name, higher_is_better=task_cls.higher_is_better,
-        target=spec.target.value if spec.target else None, device_name=provenance.device_name(device),
-        device_count=accelerator.num_processes if device.type == "cuda" else 1,
-        num_processes=accelerator.num_processes, mixed_precision=spec.hyper.mixed_precision, started_at=_now(),
-        config=spec.model_dump(mode="json"), env=provenance.env(),
-    )
+    res = _new_result(spec, accelerator)
     try:
         with PeakMemory(device) as mem:
-            task = task_cls(spec.task_args)
+            task = get_task(spec.task)(spec.task_args)
             mode = get_mode(spec.mode)
-            data = task.load_data(spec.dataset, spec.model)
+            ref = model_ref or spec.model
+            data = task.load_data(spec.dataset, ref)
             res.dataset = data.identity
             size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
-            train_set = data.train.select(sources.subset_indices(len(data.train), spec.seed, size))
+            train_set = torch.utils.data.Subset(data.train, sources.subset_indices(len(data.train), spec.seed, size))
             res.train_samples = size
             set_seed(spec.seed)  # same seed -> same head/scratch init, dropout and shuffling
-            model = task.build_model(spec.model, data.labels, pretrained=mode.pretrained)
+            model = task.build_model(ref, data.labels, pretrained=mode.pretrained)
             model = mode.prepare(model, task.head_names(model),
                                  task.lora_targets_for(model, spec.hyper.lora_targets) if spec.mode == "lora" else [],
                                  spec.hyper)
             res.params_total, res.params_trainable = count_parameters(model)
             res.setup_seconds = time.perf_counter() - wall0
-            out = loop.train(spec, task, model, train_set, data.eval, data.collate, accelerator, res.params_total)
+            out = loop.train(spec, task, model, train_set, data, accelerator, res.params_total)
+        if save_to is not None:
+            _save(task, out.model, data, save_to, accelerator)
         res.eval_samples = int(out.metrics.pop("eval_samples"))
         res.metrics = out.metrics
         res.metric = out.metrics.get(task.metric_name)
@@ -132,8 +137,26 @@ def execute(spec: RunSpec, price_override: Optional[float] = None) -> Result:
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    res.wall_seconds = time.perf_counter() - wall0
-    res.device_hours = cost.device_hours(res.wall_seconds, res.device_count)
+    return _finish(res, spec, time.perf_counter() - wall0, price_override)
+
+
+def _new_result(spec: RunSpec, accelerator) -> Result:
+    task_cls, device = get_task(spec.task), accelerator.device
+    return Result(
+        schema_version=SCHEMA_VERSION, run_id=spec.run_id, suite=spec.suite, task=spec.task,
+        dataset=spec.dataset.source, model=spec.model, mode=spec.mode, seed=spec.seed, train_samples=None,
+        metric_name=task_cls.metric_name, higher_is_better=task_cls.higher_is_better,
+        target=spec.target.value if spec.target else None, device_name=provenance.device_name(device),
+        device_count=accelerator.num_processes if device.type == "cuda" else 1,
+        num_processes=accelerator.num_processes, mixed_precision=spec.hyper.mixed_precision, started_at=_now(),
+        config=spec.model_dump(mode="json"), env=provenance.env(),
+    )
+
+
+def _finish(res: Result, spec: RunSpec, wall_seconds: float, price_override: Optional[float]) -> Result:
+    """Wall time and what it costs (DESIGN's cost model)."""
+    res.wall_seconds = wall_seconds
+    res.device_hours = cost.device_hours(wall_seconds, res.device_count)
     price = cost.lookup(res.device_name, price_override if price_override is not None else spec.price_per_device_hour)
     res.price_per_device_hour, res.price_date = price.per_device_hour, price.date
     res.cost_usd = cost.cost_usd(res.device_hours, price)
@@ -141,8 +164,51 @@ def execute(spec: RunSpec, price_override: Optional[float] = None) -> Result:
     return res
 
 
+def failed_result(spec: RunSpec, error: str, price_override: Optional[float] = None) -> Result:
+    res = _new_result(spec, _accelerator(spec))
+    res.status, res.error = "failed", error
+    return _finish(res, spec, 0.0, price_override)
+
+
+def _save(task, model, data, path: Path, accelerator) -> None:
+    if accelerator.is_main_process:
+        if hasattr(model, "merge_and_unload"):  # a LoRA stage: save plain weights with the adapters merged
+            model = model.merge_and_unload()
+        if path.exists():
+            shutil.rmtree(path)
+        with atomic_dir(path) as tmp:
+            task.save_checkpoint(model, data, tmp)
+    accelerator.wait_for_everyone()
+
+
+def stage_dir(stage: RunSpec) -> Path:
+    """Keyed by the stage's resolved spec: a changed stage trains anew, an unchanged one is reused."""
+    return cache_dir() / "stages" / f"{stage.stage_name}-{stage.run_id}"
+
+
+def ensure_stage(stage: RunSpec, rebuild: bool = False, price_override: Optional[float] = None, log=print) -> str:
+    """The checkpoint folder of a pretrain stage, training it first when it is missing (or `rebuild`)."""
+    path = stage_dir(stage)
+    record = path / "stage_result.json"
+    if record.exists() and not rebuild:
+        return str(path)
+    log(f"pretrain stage {stage.stage_name}: training {stage.model} on {stage.dataset.source} -> {path}")
+    res = execute(stage, price_override, save_to=path)
+    if res.status != "ok":
+        raise StageFailed(f"pretrain stage '{stage.stage_name}' {res.status}: {res.error}")
+    if process_state().is_main_process:
+        record.write_text(res.to_json() + "\n")  # written last: its presence means the stage is complete
+    log(f"pretrain stage {stage.stage_name}: {res.metric_name}={res.metric:.4f} on its own eval split "
+        f"({res.wall_seconds:.1f}s)")
+    return str(path)
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
 def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
-              price_override: Optional[float] = None, log=print) -> list[Result]:
+              price_override: Optional[float] = None, rebuild_stages: bool = False, log=print) -> list[Result]:
     """Run every pending run of the suite; returns this invocation's results."""
     state = process_state()
     runs = plan(suite, shard_spec)
@@ -156,9 +222,20 @@ def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
         f"{len(pending)} to run on {state.num_processes} process(es)")
     with state.main_process_first():  # the main process writes dataset caches; the others then read them
         preflight(pending)
-    results = []
+    results, stages = [], {}  # stage name -> checkpoint folder, or the StageFailed of this invocation
     for i, spec in enumerate(pending, 1):
-        res = execute(spec, price_override)
+        ref = None
+        if spec.stage is not None:
+            if spec.stage.stage_name not in stages:
+                try:
+                    stages[spec.stage.stage_name] = ensure_stage(spec.stage, rebuild_stages, price_override, log)
+                except StageFailed as err:
+                    stages[spec.stage.stage_name] = err
+            ref = stages[spec.stage.stage_name]
+        if isinstance(ref, StageFailed):
+            res = failed_result(spec, str(ref), price_override)
+        else:
+            res = execute(spec, price_override, model_ref=ref)
         results.append(res)
         if state.is_main_process:
             store.append(res)

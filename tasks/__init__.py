@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from transferbench.errors import UserError, did_you_mean
 from transferbench.modes import find_head
 
-BUILTIN_MODULES = ("text_classification",)
+BUILTIN_MODULES = ("text_classification", "image_classification")
 TASKS: dict[str, type["Task"]] = {}
 
 
@@ -59,6 +59,34 @@ class TaskData:
     collate: Callable
     labels: list[str]
     identity: str  # what the result's `dataset` field says
+    eval_collate: Optional[Callable] = None  # when evaluation differs (no augmentation); default: collate
+    processor: Any = None  # saved beside a checkpoint (tokenizer, image processor) so it is self-describing
+
+
+def require_columns(dd, columns: dict[str, str], source: str) -> None:
+    """Every role's column exists in the training split, or a one-line error naming the fix."""
+    have = dd["train"].column_names
+    for role, col in columns.items():
+        if col not in have:
+            raise UserError(f"dataset '{source}' has no column '{col}' (columns: {', '.join(have)}); "
+                            f"set dataset.columns.{role}")
+
+
+def class_labels(dd, label: str, source: str):
+    """(dd with `label` as a ClassLabel, class names). Raw values get one sorted mapping over all splits,
+    so train and eval agree."""
+    import datasets
+
+    feature = dd["train"].features[label]
+    if hasattr(feature, "names"):
+        labels = list(feature.names)
+    else:
+        labels = sorted({str(v) for split in dd.values() for v in split[label]})
+        dd = dd.cast_column(label, datasets.Value("string")).cast_column(label, datasets.ClassLabel(names=labels))
+    if len(labels) < 2:
+        raise UserError(f"dataset '{source}': column '{label}' has {len(labels)} class ({', '.join(labels)}); "
+                        f"a classification benchmark needs at least 2")
+    return dd, labels
 
 
 class Task:
@@ -68,7 +96,7 @@ class Task:
     metric_name: ClassVar[str] = "accuracy"  # the headline metric (a shipped metric module)
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy",)  # everything evaluated
     higher_is_better: ClassVar[bool] = True
-    lora_targets: ClassVar[dict[str, list[str]]] = {}  # model_type -> default LoRA target modules
+    lora_targets: ClassVar[dict] = {}  # model_type -> default LoRA targets (name suffixes, or one regex)
     Args: ClassVar[type[BaseModel]] = NoArgs  # schema of the suite's task_args for this task
     train: ClassVar[Optional[Callable]] = None  # set by tasks that own a foreign training loop
 
@@ -88,13 +116,26 @@ class Task:
         """The checkpoint's architecture with a head for `labels`; pretrained=False: same config, random init."""
         raise NotImplementedError
 
+    def check_model(self, model: str) -> None:
+        """Fail fast (UserError) when `model` cannot be loaded as this task's kind of model."""
+
+    def save_checkpoint(self, model: torch.nn.Module, data: TaskData, path) -> None:
+        """Save a trained model (a pretrain stage's output) so that build_model(path, ...) loads it."""
+        model.save_pretrained(path)
+        if data.processor is not None:
+            data.processor.save_pretrained(path)
+
     def head_names(self, model: torch.nn.Module) -> list[str]:
         return find_head(model)
 
-    def lora_targets_for(self, model: torch.nn.Module, override: Optional[list[str]]) -> list[str]:
+    def model_type(self, model: torch.nn.Module) -> Optional[str]:
+        """The key of `lora_targets`: the transformers config's model_type."""
+        return getattr(getattr(model, "config", None), "model_type", None)
+
+    def lora_targets_for(self, model: torch.nn.Module, override):
         if override:
             return override
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        model_type = self.model_type(model)
         if model_type not in self.lora_targets:
             raise UserError(f"{self.name}: no default LoRA targets for model_type '{model_type}'; set lora_targets "
                             f"in the suite (known: {', '.join(sorted(self.lora_targets))})")

@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from transferbench import models, sources
 from transferbench.config import DatasetSpec
-from transferbench.errors import UserError
+from transferbench.models import check_auto_class
 
-from . import Task, TaskData, register_task
+from . import Task, TaskData, class_labels, register_task, require_columns
 
 
 class TextArgs(BaseModel):
@@ -21,31 +21,19 @@ class TextArgs(BaseModel):
 @functools.lru_cache(maxsize=8)
 def _tokenized(dataset_json: str, model: str, max_length: int) -> TaskData:
     """Tokenise once per (dataset, tokenizer, max_length) and process; datasets also caches the map on disk."""
-    import datasets
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
     dataset = DatasetSpec.model_validate_json(dataset_json)
     text, label = dataset.columns.get("text", "text"), dataset.columns.get("label", "label")
     dd = sources.load(dataset)
-    for col in (text, label):
-        if col not in dd["train"].column_names:
-            role = "text" if col == text else "label"
-            raise UserError(f"dataset '{dataset.source}' has no column '{col}' (columns: "
-                            f"{', '.join(dd['train'].column_names)}); set dataset.columns.{role}")
-    feature = dd["train"].features[label]
-    if hasattr(feature, "names"):  # ClassLabel: ids already fixed by the dataset
-        labels = list(feature.names)
-    else:  # raw values: one sorted mapping over both splits, so train and eval agree
-        labels = sorted({str(v) for split in dd.values() for v in split[label]})
-        dd = dd.cast_column(label, datasets.Value("string")).cast_column(label, datasets.ClassLabel(names=labels))
-    if len(labels) < 2:
-        raise UserError(f"dataset '{dataset.source}': column '{label}' has {len(labels)} class; need at least 2")
+    require_columns(dd, {"text": text, "label": label}, dataset.source)
+    dd, labels = class_labels(dd, label, dataset.source)
     tokenizer = models.from_pretrained(AutoTokenizer, model)
     dd = dd.map(lambda b: tokenizer(b[text], truncation=True, max_length=max_length), batched=True,
                 remove_columns=[c for c in dd["train"].column_names if c != label])
     dd = dd.rename_column(label, "labels")
     return TaskData(dd["train"], dd["eval"], DataCollatorWithPadding(tokenizer), labels,
-                    identity=dataset.source + (f"/{dataset.config}" if dataset.config else ""))
+                    identity=dataset.source + (f"/{dataset.config}" if dataset.config else ""), processor=tokenizer)
 
 
 @register_task
@@ -61,6 +49,9 @@ class TextClassification(Task):
 
     def load_data(self, dataset: DatasetSpec, model: str) -> TaskData:
         return _tokenized(dataset.model_dump_json(), model, self.args.max_length)
+
+    def check_model(self, model: str) -> None:
+        check_auto_class(model, "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "a text (sequence) classifier")
 
     def build_model(self, model: str, labels: list[str], pretrained: bool):
         from transformers import AutoConfig, AutoModelForSequenceClassification

@@ -31,15 +31,12 @@ CASES = {
     "missing local dataset": (GOOD.replace("builtin:topics", "./no/such/data.csv"), "not found"),
     "bad task_args": (GOOD + "\n    task_args: {max_len: 8}", "'max_len'"),
     "target on an unknown metric": (GOOD + "\n    target: {metric: bleu, value: 1}", "target metric 'bleu'"),
-    "indivisible batch": (GOOD.replace("batch_size: 16", "batch_size: 16, grad_accum: 3"), None),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_suite_is_one_line_and_exit_2(name, tmp_path):
     text, message = CASES[name]
-    if message is None:
-        pytest.skip("covered by test_indivisible_batch_is_a_failed_row")
     (tmp_path / "suite.yaml").write_text(text)
     store = tmp_path / "res" / "runs.jsonl"
     store.parent.mkdir()

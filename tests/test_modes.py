@@ -69,5 +69,5 @@ def test_lora_targets_are_overridable_and_checked(tiny_bert):
     assert not any("query.lora_A" in n for n in _trainable(model))
     from transferbench.errors import UserError
 
-    with pytest.raises(UserError, match="match no module"):
+    with pytest.raises(UserError, match="do not fit"):
         build(tiny_bert, "lora", Hyper(lora_targets=["nonexistent_proj"]))

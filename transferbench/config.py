@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -39,7 +39,8 @@ class Hyper(BaseModel):
     lora_r: PositiveInt = 8
     lora_alpha: Optional[PositiveInt] = None  # None: 2 x lora_r
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    lora_targets: Optional[list[str]] = None  # None: the task's default for the model_type
+    # None: the task's default for the model_type; a list matches module-name suffixes, a string is a regex
+    lora_targets: Optional[Union[list[str], str]] = None
 
 
 def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:
@@ -71,6 +72,12 @@ class DatasetSpec(BaseModel):
     columns: dict[str, str] = {}  # task role -> column name, e.g. {text: sentence, label: topic}
 
 
+def _dataset_shorthand(data: Any) -> Any:
+    if isinstance(data, dict) and isinstance(data.get("dataset"), str):
+        data = {**data, "dataset": {"source": data["dataset"]}}
+    return data
+
+
 class _Shared(HyperPatch):
     seeds: Optional[list[int]] = None
     target: Optional[Target] = None
@@ -94,9 +101,7 @@ class Benchmark(_Shared):
     @classmethod
     def _shorthands(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            data = dict(data)
-            if isinstance(data.get("dataset"), str):
-                data["dataset"] = {"source": data["dataset"]}
+            data = dict(_dataset_shorthand(data))
             if isinstance(data.get("models"), str):
                 data["models"] = [data["models"]]
             if isinstance(data.get("modes"), list):
@@ -113,11 +118,40 @@ class Benchmark(_Shared):
         return self
 
 
+class Stage(_Shared):
+    """A pretrain stage: one run whose saved checkpoint other runs name as `model: pretrain:NAME`."""
+
+    task: str
+    dataset: DatasetSpec
+    # a model reference (the stage then adapts it: domain-adaptive pretraining), or an architecture config
+    # for AutoConfig.for_model, e.g. {model_type: vit, hidden_size: 128, ...} (trained from random init)
+    model: Union[str, dict[str, Any]]
+    mode: str = "scratch"
+    seed: int = 0
+    train_samples: Optional[PositiveInt] = None
+    train_fraction: Optional[Annotated[float, Field(gt=0, le=1)]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return _dataset_shorthand(data)
+
+    @model_validator(mode="after")
+    def _architecture_has_type(self) -> "Stage":
+        if isinstance(self.model, dict) and "model_type" not in self.model:
+            raise ValueError("an architecture config needs a model_type (e.g. vit, resnet, bert)")
+        if isinstance(self.model, dict) and self.mode != "scratch":
+            raise ValueError("an architecture config has no weights: its stage trains in mode scratch")
+        return self
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
+    imports: list[str] = []  # modules to import first: tasks defined outside transferbench register there
     defaults: Defaults = Defaults()
+    pretrain: dict[str, Stage] = {}
     benchmarks: list[Benchmark] = Field(min_length=1)
 
 
@@ -137,11 +171,15 @@ class RunSpec(BaseModel):
     target: Optional[Target] = None
     task_args: dict[str, Any] = {}
     price_per_device_hour: Optional[float] = None
+    stage: Optional["RunSpec"] = None  # the pretrain stage that produces `model` (pretrain:NAME)
+    stage_name: Optional[str] = None
 
     @property
     def run_id(self) -> str:
         """Hash of what determines the result (not the suite's name, not the price)."""
-        ident = self.model_dump(mode="json", exclude={"suite", "price_per_device_hour"})
+        ident = self.model_dump(mode="json", exclude={"suite", "price_per_device_hour", "stage_name"})
+        if ident["stage"] is not None:
+            ident["stage"] = self.stage.run_id
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -167,22 +205,26 @@ def _format_error(err: ValidationError, where: str) -> str:
 
 def _model_at(model, loc) -> Optional[type[BaseModel]]:
     """The pydantic model that sits at `loc` inside `model`, to list its valid keys."""
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if model is Benchmark and part == "modes":
-            return HyperPatch if len(loc) > 2 else None
-        field = model.model_fields.get(part)
+    parts = [p for p in loc if not isinstance(p, int)]
+    while parts:
+        field = model.model_fields.get(parts.pop(0))
         if field is None:
             return None
         ann = field.annotation
-        for cand in (getattr(ann, "__args__", None) or (ann,)):
-            cand = getattr(cand, "__args__", (cand,))[0] if getattr(cand, "__origin__", None) is list else cand
-            if isinstance(cand, type) and issubclass(cand, BaseModel):
-                model = cand
-                break
-        else:
+        if getattr(ann, "__origin__", None) is Union:  # Optional[X]
+            ann = next(a for a in ann.__args__ if a is not type(None))
+        origin, args = getattr(ann, "__origin__", None), getattr(ann, "__args__", ())
+        if origin is dict:  # a mapping of names (stages, modes): the next part is a key
+            if parts:
+                parts.pop(0)
+            ann = args[1]
+            if getattr(ann, "__origin__", None) is Union:
+                ann = next(a for a in ann.__args__ if a is not type(None))
+        elif origin is list:
+            ann = args[0]
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
+        model = ann
     return model
 
 
@@ -213,23 +255,54 @@ def _set(model: Optional[BaseModel]) -> dict[str, Any]:
     return {} if model is None else model.model_dump(exclude_unset=True)
 
 
+HYPER_KEYS = set(Hyper.model_fields)
+
+
+def _layers(suite: Suite, item: BaseModel) -> tuple[dict, dict, dict]:
+    """(hyper-parameters, other settings, task_args) of `defaults` overridden by `item`."""
+    layers = [_set(suite.defaults), _set(item)]
+    base = {k: v for layer in layers for k, v in layer.items() if k in HYPER_KEYS}
+    shared = {k: v for layer in layers for k, v in layer.items() if k not in HYPER_KEYS}
+    return base, shared, {**(suite.defaults.task_args or {}), **(item.task_args or {})}
+
+
+def _stage_spec(suite: Suite, name: str, mode_lrs: dict[str, float]) -> RunSpec:
+    stage = suite.pretrain[name]
+    if stage.mode not in mode_lrs:
+        raise UserError(f"pretrain.{name}.mode: unknown mode '{stage.mode}'{did_you_mean(stage.mode, mode_lrs)}")
+    if isinstance(stage.model, str) and stage.model.startswith("pretrain:"):
+        raise UserError(f"pretrain.{name}.model: a stage cannot start from another stage")
+    base, shared, task_args = _layers(suite, stage)
+    base.setdefault("lr", mode_lrs[stage.mode])
+    model = stage.model if isinstance(stage.model, str) else "config:" + json.dumps(stage.model, sort_keys=True)
+    return RunSpec(suite=suite.name, task=stage.task, dataset=stage.dataset, model=model, mode=stage.mode,
+                   seed=stage.seed, train_samples=stage.train_samples, train_fraction=stage.train_fraction,
+                   hyper=Hyper(**base), task_args=task_args, stage_name=name,
+                   price_per_device_hour=shared.get("price_per_device_hour"))
+
+
 def expand(suite: Suite, mode_lrs: dict[str, float]) -> list[RunSpec]:
     """Suite -> runs: for each benchmark, models x budgets x seeds x modes.
 
     `mode_lrs` is the registry's default learning rate per mode; its keys are the valid mode names.
-    Budgets run smallest first, and modes are innermost so one comparison finishes together.
+    Budgets run smallest first, and modes are innermost so one comparison finishes together. A run whose
+    model is `pretrain:NAME` carries that stage's spec, so its run_id changes when the stage does.
     """
     runs = []
-    hyper_keys = set(Hyper.model_fields)
     for i, bench in enumerate(suite.benchmarks):
         unknown = [m for m in bench.modes if m not in mode_lrs]
         if unknown:
             raise UserError(f"benchmarks[{i}].modes: unknown mode '{unknown[0]}'{did_you_mean(unknown[0], mode_lrs)}")
-        layers = [_set(suite.defaults), _set(bench)]
-        shared = {k: v for layer in layers for k, v in layer.items() if k not in hyper_keys}
-        base = {k: v for layer in layers for k, v in layer.items() if k in hyper_keys}
+        base, shared, task_args = _layers(suite, bench)
         seeds = shared.get("seeds") or [0]
-        task_args = {**(suite.defaults.task_args or {}), **(bench.task_args or {})}
+        stages = {}
+        for model in bench.models:
+            if model.startswith("pretrain:"):
+                name = model.split(":", 1)[1]
+                if name not in suite.pretrain:
+                    raise UserError(f"benchmarks[{i}].models: no pretrain stage '{name}'"
+                                    f"{did_you_mean(name, suite.pretrain) if suite.pretrain else ' (the suite has no pretrain section)'}")
+                stages[model] = _stage_spec(suite, name, mode_lrs)
         if bench.train_samples:
             budgets = [("train_samples", b) for b in sorted(set(bench.train_samples))]
         elif bench.train_fraction:
@@ -246,7 +319,7 @@ def expand(suite: Suite, mode_lrs: dict[str, float]) -> list[RunSpec]:
                             suite=suite.name, task=bench.task, dataset=bench.dataset, model=model,
                             mode=mode, seed=seed, **{kind: budget}, hyper=Hyper(**hyper),
                             target=shared.get("target"), task_args=task_args,
-                            price_per_device_hour=shared.get("price_per_device_hour"),
+                            price_per_device_hour=shared.get("price_per_device_hour"), stage=stages.get(model),
                         ))
     return runs
 

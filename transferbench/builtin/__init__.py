@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import csv
 import importlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ..cache import atomic_dir, cache_dir
 from ..errors import UserError, did_you_mean
 
-# name -> module in this package providing NAME, VERSION, CLASSES, a docstring (the dataset card), generate()
-BUILTINS = {"topics": "topics"}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TRANSFERBENCH_CACHE", Path.home() / ".cache" / "transferbench"))
+# name -> module in this package providing NAME, VERSION, a docstring (the dataset card), and either
+# write(folder) (it writes a standard format itself, e.g. an imagefolder) or generate() -> {split: rows} (csv)
+BUILTINS = {"topics": "topics", "digits": "digits", "glyphs": "glyphs"}
 
 
 def describe() -> dict[str, str]:
@@ -26,23 +21,21 @@ def describe() -> dict[str, str]:
 
 
 def materialize(name: str) -> Path:
-    """Write builtin NAME (once per version) and return its folder: train.csv, test.csv, README.md."""
+    """Write builtin NAME (once per version) and return its folder (split files or an imagefolder, README.md)."""
     if name not in BUILTINS:
         raise UserError(f"unknown built-in dataset 'builtin:{name}'{did_you_mean(name, BUILTINS)}")
     module = importlib.import_module(f".{BUILTINS[name]}", __name__)
     target = cache_dir() / "builtin" / f"{name}-v{module.VERSION}"
     if (target / "README.md").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-    for split, rows in module.generate().items():
-        with open(tmp / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    (tmp / "README.md").write_text(f"# builtin:{name} (v{module.VERSION})\n\n{module.__doc__.strip()}\n")
-    try:
-        os.replace(tmp, target)  # atomic: concurrent processes race harmlessly
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(target) as tmp:
+        if hasattr(module, "write"):
+            module.write(tmp)
+        else:
+            for split, rows in module.generate().items():
+                with open(tmp / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(rows)
+        (tmp / "README.md").write_text(f"# builtin:{name} (v{module.VERSION})\n\n{module.__doc__.strip()}\n")
     return target

@@ -1,0 +1,265 @@
+"""image-classification: AutoModelForImageClassification (ViT, ResNet, ...) or a timm model.
+
+Model references: a Hub id or save_pretrained directory (transformers); `timm/REPO` (a timm Hub id),
+`timm:NAME` (a timm architecture with its default pretrained weights), `timm:NAME@FILE` (a local weights file),
+`timm:local-dir:PATH` (a folder written by timm's save_for_hf).
+
+Decoding and resizing run once per (dataset, image size) through `datasets.map`, which caches the uint8
+result on disk; normalisation and augmentation are per batch, on tensors.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from transferbench import models, sources
+from transferbench.config import DatasetSpec
+from transferbench.errors import UserError
+from transferbench.models import check_auto_class
+
+from . import Task, TaskData, class_labels, register_task, require_columns
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class ImageArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_size: Optional[int] = Field(None, gt=0)  # None: the model's image processor / timm data config
+    augment: Literal["off", "light", "standard"] = "off"  # light: small crops; standard: crops, flips, colour
+
+
+# ---------------------------------------------------------------------------------------------------------
+# timm models behind the transformers calling convention, so the one loop drives both
+class TimmClassifier(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values, labels=None):
+        from transformers.modeling_outputs import ImageClassifierOutput
+
+        logits = self.model(pixel_values)
+        loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+def _timm_name(ref: str) -> Optional[tuple[str, Optional[str]]]:
+    """(timm model name, local weights file) for a timm reference, else None."""
+    ref = models.resolve(ref)
+    if ref.startswith("timm/"):
+        return "hf-hub:" + ref, None
+    if not ref.startswith("timm:"):
+        return None
+    name, _, file = ref[len("timm:"):].partition("@")
+    return name, file or None
+
+
+def _create_timm(name: str, file: Optional[str], num_classes: int, pretrained: bool):
+    import timm
+
+    overlay = {"file": file} if file else None
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, pretrained_cfg_overlay=overlay)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            raise UserError(f"unknown timm model '{name}' (see timm.list_models())") from None
+        raise
+    except OSError:
+        raise UserError(f"timm model '{name}': pretrained weights cannot be downloaded here (offline or unreachable);"
+                        f" give a local file as `timm:{name.removeprefix('hf-hub:')}@/path/weights.safetensors`") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+def preprocessing(ref: str) -> tuple[int, tuple, tuple, object]:
+    """(square input size, mean, std, the processor to save with a checkpoint) as the model's own image
+    processor or timm data config says."""
+    timm_ref = _timm_name(ref)
+    if timm_ref:
+        import timm
+
+        name, file = timm_ref
+        if name.startswith("local-dir:") or name.startswith("hf-hub:"):
+            cfg = timm.data.resolve_data_config({}, model=_create_timm(name, None, 2, pretrained=False))
+        else:
+            cfg = timm.data.resolve_data_config({}, pretrained_cfg=timm.models.get_pretrained_cfg(name).to_dict())
+        return cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"]), None
+    from transformers import AutoConfig, AutoImageProcessor
+
+    path = models.resolve(ref)
+    try:
+        proc = AutoImageProcessor.from_pretrained(path)
+    except (OSError, ValueError):  # an architecture config without a processor (a stage from scratch)
+        config = models.from_pretrained(AutoConfig, ref)
+        size = getattr(config, "image_size", 224)
+        from transformers import ViTImageProcessor
+
+        proc = ViTImageProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    size = proc.size
+    side = size.get("height") or size.get("shortest_edge") or 224
+    mean = tuple(getattr(proc, "image_mean", None) or IMAGENET_MEAN)
+    std = tuple(getattr(proc, "image_std", None) or IMAGENET_STD)
+    return int(side), mean, std, proc
+
+
+class ImageCollate:
+    """uint8 HWC images -> normalised float NCHW batch, with per-example augmentation when training."""
+
+    def __init__(self, size: int, mean, std, augment: str):
+        from torchvision.transforms import v2
+
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.augment = {
+            "off": None,
+            "light": v2.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
+            "standard": v2.Compose([v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True),
+                                    v2.RandomHorizontalFlip(), v2.ColorJitter(0.3, 0.3, 0.3)]),
+        }[augment]
+
+    def __call__(self, examples):
+        x = torch.stack([e["pixel_values"] for e in examples]).permute(0, 3, 1, 2)
+        x = x.float().div_(255)
+        if self.augment is not None:
+            x = torch.stack([self.augment(img) for img in x])
+        return {"pixel_values": (x - self.mean) / self.std,
+                "labels": torch.tensor([int(e["labels"]) for e in examples])}
+
+
+def _decode_resize(batch, image: str, size: int, bad: list):
+    """Decode and resize once (cached by datasets); unreadable files are marked and reported, not fatal."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    out, ok = [], []
+    for item in batch[image]:
+        try:
+            img = item if isinstance(item, Image.Image) else Image.open(
+                io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
+            arr = np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+            out.append(arr)
+            ok.append(True)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            bad.append(item.get("path") if isinstance(item, dict) else "?")
+            out.append(np.zeros((size, size, 3), np.uint8))
+            ok.append(False)
+    return {"pixel_values": out, "_ok": ok}
+
+
+@functools.lru_cache(maxsize=8)
+def _prepared(dataset_json: str, size: int) -> tuple:
+    import datasets
+
+    dataset = DatasetSpec.model_validate_json(dataset_json)
+    image, label = dataset.columns.get("image", "image"), dataset.columns.get("label", "label")
+    dd = sources.load(dataset)
+    if label == "label" and dd["train"].column_names == [image]:  # imagefolder adds labels for 2+ class folders
+        raise UserError(f"dataset '{dataset.source}' has no labels: an imagefolder needs one sub-folder per class, "
+                        f"at least 2 (e.g. train/cat/*.png, train/dog/*.png)")
+    require_columns(dd, {"image": image, "label": label}, dataset.source)
+    if not isinstance(dd["train"].features[image], datasets.Image):
+        raise UserError(f"dataset '{dataset.source}': column '{image}' holds {dd['train'].features[image]}, not "
+                        f"images; set dataset.columns.image")
+    dd, labels = class_labels(dd, label, dataset.source)
+    dd = dd.cast_column(image, datasets.Image(decode=False))  # decode ourselves: a corrupt file is one warning
+    bad: list = []
+    features = datasets.Features({"pixel_values": datasets.Array3D((size, size, 3), "uint8"),
+                                  "_ok": datasets.Value("bool"), label: dd["train"].features[label]})
+    dd = dd.map(_decode_resize, batched=True, batch_size=256, fn_kwargs={"image": image, "size": size, "bad": bad},
+                remove_columns=[c for c in dd["train"].column_names if c != label], features=features)
+    flagged = [split for split in dd if not all(dd[split]["_ok"])]
+    if flagged:
+        names = ", ".join(str(b) for b in bad[:5]) or "(listed in an earlier run: the map result is cached)"
+        n = sum(dd[s].num_rows - sum(dd[s]["_ok"]) for s in flagged)
+        print(f"transferbench: warning: skipped {n} unreadable image(s) in '{dataset.source}': {names}",
+              file=sys.stderr)
+        dd = dd.filter(lambda b: b["_ok"], batched=True, input_columns=None)
+    dd = dd.remove_columns("_ok").rename_column(label, "labels")
+    splits = {name: _in_memory(split) for name, split in dd.items()}
+    return splits, labels, dataset.source + (f"/{dataset.config}" if dataset.config else "")
+
+
+class Examples(torch.utils.data.Dataset):
+    """A split held as tensors: indexing is a tensor slice, not an Arrow row decode (~50x faster per item)."""
+
+    def __init__(self, columns: dict[str, torch.Tensor]):
+        self.columns = columns
+
+    def __len__(self):
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.columns.items()}
+
+
+IN_MEMORY_BYTES = 4 * 2**30  # larger splits stay memory-mapped Arrow (e.g. ImageNet-sized data at 224 px)
+
+
+def _in_memory(split):
+    nbytes = split.num_rows * int(np.prod(split.features["pixel_values"].shape))
+    if nbytes > IN_MEMORY_BYTES:
+        return split.with_format("torch")
+    columns = split.with_format("torch")[:]
+    columns["pixel_values"] = columns["pixel_values"].to(torch.uint8)
+    return Examples(columns)
+
+
+@register_task
+class ImageClassification(Task):
+    name = "image-classification"
+    metric_names = ("accuracy", "f1")
+    Args = ImageArgs
+    lora_targets = {  # by the installed libraries' module names (a list: name suffixes; a str: a regex)
+        "vit": ["q_proj", "v_proj"], "deit": ["q_proj", "v_proj"], "dinov2": ["query", "value"],
+        "swin": ["query", "value"], "convnext": ["pwconv1", "pwconv2"], "resnet": ["convolution"],
+        "timm:efficientnet": ["conv_pw", "conv_pwl"], "timm:resnet": r".*layer\d+\.\d+\.conv\d",  # a regex: block convs only (some stems are Sequential)
+        "timm:vision_transformer": ["qkv"],
+    }
+
+    def load_data(self, dataset: DatasetSpec, model: str) -> TaskData:
+        size, mean, std, proc = preprocessing(model)
+        size = self.args.image_size or size
+        dd, labels, identity = _prepared(dataset.model_dump_json(), size)
+        return TaskData(dd["train"], dd["eval"], ImageCollate(size, mean, std, self.args.augment), labels, identity,
+                        eval_collate=ImageCollate(size, mean, std, "off"), processor=proc)
+
+    def check_model(self, model: str) -> None:
+        if _timm_name(model) is None:
+            check_auto_class(model, "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "an image classifier")
+
+    def build_model(self, model: str, labels: list[str], pretrained: bool):
+        timm_ref = _timm_name(model)
+        if timm_ref:
+            return TimmClassifier(_create_timm(*timm_ref, num_classes=len(labels), pretrained=pretrained))
+        from transformers import AutoConfig, AutoModelForImageClassification
+
+        config = models.from_pretrained(AutoConfig, model, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                        label2id={n: i for i, n in enumerate(labels)})
+        if not pretrained:  # fairness rule 1: exactly the checkpoint's config, random init
+            return AutoModelForImageClassification.from_config(config)
+        # a checkpoint trained on other classes: its head is replaced by a fresh one of the right size
+        return models.from_pretrained(AutoModelForImageClassification, model, config=config,
+                                      ignore_mismatched_sizes=True)
+
+    def model_type(self, model) -> Optional[str]:
+        if isinstance(model, TimmClassifier):
+            return "timm:" + type(model.model).__module__.rsplit(".", 1)[-1]
+        return super().model_type(model)
+
+    def head_names(self, model) -> list[str]:
+        if isinstance(model, TimmClassifier):
+            return ["model." + model.model.pretrained_cfg["classifier"]]
+        return super().head_names(model)
+
+    def save_checkpoint(self, model, data: TaskData, path) -> None:
+        if isinstance(model, TimmClassifier):
+            import timm
+
+            timm.models.save_for_hf(model.model, str(path), model_config={"label_names": data.labels})
+        else:
+            super().save_checkpoint(model, data, path)
