@@ -1,55 +1,245 @@
-"""The leaderboard's numbers equal a hand computation on a fixture store."""
+"""The leaderboard's numbers equal a hand computation on a fixture store, in every format; verdicts, merging
+and the awkward rows (failed, no eval, one seed)."""
+import csv
 import json
 import math
+import statistics
 
+import pytest
 from helpers import cli
-from transferbench.runners.report import cells, markdown
+from scipy.stats import t as student_t
+
+from transferbench.errors import UserError
+from transferbench.runners import fmt
+from transferbench.runners.cli import main
+from transferbench.runners.merge import load
+from transferbench.runners.report import MODE_ORDER, build, markdown, welch_interval
+
+DEVICE_HOURS = {"scratch": 0.01, "finetune": 0.01, "lora": 0.006, "linear-probe": 0.004}
 
 
-def rec(mode, seed, metric, **kw):
-    base = dict(run_id=f"{mode}{seed}", task="text-classification", dataset="builtin:topics", model="m", mode=mode,
-                seed=seed, train_samples=256, metric_name="accuracy", higher_is_better=True, metric=metric,
-                target=0.9, time_to_target_s=None, train_seconds=10.0, samples_per_second=100.0, params_total=1000,
-                params_trainable=1000, peak_memory_bytes=2**30, device_hours=0.01, cost_usd=0.02,
-                price_per_device_hour=2.0, price_date="2026-11-25", device_name="CPU: x", status="ok", error=None)
+def rec(mode, seed, metric, budget=256, **kw):
+    """A result record as the store holds it; cost = device-hours × $2."""
+    dh = DEVICE_HOURS[mode]
+    curve = [{"step": 1, "samples_seen": budget // 2, "seconds": 1.0 + seed, "metric": None if metric is None else
+              metric / 2}, {"step": 2, "samples_seen": budget, "seconds": 2.5 + seed, "metric": metric}]
+    base = dict(schema_version=1, run_id=f"{mode}-{budget}-{seed}", suite="fixture", task="text-classification",
+                dataset="builtin:topics", model="m", mode=mode, seed=seed, train_samples=budget,
+                metric_name="accuracy", higher_is_better=True, metric=metric, best_metric=metric,
+                metrics={"accuracy": metric}, curve=curve, target=0.9, time_to_target_s=None, train_seconds=10.0,
+                samples_per_second=100.0, params_total=1000, params_trainable=1000, peak_memory_bytes=2**30,
+                device_name="CPU: x", device_count=1, num_processes=1, mixed_precision="no", device_hours=dh,
+                cost_usd=2 * dh, price_per_device_hour=2.0, price_date="2026-11-25", status="ok", error=None,
+                started_at="2026-11-25T10:00:00", finished_at="2026-11-25T10:01:00",
+                config={"suite": "fixture", "task": "text-classification", "model": "m", "mode": mode, "seed": seed,
+                        "train_samples": budget, "hyper": {"lr": 1e-3, "epochs": 1}, "price_per_device_hour": None},
+                env={"versions": {"python": "3.11.2", "torch": "2.14.1"}, "git_commit": "abc123", "host": "h"})
     return {**base, **kw}
 
 
-RECORDS = [
-    rec("scratch", 0, 0.25), rec("scratch", 1, 0.27), rec("scratch", 2, 0.29),
-    rec("finetune", 0, 0.90, time_to_target_s=4.0), rec("finetune", 1, 0.96, time_to_target_s=6.0),
-    rec("finetune", 2, 0.93, time_to_target_s=5.0),
-    rec("lora", 0, 0.80, params_trainable=3, time_to_target_s=None),
-    rec("linear-probe", 0, None, status="failed", error="RuntimeError: boom"),
-]
+def fixture_records():
+    """Two budgets, four modes, 3 seeds; one failed run, one run without an evaluation, one single-seed cell."""
+    out = [rec("scratch", s, m, 64) for s, m in enumerate([0.25, 0.27, 0.29])]
+    out += [rec("finetune", s, m, 64) for s, m in enumerate([0.80, 0.86, 0.83])]
+    out += [rec("lora", s, m, 64, params_trainable=3) for s, m in enumerate([0.81, 0.82, 0.83])]
+    out += [rec("linear-probe", 0, None, 64, status="failed", error="RuntimeError: boom", train_samples=None,
+                device_hours=0.0, cost_usd=0.0)]
+    out += [rec("scratch", s, m) for s, m in enumerate([0.90, 0.92, 0.94])]
+    out += [rec("finetune", s, m, time_to_target_s=tt) for s, m, tt in zip(range(3), [0.91, 0.95, 0.93], [4, 6, 5])]
+    out += [rec("lora", 0, 0.89, params_trainable=3)]
+    out += [rec("linear-probe", 0, None, curve=[])]  # trained, never evaluated
+    return out
+
+
+def write_store(path, records):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def by_key(cells):
+    return {(c["train_samples"], c["mode"]): c for c in cells}
 
 
 def test_cells_match_hand_computation():
-    by_mode = {c["mode"]: c for c in cells(RECORDS)}
-    assert set(by_mode) == {"scratch", "finetune", "lora"}  # the failed run forms no cell
-    ft, sc = by_mode["finetune"], by_mode["scratch"]
-    assert ft["n"] == 3 and math.isclose(ft["metric_mean"], 0.93)
-    assert math.isclose(ft["metric_std"], math.sqrt(((0.90 - 0.93) ** 2 + (0.96 - 0.93) ** 2) / 2))  # sample std
-    assert math.isclose(ft["delta_vs_scratch"], 0.93 - 0.27)
-    assert math.isclose(ft["time_to_target_s"], 5.0) and ft["target_reached"] == 3
-    assert math.isclose(ft["device_hours"], 0.03) and math.isclose(ft["cost_usd"], 0.06)
-    assert sc["delta_vs_scratch"] == 0 and by_mode["lora"]["metric_std"] is None
-    assert math.isclose(by_mode["lora"]["trainable_share"], 0.003)
+    cells = by_key(build(fixture_records()).cells)
+    ft, sc, lora = cells[(64, "finetune")], cells[(64, "scratch")], cells[(64, "lora")]
+    assert ft["n"] == 3 and math.isclose(ft["metric_mean"], 0.83)
+    assert math.isclose(ft["metric_std"], math.sqrt(((0.80 - 0.83) ** 2 + (0.86 - 0.83) ** 2) / 2))  # sample std
+    assert math.isclose(ft["delta_vs_scratch"], 0.83 - 0.27) and sc["delta_vs_scratch"] == 0
+    # Welch: se² = s1²/n1 + s2²/n2; Welch–Satterthwaite degrees of freedom; t quantile at 97.5%
+    v1, v2 = 0.03**2 / 3, 0.02**2 / 3
+    dof = (v1 + v2) ** 2 / (v1**2 / 2 + v2**2 / 2)
+    half = student_t.ppf(0.975, dof) * math.sqrt(v1 + v2)
+    assert math.isclose(dof, 3.4845, rel_tol=1e-4) and math.isclose(half, 0.0613, abs_tol=1e-4)
+    assert all(math.isclose(a, b) for a, b in zip(ft["delta_ci"], (0.56 - half, 0.56 + half)))
+    assert ft["delta_significant"] is True
+    big = cells[(256, "finetune")]  # +0.01 with overlapping seeds: the interval spans 0
+    assert big["delta_ci"][0] < 0 < big["delta_ci"][1] and big["delta_significant"] is False
+    assert math.isclose(big["time_to_target_s"], 5.0) and big["target_reached"] == 3
+    assert math.isclose(lora["trainable_share"], 0.003) and math.isclose(lora["cost_usd"], 0.012)  # per run
+    assert math.isclose(lora["cost_per_point"], 0.012 / 82)
+    assert math.isclose(ft["device_hours_total"], 0.03) and math.isclose(ft["cost_usd_total"], 0.06)
+    assert [c["best"] for c in (sc, ft, lora)] == [False, True, False]
 
 
-def test_markdown_shows_the_same_numbers():
-    text = markdown(RECORDS)
-    lines = {line.split("|")[5].strip(): line for line in text.splitlines() if line.startswith("| text-")}
-    assert "accuracy 0.9300 ± 0.030 (n=3)" in lines["finetune"] and "+0.6600" in lines["finetune"]
-    assert "5.0 s" in lines["finetune"] and "0.03000" in lines["finetune"] and "0.06000" in lines["finetune"]
-    assert "accuracy 0.8000 n=1" in lines["lora"] and "0/1 reached" in lines["lora"] and "0.30%" in lines["lora"]
-    assert "$2.0000 per device-hour" in text and "dated 2026-11-25" in text
-    assert "linear-probe" in text and "failed: RuntimeError: boom" in text
+def test_awkward_cells():
+    cells = by_key(build(fixture_records()).cells)
+    failed, no_eval, single = cells[(64, "linear-probe")], cells[(256, "linear-probe")], cells[(256, "lora")]
+    assert failed["status"] == "failed" and failed["n"] == 0 and failed["errors"] == [
+        "seed 0: failed: RuntimeError: boom"]  # budget from the config: the run failed before resolving it
+    assert no_eval["status"] == "no eval" and no_eval["metric_mean"] is None and no_eval["delta_vs_scratch"] is None
+    assert single["n"] == 1 and single["metric_std"] is None and single["delta_ci"] is None
+    assert math.isclose(single["delta_vs_scratch"], 0.89 - 0.92)
+    assert fmt.spread(single) == "n=1" and fmt.delta(single) == "-0.0300 (no CI: n=1)"
 
 
-def test_report_command_prints_and_writes_the_leaderboard(tmp_path):
-    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    proc = cli("report", tmp_path)
+def test_welch_interval_edge_cases():
+    one = dict(n=1, metric_mean=0.5, metric_std=None)
+    same = dict(n=2, metric_mean=0.5, metric_std=0.0)
+    assert welch_interval(one, same) is None
+    assert welch_interval(same, dict(same, metric_mean=0.4)) == pytest.approx((0.1, 0.1))
+
+
+def test_verdicts_are_computed_from_the_cells():
+    board = build(fixture_records())
+    v64, v256 = board.budget_verdicts
+    # 64: finetune 0.83 ± 0.03 is best; lora 0.82 trails by 0.01 < 0.03 and costs $0.012 < $0.02
+    assert (v64["best_mode"], v64["within_one_std"], v64["cheapest_mode"]) == ("finetune", ["finetune", "lora"],
+                                                                              "lora")
+    assert "cheapest within one std of it: lora (0.8200, $0.012 per run, $0.0001463 per accuracy point)" in v64["text"]
+    # 256: scratch 0.92 is within finetune's 0.02 and costs the same: the tie goes to the better metric
+    assert v256["within_one_std"] == ["scratch", "finetune"] and v256["cheapest_mode"] == "finetune"
+    (cross,) = board.crossovers
+    assert cross["crossover_budget"] == 256 and "from 256 examples on (budgets run: 64, 256)" in cross["text"]
+    never = [r for r in fixture_records() if not (r["mode"] == "scratch" and r["train_samples"] == 256)]
+    never += [rec("scratch", s, m) for s, m in enumerate([0.60, 0.62, 0.64])]
+    (cross,) = build(never).crossovers
+    assert cross["crossover_budget"] is None and "not reached within the budgets run (64, 256)" in cross["text"]
+
+
+def test_verdict_without_prices_uses_device_hours():
+    records = [dict(r, cost_usd=None, price_per_device_hour=None) for r in fixture_records()]
+    v64 = build(records).budget_verdicts[0]
+    assert v64["cheapest_by"] == "device_hours" and v64["cheapest_mode"] == "lora"
+    assert "0.006 device-h per run" in v64["text"]
+
+
+def _md_rows(text):
+    rows = {}
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split("|")[1:-1]]
+        if line.startswith("| m |"):
+            rows[(int(parts[1]), parts[2])] = parts
+    return rows
+
+
+def test_markdown_rows():
+    rows = _md_rows(markdown(fixture_records()))
+    assert rows[(64, "finetune")][3:6] == ["**0.8300 ± 0.0300 (n=3)**", "+0.5600 [+0.4987, +0.6213]", "0/3 reached"]
+    assert rows[(64, "lora")][9:13] == ["0.30%", "0.006", "$0.012", "$0.0001463"]
+    assert rows[(256, "finetune")][5] == "5.0 s" and rows[(256, "scratch")][4] == "baseline"
+    assert rows[(256, "lora")][3] == "0.8900 n=1" and "±" not in rows[(256, "lora")][3]
+    assert rows[(64, "linear-probe")][3] == "failed (1 run): seed 0: failed: RuntimeError: boom"
+    assert rows[(256, "linear-probe")][3] == "no eval (1 run)" and rows[(256, "linear-probe")][4] == "—"
+    text = markdown(fixture_records())
+    assert "$2.0000 per device-hour (price table dated 2026-11-25)" in text
+    assert "0.148 device-h, $0.296" in text  # totals: 0.03 + 0.03 + 0.018 + 0 (failed) + 0.03 + 0.03 + 0.006 + 0.004
+    assert "seed 0 (run linear-probe-64-0): failed: RuntimeError: boom" in text
+
+
+def test_every_format_agrees(tmp_path):
+    store = write_store(tmp_path / "store", fixture_records())
+    proc = cli("report", store)
     assert proc.returncode == 0, proc.stderr
-    assert "accuracy 0.9300 ± 0.030 (n=3)" in proc.stdout
-    assert (tmp_path / "leaderboard.md").read_text().strip() == proc.stdout.strip()
+    md = (store / "leaderboard.md").read_text()
+    assert md.strip() == proc.stdout.strip()
+    data = json.loads((store / "leaderboard.json").read_text())
+    with open(store / "leaderboard.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    runs = [r for r in rows if r["row"] == "run"]
+    csv_cells = {(int(r["train_samples"]), r["mode"]): r for r in rows if r["row"] == "cell"}
+    assert len(runs) == len(fixture_records()) == len(data["runs"]) and len(csv_cells) == len(data["cells"]) == 8
+    md_rows = _md_rows(md)
+    for cell in data["cells"]:
+        key = (cell["train_samples"], cell["mode"])
+        row = csv_cells[key]
+        seeds = [float(r["metric"]) for r in runs
+                 if (r["train_samples"], r["mode"]) == (str(key[0]), key[1]) and r["metric"]]
+        if cell["n"]:
+            # JSON == CSV cell == the mean of the CSV run rows == the Markdown text
+            assert math.isclose(float(row["metric"]), cell["metric_mean"])
+            assert math.isclose(statistics.fmean(seeds), cell["metric_mean"])
+            assert md_rows[key][3].strip("*").startswith(fmt.metric(float(row["metric"])))
+        if cell["delta_ci"]:
+            low, high = float(row["delta_ci_low"]), float(row["delta_ci_high"])
+            assert [low, high] == pytest.approx(cell["delta_ci"])
+            assert f"[{fmt.signed(low)}, {fmt.signed(high)}]" in md_rows[key][4]
+        if cell["cost_usd"] is not None:
+            assert float(row["cost_usd"]) == pytest.approx(cell["cost_usd"])
+            assert md_rows[key][11] == fmt.money(cell["cost_usd"])
+        assert (row["best"] == "True") == cell["best"] == md_rows[key][3].startswith("**")
+    assert [v["text"] for v in data["verdicts"]["budgets"] + data["verdicts"]["crossovers"]] == [
+        line[2:] for line in md.splitlines() if line.startswith("- m")]
+    assert sorted(p.name for p in (store / "plots").iterdir()) == [
+        f"{kind}-text-classification-builtin-topics.png" for kind in ("cost", "learning", "time-to-target", "training")]
+    assert "leaderboard.html" in {p.name for p in store.iterdir()}
+
+
+def test_merging_stores_counts_each_run_once(tmp_path):
+    records = fixture_records()
+    a = write_store(tmp_path / "a", records[:10])
+    b = write_store(tmp_path / "b", [dict(r, suite="other") for r in records[8:]])  # 2 runs in both
+    out = tmp_path / "merged"
+    assert main(["report", str(a), str(b), "--out", str(out)]) == 0
+    data = json.loads((out / "leaderboard.json").read_text())
+    assert len(data["runs"]) == len(records)
+    lora = next(c for c in data["cells"] if (c["train_samples"], c["mode"]) == (64, "lora"))
+    assert lora["n"] == 3 and lora["seeds"] == [0, 1, 2]
+
+
+def test_a_retried_run_counts_once_as_ok(tmp_path):
+    first = rec("finetune", 0, None, status="failed", error="OOM")
+    board = build(load([write_store(tmp_path, [first, rec("finetune", 0, 0.9), rec("finetune", 0, 0.1)])]))
+    assert [(r["status"], r["metric"]) for r in board.records] == [("ok", 0.9)]
+
+
+def test_refuses_to_merge_different_configs(tmp_path):
+    a = write_store(tmp_path / "a", [rec("finetune", 0, 0.9)])
+    other = rec("finetune", 1, 0.8)
+    other["config"] = {**other["config"], "hyper": {"lr": 5e-5, "epochs": 1}}
+    b = write_store(tmp_path / "b", [other])
+    proc = cli("report", a, b, "--out", tmp_path / "out")
+    assert proc.returncode == 2 and not proc.stdout
+    (line,) = proc.stderr.strip().splitlines()
+    assert "finetune-256-0" in line and "finetune-256-1" in line and "hyper.lr (0.001 vs 5e-05)" in line
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError):
+        build([rec("finetune", 0, 0.9), other])
+    # `transferbench run` prints the reason instead of a table rather than crashing after training
+    assert "No leaderboard: runs finetune-256-0" in markdown([rec("finetune", 0, 0.9), other])
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    a = write_store(tmp_path / "a", [rec("finetune", 0, 0.9)])
+    for args, words in [([tmp_path / "nothing"], "no results store"), ([a, a], "--out")]:
+        assert main(["report", *map(str, args)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and words in err
+
+
+def test_mode_order_matches_the_modes():
+    from transferbench.modes import MODES
+
+    assert list(MODE_ORDER) == list(MODES)
+
+
+def test_lower_is_better_metrics_pick_the_lowest():
+    records = [rec(m, s, v, metric_name="loss", higher_is_better=False)
+               for m, vs in (("scratch", [2.0, 2.2]), ("finetune", [1.0, 1.2]), ("lora", [1.1, 1.3]))
+               for s, v in enumerate(vs)]
+    board = build(records)
+    assert [c["mode"] for c in board.cells if c["best"]] == ["finetune"]
+    (verdict,) = board.budget_verdicts
+    assert verdict["best_mode"] == "finetune" and verdict["cheapest_mode"] == "lora"  # 1.2 trails by 0.1 < std 0.14
+    assert all(c["cost_per_point"] is None for c in board.cells)  # "points" only mean something for higher-better

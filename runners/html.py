@@ -1,0 +1,109 @@
+"""The leaderboard as one self-contained HTML file: inline CSS and JS, plots as data: URIs, no network needed.
+Tables sort on a header click; `#sort=<column>-<asc|desc>` in the URL opens them sorted (a linkable view)."""
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+
+from .report import Leaderboard
+from .tables import COLUMNS, EXPLAIN, METRIC_COLUMN, failed_lines, price_lines, table_intro
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1500px;padding:0 1em;
+color:#1b1f24}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}
+th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:nowrap}
+td:nth-child(-n+3),th:nth-child(-n+3),td.metric{text-align:left}
+th{background:#f6f8fa;cursor:pointer;position:sticky;top:0;user-select:none}
+th[data-dir=asc]::after{content:" ▲"} th[data-dir=desc]::after{content:" ▼"}
+tbody tr:nth-child(even){background:#fafbfc}
+td.best{font-weight:700;background:#dafbe1}
+tr.failed td{color:#b42318}
+td.metric{white-space:normal;min-width:16em;max-width:30em}
+.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:1em}
+figure{margin:0}
+figure img{width:100%;border:1px solid #d0d7de}
+figcaption{font-size:12px;color:#57606a}
+.explain{color:#57606a}
+.scroll{overflow-x:auto}
+"""
+
+JS = """
+function sortTable(th, dir) {
+  const body = th.closest("table").tBodies[0], i = th.cellIndex;
+  dir = dir || (th.dataset.dir === "asc" ? "desc" : "asc");
+  const key = tr => { const v = tr.cells[i].dataset.sort; return v === "" ? null : isNaN(v) ? v : Number(v); };
+  const rows = Array.from(body.rows).sort((a, b) => {
+    const x = key(a), y = key(b);
+    if (x === null || y === null) return (x === null) - (y === null);  // blanks last, either way
+    return (x < y ? -1 : x > y ? 1 : 0) * (dir === "asc" ? 1 : -1);
+  });
+  rows.forEach(r => body.appendChild(r));
+  th.closest("tr").querySelectorAll("th").forEach(h => delete h.dataset.dir);
+  th.dataset.dir = dir;
+}
+document.querySelectorAll("table.sortable th").forEach(th => th.addEventListener("click", () => sortTable(th)));
+document.body.dataset.sortable = "ready";
+const wanted = /^#sort=([\\w-]+)-(asc|desc)$/.exec(location.hash);
+if (wanted) document.querySelectorAll(`table.sortable th[data-col="${wanted[1]}"]`)
+  .forEach(th => sortTable(th, wanted[2]));
+// a plot that failed to decode shows as width 0 instead of silently missing
+window.addEventListener("load", () => document.querySelectorAll("img").forEach(img => {
+  img.dataset.width = img.naturalWidth;
+}));
+"""
+
+
+def _sort_value(value) -> str:
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def _table(cells: list[dict]) -> list[str]:
+    out = ['<div class="scroll"><table class="sortable"><thead><tr>']
+    out += [f'<th data-col="{key}">{escape(header)}</th>' for key, header, _, _ in COLUMNS]
+    out.append("</tr></thead><tbody>")
+    for c in cells:
+        row = f'<tr class="{escape(c["status"].replace(" ", "-"))}">'
+        for i, (key, _, text, sort) in enumerate(COLUMNS):
+            cls = f"{key} best" if c["best"] and i == METRIC_COLUMN else key
+            row += f'<td class="{cls}" data-sort="{escape(_sort_value(sort(c)))}">{escape(text(c))}</td>'
+        out.append(row + "</tr>")
+    out.append("</tbody></table></div>")
+    return out
+
+
+def _figure(fig: dict) -> str:
+    data = base64.b64encode(Path(fig["file"]).read_bytes()).decode()
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{escape(fig["title"])}: '
+            f'{escape(fig["caption"])}"><figcaption>{escape(fig["caption"])}</figcaption></figure>')
+
+
+def render(board: Leaderboard, figures: list[dict] = ()) -> str:
+    out = ['<!doctype html><html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{escape(board.title)}</title><style>{CSS}</style></head><body>",
+           f"<h1>{escape(board.title)}</h1>"]
+    ok = sum(r.get("status") == "ok" for r in board.records)
+    out.append(f'<p class="explain">{len(board.records)} runs ({ok} ok, {len(board.records) - ok} failed). '
+               f'{escape(EXPLAIN.replace("**Bold**", "Highlighted"))} Click a column header to sort.</p>')
+    for (task, dataset), cells in board.tables():
+        out += [f'<section class="task"><h2>{escape(f"{task} · {dataset}")}</h2>',
+                f"<p>{escape(table_intro(cells))}</p>"] + _table(cells)
+        verdicts = [v["text"] for v in board.budget_verdicts + board.crossovers
+                    if (v["task"], v["dataset"]) == (task, dataset)]
+        out += ['<h3>Verdicts</h3><ul class="verdicts">'] + [f"<li>{escape(v)}</li>" for v in verdicts] + ["</ul>"]
+        out += ['<div class="plots">'] + [_figure(f) for f in figures if (f["task"], f["dataset"]) == (task, dataset)]
+        out.append("</div>")
+        out.append("</section>")
+    out += ["<h2>Cost</h2><ul>"] + [f"<li>{escape(p)}</li>" for p in price_lines(board)] + ["</ul>"]
+    failed = failed_lines(board)
+    if failed:
+        out += ['<h2>Failed runs</h2><ul class="failed">'] + [f"<li>{escape(f)}</li>" for f in failed] + ["</ul>"]
+    out.append(f"<script>{JS}</script></body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write(board: Leaderboard, figures: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(board, figures), encoding="utf-8")

@@ -1,0 +1,177 @@
+"""PNG plots of a leaderboard, one set per task and dataset, each readable without the table: learning curves
+(log-x), metric vs cost with the Pareto front, time-to-target bars, training curves of one budget."""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state, no display needed
+from matplotlib.figure import Figure
+
+
+from . import fmt
+from .report import MODE_ORDER, Leaderboard
+
+COLORS = dict(zip(MODE_ORDER, ["#7f7f7f", "#1f77b4", "#2ca02c", "#ff7f0e"]))
+MARKERS = dict(zip(MODE_ORDER, "osD^"))
+
+
+def _color(mode: str) -> str:
+    return COLORS.get(mode, "#9467bd")
+
+
+def _slug(*parts) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(map(str, parts))).strip("-").lower()
+
+
+def _figure(width=7.5, height=4.8) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float, object]], higher_is_better: bool) -> list:
+    """The points no other point beats on both cost (lower) and metric: cheapest first."""
+    sign = 1 if higher_is_better else -1
+    front, best = [], None
+    for cost, value, item in sorted(points, key=lambda p: (p[0], -sign * p[1])):
+        if best is None or sign * value > best:
+            front.append((cost, value, item))
+            best = sign * value
+    return front
+
+
+def learning_curves(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
+    models = sorted({c["model"] for c in cells})
+    axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        by_mode = defaultdict(list)
+        for c in cells:
+            if c["model"] == model and c["n"] and c["train_samples"]:
+                by_mode[c["mode"]].append(c)
+        for mode, cs in by_mode.items():
+            cs.sort(key=lambda c: c["train_samples"])
+            ax.errorbar([c["train_samples"] for c in cs], [c["metric_mean"] for c in cs],
+                        yerr=[c["metric_std"] or 0.0 for c in cs], color=_color(mode), marker=MARKERS.get(mode, "o"),
+                        capsize=4, label=f"{mode} (n={'/'.join(str(c['n']) for c in cs)})")
+        ax.set_xscale("log")
+        budgets = sorted({c["train_samples"] for cs in by_mode.values() for c in cs})
+        ax.set_xticks(budgets, [str(b) for b in budgets])  # the budgets run, not powers of ten
+        ax.minorticks_off()
+        ax.set_title(str(model), fontsize=10)
+        ax.set_xlabel("training examples (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel(f"{cells[0]['metric_name']} (final eval)")
+    return "Learning curves: metric vs training examples per mode; error bars ±1 std over seeds (n seeds per point)"
+
+
+def metric_vs_cost(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
+    scored = [c for c in cells if c["n"]]
+    priced = all(c["cost_usd"] is not None for c in scored)
+    key, unit = ("cost_usd", "cost per run (USD)") if priced else ("device_hours", "device-hours per run")
+    ax = fig.subplots()
+    points = [(c[key], c["metric_mean"], c) for c in scored if c[key] is not None]
+    for mode in dict.fromkeys(c["mode"] for _, _, c in points):
+        mine = [p for p in points if p[2]["mode"] == mode]
+        ax.errorbar([p[0] for p in mine], [p[1] for p in mine], yerr=[p[2]["metric_std"] or 0.0 for p in mine],
+                    color=_color(mode), marker=MARKERS.get(mode, "o"), linestyle="none", capsize=3, label=mode)
+    several = len({c["model"] for c in scored}) > 1
+    for x, y, c in points:
+        ax.annotate(f"{c['model']} · {c['train_samples']}" if several else f"{c['train_samples']} ex.", (x, y),
+                    fontsize=7, xytext=(4, 4), textcoords="offset points")
+    front = pareto_front(points, cells[0]["higher_is_better"])
+    ax.plot([p[0] for p in front], [p[1] for p in front], color="black", linestyle="--", linewidth=1,
+            drawstyle="steps-post", marker="o", markersize=13, markerfacecolor="none", label="Pareto front")
+    ax.set_xlabel(unit)
+    ax.set_ylabel(f"{cells[0]['metric_name']} (mean over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return f"Metric vs {unit}; dashed: the Pareto front (no other cell is both cheaper and better)"
+
+
+def time_to_target(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
+    shown = [c for c in cells if c["target"] is not None and c["n"]]
+    ax = fig.subplots()
+    labels = [f"{c['model']} · {c['train_samples']} · {c['mode']}" for c in shown]
+    values = [c["time_to_target_s"] or 0.0 for c in shown]
+    bars = ax.barh(range(len(shown)), values, color=[_color(c["mode"]) for c in shown])
+    for bar, c in zip(bars, shown):
+        note = (f"{fmt.seconds(c['time_to_target_s'])} ({c['target_reached']}/{c['n']} seeds)"
+                if c["target_reached"] else f"not reached (0/{c['n']} seeds)")
+        ax.annotate(note, (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(range(len(shown)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds from the first optimizer step (evaluations included)")
+    ax.margins(x=0.35)
+    targets = "/".join(f"{t:g}" for t in sorted({c["target"] for c in shown}))
+    return f"Time to target ({cells[0]['metric_name']} {targets}), mean over the seeds that reached it"
+
+
+def _curve_runs(board: Leaderboard, cells: list[dict]) -> list[dict]:
+    keys = {(c["task"], c["dataset"], c["model"], c["train_samples"]) for c in cells}
+    return [r for r in board.records if r.get("status") == "ok" and r.get("curve")
+            and (r["task"], r["dataset"], r["model"], r.get("train_samples")) in keys]
+
+
+def training_curves(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
+    """Every run's eval curve at the largest budget that has curves (one budget keeps runs comparable)."""
+    runs = _curve_runs(board, cells)
+    budget = max(r["train_samples"] for r in runs)
+    ax = fig.subplots()
+    labelled, several = set(), len({r["model"] for r in runs}) > 1
+    for r in sorted(runs, key=lambda r: (r["model"], MODE_ORDER.index(r["mode"]) if r["mode"] in MODE_ORDER else 9,
+                                         r["seed"])):
+        if r["train_samples"] != budget:
+            continue
+        points = [(p["seconds"], p["metric"]) for p in r["curve"] if p.get("metric") is not None]
+        name = f"{r['model']} · {r['mode']}" if several else r["mode"]
+        label = name if (r["model"], r["mode"]) not in labelled else None
+        labelled.add((r["model"], r["mode"]))
+        ax.plot([p[0] for p in points], [p[1] for p in points], color=_color(r["mode"]), marker=".", alpha=0.8,
+                label=label)
+    target = cells[0]["target"]
+    if target is not None:
+        ax.axhline(target, color="black", linestyle=":", linewidth=1, label=f"target {target:g}")
+    ax.set_xlabel("seconds from the first optimizer step")
+    ax.set_ylabel(f"{cells[0]['metric_name']} (eval)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return f"Training curves at {budget} examples: one line per run (seed)"
+
+
+PLOTS = {"learning": learning_curves, "cost": metric_vs_cost, "time-to-target": time_to_target,
+         "training": training_curves}
+
+
+def _applies(kind: str, board: Leaderboard, cells: list[dict]) -> bool:
+    if kind == "time-to-target":
+        return any(c["target"] is not None for c in cells)
+    if kind == "training":
+        return bool(_curve_runs(board, cells))
+    return True
+
+
+def write_all(board: Leaderboard, out: Path) -> list[dict]:
+    """The PNGs under `out`; each figure as {path (relative to out's parent), title, caption, task, dataset}."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for (task, dataset), cells in board.tables():
+        cells = [c for c in cells if c["n"]]
+        if not cells:
+            continue
+        for kind, draw in PLOTS.items():
+            if not _applies(kind, board, cells):
+                continue
+            models = len({c["model"] for c in cells}) if kind == "learning" else 1  # one panel per model
+            fig = _figure(width=max(7.5, 3.75 * models))
+            caption = draw(board, cells, fig)
+            title = f"{task} · {dataset}"
+            fig.suptitle(f"{title}\n{caption}", fontsize=10)
+            path = out / f"{kind}-{_slug(task, dataset)}.png"
+            fig.savefig(path)
+            figures.append(dict(path=f"{out.name}/{path.name}", file=str(path), title=f"{kind}: {title}",
+                                caption=caption, task=task, dataset=dataset, kind=kind))
+    return figures

@@ -1,0 +1,152 @@
+"""The leaderboard as tables: GitHub Markdown, flat CSV (one row per run and one per cell) and JSON."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Callable
+
+from . import fmt
+from .report import Leaderboard
+
+EXPLAIN = ("Metric: mean ± sample std over seeds (n = seeds with an evaluation). Δ vs scratch: difference of means, "
+           "with its 95% Welch t interval over seeds (none for n=1). **Bold**: the best cell of its budget. Time, "
+           "device-hours and cost are per run (mean over a cell's runs); $/point = cost per run / (100 × metric).")
+
+
+def metric_text(cell: dict) -> str:
+    """What the metric column says, failed and unevaluated cells included."""
+    if cell["status"] == "failed" or cell["status"] == "diverged":
+        return f"{cell['status']} ({cell['runs']} run{'s' * (cell['runs'] > 1)}): {cell['errors'][0]}"
+    if cell["status"] == "no eval":
+        return f"no eval ({cell['no_eval']} run{'s' * (cell['no_eval'] > 1)})"
+    notes = [f"{k} {what}" for k, what in ((cell["failed"], "failed"), (cell["no_eval"], "no eval")) if k]
+    return f"{fmt.metric(cell['metric_mean'])} {fmt.spread(cell)}" + (f", {', '.join(notes)}" if notes else "")
+
+
+# (key, header, text, sort value): Markdown and HTML show the same columns with the same text.
+Column = tuple[str, str, Callable[[dict], str], Callable[[dict], object]]
+COLUMNS: list[Column] = [
+    ("model", "model", lambda c: str(c["model"]), lambda c: str(c["model"])),
+    ("budget", "train examples", fmt.budget, lambda c: c["train_samples"]),
+    ("mode", "mode", lambda c: str(c["mode"]), lambda c: str(c["mode"])),
+    ("metric", "metric (mean ± std)", metric_text, lambda c: c["metric_mean"]),
+    ("delta", "Δ vs scratch [95% CI]", fmt.delta, lambda c: c["delta_vs_scratch"]),
+    ("ttt", "time to target", fmt.time_to_target, lambda c: c["time_to_target_s"]),
+    ("train", "train s", lambda c: fmt.num(c["train_seconds"], "{:.1f}"), lambda c: c["train_seconds"]),
+    ("throughput", "samples/s", lambda c: fmt.num(c["samples_per_second"], "{:.1f}"),
+     lambda c: c["samples_per_second"]),
+    ("memory", "peak mem", lambda c: fmt.memory(c["peak_memory_bytes"]), lambda c: c["peak_memory_bytes"]),
+    ("trainable", "trainable", lambda c: fmt.share(c["trainable_share"]), lambda c: c["trainable_share"]),
+    ("hours", "device-h/run", lambda c: fmt.hours(c["device_hours"]), lambda c: c["device_hours"]),
+    ("cost", "$/run", lambda c: fmt.money(c["cost_usd"]), lambda c: c["cost_usd"]),
+    ("per-point", "$/point", lambda c: fmt.money(c["cost_per_point"]), lambda c: c["cost_per_point"]),
+]
+METRIC_COLUMN = 3  # the one that carries the best-cell mark
+
+
+def table_intro(cells: list[dict]) -> str:
+    c = cells[0]
+    direction = "higher" if c["higher_is_better"] else "lower"
+    targets = sorted({x["target"] for x in cells if x["target"] is not None})
+    reach = (f"; time to target: until {c['metric_name']} reaches {' / '.join(f'{t:g}' for t in targets)}, from the "
+             "first optimizer step, evaluations included (mean over the seeds that reached it)" if targets else "")
+    return f"Metric: {c['metric_name']} ({direction} is better, final evaluation){reach}."
+
+
+def price_lines(board: Leaderboard) -> list[str]:
+    lines = [f"{p['device_name']}: {fmt.price(p['price_per_device_hour'])} per device-hour (price table dated "
+             f"{p['price_date'] or 'n/a'})" if p["price_per_device_hour"] is not None else
+             f"{p['device_name']}: no price (cost not computed; verdicts compare device-hours)" for p in board.prices]
+    total_h = sum(c["device_hours_total"] for c in board.cells)
+    total_usd = sum(c["cost_usd_total"] for c in board.cells)
+    lines.append(f"Device-hours = wall seconds × devices / 3600. Spent on these runs (failed ones included): "
+                 f"{fmt.hours(total_h)} device-h, {fmt.money(total_usd)}.")
+    return lines
+
+
+def failed_lines(board: Leaderboard) -> list[str]:
+    return [f"{r.get('task')} · {r.get('dataset')} · {r.get('model')} · {r.get('mode')} · "
+            f"{r.get('train_samples') or (r.get('config') or {}).get('train_samples') or '?'} examples · "
+            f"seed {r.get('seed')} (run {r.get('run_id')}): {r.get('status')}: {r.get('error')}"
+            for r in board.failed()]
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
+    lines = [f"## {board.title}", ""]
+    if not board.records:
+        return "\n".join(lines + ["_No runs yet._"]) + "\n"
+    ok = sum(r.get("status") == "ok" for r in board.records)
+    lines += [f"{len(board.records)} runs ({ok} ok, {len(board.records) - ok} failed)"
+              + (f" from {', '.join(board.sources)}" if board.sources else "") + ". " + EXPLAIN, ""]
+    for (task, dataset), cells in board.tables():
+        lines += [f"### {task} · {dataset}", "", table_intro(cells), ""]
+        lines.append("| " + " | ".join(header for _, header, _, _ in COLUMNS) + " |")
+        lines.append("|" + "---|" * len(COLUMNS))
+        for c in cells:
+            texts = [_md(text(c)) for _, _, text, _ in COLUMNS]
+            if c["best"]:
+                texts[METRIC_COLUMN] = f"**{texts[METRIC_COLUMN]}**"
+            lines.append("| " + " | ".join(texts) + " |")
+        verdicts = [v["text"] for v in board.budget_verdicts + board.crossovers
+                    if (v["task"], v["dataset"]) == (task, dataset)]
+        lines += ["", "Verdicts (computed from the rows above):", ""] + [f"- {v}" for v in verdicts]
+        shown = [f for f in figures if (f["task"], f["dataset"]) == (task, dataset)]
+        lines += [""] + [f"![{f['title']}]({f['path']})" for f in shown] if shown else []
+        lines.append("")
+    lines += ["### Cost", ""] + [f"- {p}" for p in price_lines(board)]
+    failed = failed_lines(board)
+    if failed:
+        lines += ["", "### Failed runs", ""] + [f"- {_md(f)}" for f in failed]
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ["row", "task", "dataset", "model", "train_samples", "mode", "seed", "seeds", "n", "status", "error",
+               "metric_name", "higher_is_better", "metric", "metric_std", "delta_vs_scratch", "delta_ci_low",
+               "delta_ci_high", "delta_significant", "best", "target", "time_to_target_s", "target_reached",
+               "train_seconds", "samples_per_second", "peak_memory_bytes", "trainable_share", "device_hours",
+               "cost_usd", "cost_per_point", "price_per_device_hour", "price_date", "device_name", "run_id"]
+
+
+def run_row(r: dict) -> dict:
+    share = (r["params_trainable"] / r["params_total"]
+             if r.get("params_trainable") is not None and r.get("params_total") else None)
+    return {**{k: r.get(k) for k in CSV_COLUMNS}, "row": "run", "seeds": r.get("seed"),
+            "n": int(r.get("metric") is not None), "trainable_share": share,
+            "target_reached": int(r.get("time_to_target_s") is not None) if r.get("target") is not None else None}
+
+
+def cell_row(c: dict) -> dict:
+    low, high = c["delta_ci"] or (None, None)
+    return {**{k: c.get(k) for k in CSV_COLUMNS}, "row": "cell", "metric": c["metric_mean"],
+            "metric_std": c["metric_std"], "seeds": " ".join(map(str, c["seeds"])), "error": "; ".join(c["errors"]),
+            "delta_ci_low": low, "delta_ci_high": high}
+
+
+def csv_rows(board: Leaderboard) -> list[dict]:
+    """Flat: `row` says whether a line is one run or an aggregated cell. Full float precision."""
+    return [run_row(r) for r in board.records] + [cell_row(c) for c in board.cells]
+
+
+def to_json(board: Leaderboard) -> dict:
+    heavy = {"curve", "config", "env"}  # in the store (and the published dataset); the leaderboard stays small
+    return dict(title=board.title, sources=board.sources, cells=board.cells,
+                verdicts=dict(budgets=board.budget_verdicts, crossovers=board.crossovers), prices=board.prices,
+                runs=[{k: v for k, v in r.items() if k not in heavy and not k.startswith("_")} for r in board.records])
+
+
+def write_all(board: Leaderboard, out: Path, figures: list[dict] = ()) -> str:
+    """leaderboard.md, .csv and .json in `out`; returns the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = to_markdown(board, figures)
+    (out / "leaderboard.md").write_text(text, encoding="utf-8")
+    with open(out / "leaderboard.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_rows(board))
+    (out / "leaderboard.json").write_text(json.dumps(to_json(board), indent=1, default=str), encoding="utf-8")
+    return text

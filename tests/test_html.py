@@ -1,0 +1,106 @@
+"""The HTML leaderboard is one self-contained file; in a real headless Chromium its tables sort and its plots
+decode."""
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from test_report import fixture_records, write_store
+
+from transferbench.runners.cli import main
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class Page(HTMLParser):
+    """Tables (rows of {column key: (data-sort, text)}), images and the body's attributes of an HTML document."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.tables, self.images, self.body, self._cell, self._in_tbody = [], [], {}, None, False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "body":
+            self.body = attrs
+        elif tag == "tbody":
+            self.tables.append([])
+            self._in_tbody = True
+        elif tag == "tr" and self._in_tbody:
+            self.tables[-1].append({})
+        elif tag == "td":
+            self._cell = [attrs.get("class", "").split()[0], attrs.get("data-sort"), ""]
+        elif tag == "img":
+            self.images.append(attrs)
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[2] += data
+
+    def handle_endtag(self, tag):
+        self._in_tbody = self._in_tbody and tag != "tbody"
+        if tag == "td" and self._cell is not None:
+            key, sort, text = self._cell
+            self.tables[-1][-1][key] = (sort, text)
+            self._cell = None
+
+
+def _report(tmp_path):
+    store = write_store(tmp_path / "store", fixture_records())
+    assert main(["report", str(store)]) == 0
+    return store
+
+
+def test_page_is_self_contained_and_shows_the_leaderboard_numbers(tmp_path):
+    store = _report(tmp_path)
+    text = (store / "leaderboard.html").read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing to fetch: works offline
+    page = Page(text)
+    (rows,) = page.tables
+    cells = json.loads((store / "leaderboard.json").read_text())["cells"]
+    assert len(rows) == len(cells)
+    for row, cell in zip(rows, cells):
+        assert row["mode"][1] == cell["mode"] and row["budget"][1] == str(cell["train_samples"])
+        assert (row["metric"][0] == "") == (cell["metric_mean"] is None)
+        if cell["metric_mean"] is not None:
+            assert float(row["metric"][0]) == cell["metric_mean"]  # full precision sort key
+    assert len(page.images) == 4 and all(img["src"].startswith("data:image/png;base64,") for img in page.images)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (Debian: apt-get install chromium)")
+def test_chromium_renders_sorts_and_shows_the_plots(tmp_path):
+    store = _report(tmp_path)
+    url = (store / "leaderboard.html").resolve().as_uri() + "#sort=metric-desc"
+
+    def chromium(*args):
+        profile = tmp_path / f"profile{len(list(tmp_path.glob('profile*')))}"
+        proc = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args, url],
+                              capture_output=True, text=True, timeout=120)
+        shutil.rmtree(profile, ignore_errors=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    page = Page(chromium("--dump-dom"))
+    assert page.body.get("data-sortable") == "ready"  # the inline script ran
+    (rows,) = page.tables
+    metrics = [float(r["metric"][0]) for r in rows if r["metric"][0]]
+    assert metrics == sorted(metrics, reverse=True) and len(metrics) == 6  # sorted by the #sort=metric-desc link
+    assert [r["mode"][1] for r in rows[:2]] == ["finetune", "scratch"]  # 0.93 then 0.92 at 256 examples
+    assert [r["metric"][1] for r in rows[-2:]] == ["failed (1 run): seed 0: failed: RuntimeError: boom",
+                                                   "no eval (1 run)"]  # no number: last
+    assert len(page.images) == 4 and all(int(img["data-width"]) == 750 for img in page.images)  # decoded PNGs
+
+    shot = tmp_path / "page.png"
+    chromium(f"--screenshot={shot}", "--window-size=1400,2000")
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        assert img.size == (1400, 2000)
+        colors = img.convert("RGB").getcolors(maxcolors=1_000_000)
+    assert len(colors) > 50  # text, tables and plots, not a blank page
