@@ -26,8 +26,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="validate and list the runs; train nothing")
     run.add_argument("--rebuild-stages", action="store_true", help="retrain the suite's pretrain stages even when "
                      "a checkpoint for the same stage spec exists")
-    rep = sub.add_parser("report", help="print the leaderboard of a results folder")
-    rep.add_argument("results_dir")
+    rep = sub.add_parser("report", help="leaderboard of one or several results folders: Markdown (printed), CSV, "
+                         "JSON, HTML and plots")
+    rep.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR",
+                     help="folders holding runs.jsonl (shards and machines merge; each run_id counts once)")
+    rep.add_argument("--out", help="where the leaderboard files go (default: the one RESULTS_DIR)")
+    rep.add_argument("--publish", metavar="DIR", help="also write a Hugging Face dataset folder (data + card)")
+    rep.add_argument("--title", help="the leaderboard's title (default: from the suite names)")
     sub.add_parser("list", help="tasks, modes, built-in datasets, model aliases and shipped suites")
     return p
 
@@ -66,10 +71,7 @@ def _run(args) -> int:
 def _report(args) -> int:
     from .report import report
 
-    path = Path(args.results_dir)
-    if not (path / "runs.jsonl").is_file():
-        raise UserError(f"no results store at {path / 'runs.jsonl'}: give the folder a `transferbench run` wrote")
-    print(report(path))
+    print(report(args.results_dirs, args.out and Path(args.out), args.publish and Path(args.publish), args.title))
     return 0
 
 
