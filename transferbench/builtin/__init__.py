@@ -11,7 +11,8 @@ from ..errors import UserError, did_you_mean
 
 # name -> module in this package providing NAME, VERSION, a docstring (the dataset card), and either
 # write(folder) (it writes a standard format itself, e.g. an imagefolder) or generate() -> {split: rows} (csv)
-BUILTINS = {"topics": "topics", "digits": "digits", "glyphs": "glyphs"}
+BUILTINS = {"topics": "topics", "digits": "digits", "glyphs": "glyphs", "shapes": "shapes",
+            "shapes-source": "shapes_source"}
 
 
 def describe() -> dict[str, str]:
