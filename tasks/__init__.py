@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from transferbench.errors import UserError, did_you_mean
 from transferbench.modes import find_head
 
-BUILTIN_MODULES = ("text_classification", "image_classification")
+BUILTIN_MODULES = ("text_classification", "image_classification", "object_detection")
 TASKS: dict[str, type["Task"]] = {}
 
 
@@ -98,7 +98,10 @@ class Task:
     higher_is_better: ClassVar[bool] = True
     lora_targets: ClassVar[dict] = {}  # model_type -> default LoRA targets (name suffixes, or one regex)
     Args: ClassVar[type[BaseModel]] = NoArgs  # schema of the suite's task_args for this task
-    train: ClassVar[Optional[Callable]] = None  # set by tasks that own a foreign training loop
+    # Tasks that own a foreign training loop (Ultralytics) define
+    # train(spec, model_ref, accelerator, result, save_to, work_dir) -> dict of runners.loop.LoopResult fields,
+    # filling the result's dataset / train_samples / params_* fields; the HF loop is then not used.
+    train: ClassVar[Optional[Callable]] = None
 
     def __init__(self, task_args: dict):
         try:

@@ -61,21 +61,42 @@ def _linear_probe(model, head, targets, hyper):
 
 
 def _lora(model, head, targets, hyper):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, inject_adapter_in_model
 
+    in_place = getattr(model, "peft_in_place", False)
     config = LoraConfig(
         r=hyper.lora_r,
         lora_alpha=hyper.lora_alpha or 2 * hyper.lora_r,
         lora_dropout=hyper.lora_dropout,
         target_modules=targets,
-        modules_to_save=head,  # the new head trains in full
+        modules_to_save=None if in_place else head,  # the new head trains in full
     )
     try:
-        return get_peft_model(model, config)
+        if not in_place:
+            return get_peft_model(model, config)
+        # A model whose forward indexes its own submodules (Ultralytics) cannot be wrapped: the adapters go in
+        # place, the base is frozen by hand and the head unfrozen; its own class and attributes stay intact.
+        model.requires_grad_(False)
+        model = inject_adapter_in_model(config, model)
+        for name in head:
+            model.get_submodule(name).requires_grad_(True)
+        return model
     except ValueError as err:  # peft: target modules not found in the model
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
         raise UserError(f"LoRA targets {targets!r} do not fit {type(model).__name__} ({str(err).splitlines()[0][:120]});"
                         f" set lora_targets, e.g. to some of: {', '.join(names[:30])}") from None
+
+
+def merge_lora_in_place(model: nn.Module) -> nn.Module:
+    """Fold in-place LoRA adapters into their base layers and drop them (a plain model again, e.g. to save)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, module.get_base_layer())
+    return model
 
 
 register_mode(Mode("scratch", False, 5e-4, "same architecture and config, random init; all parameters train",

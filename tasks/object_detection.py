@@ -1,0 +1,298 @@
+"""Task `object-detection`: Ultralytics YOLO, which owns its training loop and its multi-GPU launcher.
+
+This module is the adapter's front: data (a YOLO data.yaml, or `builtin:NAME` written as one), the budget
+(a seeded subset written as an image list), model references, and the mapping of the suite's
+hyper-parameters onto Ultralytics' trainer arguments. `yolo_fit` runs the trainer; under a multi-process
+`accelerate launch` the main process runs it in a child process with a clean environment (Ultralytics reads
+RANK/LOCAL_RANK and would believe it is already a DDP worker) while the other processes wait for its result.
+
+Modes: scratch = the architecture from its YAML, random init; finetune = a checkpoint's weights, all train;
+linear-probe = frozen backbone (neck + Detect train, as Ultralytics' `freeze`); lora = peft LoRA on the
+backbone's Conv2d layers, neck + Detect train in full.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from transferbench import sources
+from transferbench.builtin import materialize
+from transferbench.cache import cache_dir
+from transferbench.errors import UserError
+from transferbench.modes import get_mode
+
+from . import Task, TaskData, register_task, yolo_env
+
+IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"}
+# trainer arguments transferbench sets from the suite; `task_args.ultralytics` may not override them
+OWNED = {"model", "data", "epochs", "time", "batch", "nbs", "lr0", "optimizer", "weight_decay", "warmup_epochs",
+         "cos_lr", "imgsz", "seed", "device", "amp", "project", "name", "exist_ok", "freeze", "val", "pretrained",
+         "fraction", "resume"}
+
+
+class Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    imgsz: int = Field(64, ge=32, multiple_of=32)  # train/val picture size (YOLO strides need a multiple of 32)
+    ultralytics: dict[str, Any] = {}  # further trainer arguments, e.g. {mosaic: 0.0, fliplr: 0.5}
+
+
+@dataclass(frozen=True)
+class YoloData:
+    """A validated detection dataset: image lists per split (bad label files already left out)."""
+
+    yaml_file: Path
+    names: list[str]
+    train: list[str]
+    val: list[str]
+
+
+def _images(entry, root: Path, key: str, yaml_file: Path) -> list[str]:
+    paths = entry if isinstance(entry, list) else [entry]
+    out = []
+    for p in paths:
+        path = Path(p) if Path(p).is_absolute() else root / p
+        if path.is_dir():
+            out += sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.suffix == ".txt" and path.is_file():
+            for line in path.read_text().split():
+                f = Path(line) if Path(line).is_absolute() else path.parent / line
+                out.append(str(f))
+        else:
+            raise UserError(f"{yaml_file}: '{key}: {p}' -> {path} does not exist; fix the path (relative paths are "
+                            f"read from the 'path' key, else from the yaml's folder)")
+    return out
+
+
+def _label_problem(image: str, nc: int) -> Optional[str]:
+    """Why an image's YOLO label file is unusable, or None (a missing label file = a background image)."""
+    parts = image.rsplit(f"{os.sep}images{os.sep}", 1)
+    label = Path(f"{os.sep}labels{os.sep}".join(parts)).with_suffix(".txt") if len(parts) == 2 else None
+    if label is None or not label.exists():
+        return None
+    for n, line in enumerate(label.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            cls, coords = float(fields[0]), [float(v) for v in fields[1:]]
+        except ValueError:
+            return f"{label}:{n}: not numbers"
+        if len(coords) != 4 and (len(coords) < 6 or len(coords) % 2):
+            return f"{label}:{n}: expected 'class cx cy w h' (or a polygon), got {len(fields)} fields"
+        if cls != int(cls) or not 0 <= cls < nc:
+            return f"{label}:{n}: class id {fields[0]} is outside 0..{nc - 1}"
+        if any(not 0 <= v <= 1 for v in coords):
+            return f"{label}:{n}: coordinates must be normalised to 0..1"
+    return None
+
+
+def load_yolo_data(source: str, eval_split: Optional[str]) -> YoloData:
+    """Read and check a data.yaml (or `builtin:NAME`, or a folder holding data.yaml)."""
+    if source.startswith("builtin:"):
+        yaml_file = materialize(source[len("builtin:"):]) / "data.yaml"
+        if not yaml_file.exists():
+            raise UserError(f"'{source}' is not a detection dataset (no data.yaml); see `transferbench list`")
+    elif source.startswith("hub:"):
+        raise UserError(f"object-detection reads a YOLO data.yaml (or builtin:NAME), not '{source}'; export the "
+                        f"dataset in YOLO format and give the path of its data.yaml")
+    else:
+        yaml_file = Path(source) / "data.yaml" if Path(source).is_dir() else Path(source)
+        if not yaml_file.is_file():
+            raise UserError(f"dataset '{source}' not found: give a YOLO data.yaml, a folder holding one, or "
+                            f"builtin:NAME")
+    try:
+        spec = yaml.safe_load(yaml_file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{yaml_file}: not valid YAML ({str(err).splitlines()[0]})") from None
+    names = spec.get("names")
+    if isinstance(names, dict):
+        names = [str(names[k]) for k in sorted(names)]
+    if not isinstance(names, list) or not names:
+        raise UserError(f"{yaml_file}: needs 'names' (a list, or a dict of class id -> name)")
+    root = Path(spec.get("path") or yaml_file.parent)
+    if not root.is_absolute():
+        root = root if root.exists() else yaml_file.parent / root
+    split = eval_split or "val"
+    for key in ("train", split):
+        if key not in spec:
+            raise UserError(f"{yaml_file}: no '{key}' entry (the {'training' if key == 'train' else 'eval'} images)")
+    splits = {key: _images(spec[key], root, key, yaml_file) for key in ("train", split)}
+    bad = {}
+    for key, images in splits.items():
+        problems = {img: _label_problem(img, len(names)) for img in images}
+        bad.update({img: why for img, why in problems.items() if why})
+        splits[key] = [img for img in images if img not in bad]
+        if not splits[key]:
+            raise UserError(f"{yaml_file}: the '{key}' split has no usable images"
+                            + (f" ({len(images)} with bad labels, e.g. {next(iter(bad.values()))})" if images else ""))
+    if bad:
+        shown = "; ".join(list(bad.values())[:5])
+        warnings.warn(f"{yaml_file}: left out {len(bad)} image(s) with bad label files: {shown}"
+                      + (" ..." if len(bad) > 5 else ""), stacklevel=2)
+    return YoloData(yaml_file, names, splits["train"], splits[split])
+
+
+@dataclass(frozen=True)
+class YoloRef:
+    """A model reference resolved: the architecture (a YAML name/path or a dict) and where weights come from."""
+
+    arch: Any
+    init: Optional[dict]  # {"kind": "pt", "path"} or {"kind": "stage", "path", "arch", "labels"}; None: no weights
+
+
+def resolve_model(ref: str) -> YoloRef:
+    path = Path(ref)
+    if path.is_dir():  # a transferbench detection checkpoint (a pretrain stage's output)
+        weights, arch_file = path / "model.safetensors", path / "arch.json"
+        if not (weights.exists() and arch_file.exists()):
+            raise UserError(f"model '{ref}': a folder must hold model.safetensors + arch.json + labels.json "
+                            f"(a transferbench detection checkpoint)")
+        arch = json.loads(arch_file.read_text())
+        return YoloRef(arch, {"kind": "stage", "path": str(weights), "arch": arch,
+                              "labels": json.loads((path / "labels.json").read_text())})
+    if path.suffix in {".yaml", ".yml"}:
+        yolo_env.load()
+        from ultralytics.nn.tasks import yaml_model_load
+
+        try:
+            return YoloRef(yaml_model_load(ref), None)
+        except FileNotFoundError:
+            raise UserError(f"model '{ref}': no such YOLO model YAML (a local file or one Ultralytics ships, e.g. "
+                            f"yolov8n.yaml, yolo11n.yaml)") from None
+    if path.suffix == ".pt":
+        if path.is_file():
+            return YoloRef(str(path), {"kind": "pt", "path": str(path)})
+        arch = resolve_model(path.with_suffix(".yaml").name).arch if "/" not in ref else None
+        return YoloRef(arch, {"kind": "pt", "path": ref, "missing": True})
+    raise UserError(f"model '{ref}' is not a YOLO model: give a .pt checkpoint, a model YAML (yolov8n.yaml) or a "
+                    f"pretrain stage")
+
+
+def _missing_checkpoint(ref: str) -> UserError:
+    return UserError(f"model '{ref}' is not on disk and cannot be downloaded here (offline); fetch it once where "
+                     f"GitHub is reachable (e.g. `yolo predict model={ref}` or the Ultralytics release assets) and "
+                     f"give its path, or use a pretrain stage")
+
+
+@register_task
+class ObjectDetection(Task):
+    name = "object-detection"
+    metric_name = "map50_95"
+    metric_names = ("map50_95", "map50", "precision", "recall")
+    Args = Args
+
+    def check_model(self, model: str) -> None:
+        resolve_model(model)
+
+    def load_data(self, dataset, model: str) -> TaskData:
+        """The image lists (what budgets count); Ultralytics itself loads and augments the pictures."""
+        data = load_yolo_data(dataset.source, dataset.eval_split)
+        return TaskData(train=data.train, eval=data.val, collate=None, labels=data.names, identity=dataset.source)
+
+    def train(self, spec, model_ref: str, accelerator, res, save_to: Optional[Path], work_dir: Optional[Path]) -> dict:
+        mode = get_mode(spec.mode)
+        ref = resolve_model(model_ref)
+        if mode.pretrained and ref.init is None:
+            raise UserError(f"mode {spec.mode} needs pretrained weights, but '{spec.model}' is an architecture only; "
+                            f"use scratch, a .pt checkpoint or a pretrain stage")
+        if mode.pretrained and ref.init.get("missing"):
+            raise _missing_checkpoint(model_ref)
+        if ref.arch is None:  # scratch from a released .pt that is not on disk: no architecture to build
+            raise _missing_checkpoint(model_ref)
+        data = load_yolo_data(spec.dataset.source, spec.dataset.eval_split)
+        size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
+        res.dataset, res.train_samples = spec.dataset.source, size
+        work = Path(work_dir) if work_dir else cache_dir() / "work" / spec.run_id
+        job = self._job(spec, ref, data, size, work, accelerator, save_to)
+        if accelerator.num_processes > 1 or "LOCAL_RANK" in os.environ:
+            out = _fit_in_child(job, work, accelerator)
+        else:
+            from .yolo_fit import fit
+
+            out = fit(job)
+        res.params_total, res.params_trainable = out.pop("params_total"), out.pop("params_trainable")
+        res.setup_seconds = out.pop("setup_seconds")
+        return out
+
+    def _job(self, spec, ref: YoloRef, data: YoloData, size: int, work: Path, accelerator, save_to) -> dict:
+        """The Ultralytics arguments of this run, and what the trainer subclass needs to apply the mode."""
+        h = spec.hyper
+        if h.max_steps is not None:
+            raise UserError("object-detection: max_steps is not supported by Ultralytics' loop; use epochs or "
+                            "max_seconds")
+        if h.epochs != int(h.epochs):
+            raise UserError(f"object-detection: epochs must be a whole number (got {h.epochs})")
+        clash = OWNED & set(self.args.ultralytics)
+        if clash:
+            raise UserError(f"task_args.ultralytics may not set {', '.join(sorted(clash))}: they come from the "
+                            f"suite's own fields (epochs, batch_size, lr, seeds, ...)")
+        work.mkdir(parents=True, exist_ok=True)
+        chosen = [data.train[i] for i in sources.subset_indices(len(data.train), spec.seed, size)]
+        (work / "train.txt").write_text("\n".join(chosen) + "\n")
+        (work / "val.txt").write_text("\n".join(data.val) + "\n")
+        (work / "data.yaml").write_text(yaml.safe_dump(
+            {"path": str(work), "train": "train.txt", "val": "val.txt", "names": dict(enumerate(data.names))}))
+        cuda = accelerator.device.type == "cuda"
+        # N processes on GPUs: Ultralytics' own DDP over the same devices; on CPU it trains in one process
+        device = ",".join(str(i) for i in range(accelerator.num_processes)) if cuda else "cpu"
+        epochs = int(h.epochs)
+        overrides = {
+            **self.args.ultralytics,
+            "model": str(work / "arch.yaml"), "data": str(work / "data.yaml"), "epochs": epochs,
+            "batch": h.batch_size, "nbs": h.batch_size * h.grad_accum,  # no hidden accumulation up to 64
+            "optimizer": "AdamW", "lr0": h.lr, "weight_decay": h.weight_decay,
+            "warmup_epochs": h.warmup_ratio * epochs, "cos_lr": h.scheduler == "cosine", "imgsz": self.args.imgsz,
+            "seed": spec.seed, "deterministic": True, "device": device,
+            "amp": {"no": False, "bf16": "bf16", "fp16": "fp16"}[h.mixed_precision],
+            "project": str(work), "name": "ultralytics", "exist_ok": True, "plots": False, "val": True,
+            "verbose": False, "patience": 10**6, "workers": self.args.ultralytics.get("workers", 2 if cuda else 0),
+        }
+        if h.max_seconds is not None:
+            overrides["time"] = h.max_seconds / 3600
+        if isinstance(ref.arch, dict):
+            (work / "arch.yaml").write_text(yaml.safe_dump(ref.arch))
+        else:  # a .pt: Ultralytics reads the architecture from the checkpoint itself
+            overrides["model"] = ref.arch
+        return {
+            "overrides": overrides, "arch": ref.arch, "init": ref.init, "pretrained": get_mode(spec.mode).pretrained,
+            "mode": spec.mode, "hyper": spec.hyper.model_dump(mode="json"),
+            "eval_every": max(1, math.ceil(h.eval_every - 1e-9)), "target": spec.target.value if spec.target else None,
+            "n_train": size, "save_to": str(save_to) if save_to else None,
+        }
+
+
+def _fit_in_child(job: dict, work: Path, accelerator) -> dict:
+    """Under `accelerate launch`: the main process runs Ultralytics in a child process that does not see the
+    launcher's rank variables; the other processes wait for its result file (polling, so no collective can
+    time out however long training takes)."""
+    job_file = work / "job.json"
+    result = job_file.with_suffix(".result.json")
+    if accelerator.is_main_process:
+        result.unlink(missing_ok=True)  # a result left by an earlier, interrupted invocation
+    accelerator.wait_for_everyone()  # every process is here now: none reads a stale result below
+    if accelerator.is_main_process:
+        job_file.write_text(json.dumps(job))
+        env = {k: v for k, v in os.environ.items()
+               if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                            "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"} and not k.startswith("ACCELERATE_")}
+        yolo_env.prepare_environment(env)
+        proc = subprocess.run([sys.executable, "-m", "transferbench.tasks.yolo_fit", str(job_file)], env=env)
+        if proc.returncode and not result.exists():
+            raise RuntimeError(f"the Ultralytics child process exited with code {proc.returncode}")
+    while not result.exists():
+        time.sleep(0.5)
+    out = json.loads(result.read_text())
+    if "error" in out:
+        raise RuntimeError(out["error"])
+    return out["ok"]
