@@ -40,13 +40,17 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args) -> int:
     from transferbench.config import load_suite
 
-    from .report import markdown
-    from .suite import plan, run_suite
-
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite)  # before the heavy imports: a typo in the suite is reported at once
     if args.price_per_device_hour is not None and args.price_per_device_hour < 0:
         raise UserError("--price-per-device-hour must be >= 0")
     results_dir = Path(args.results_dir or Path("results") / suite.name)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise UserError(f"--results-dir {results_dir} is a file; give a folder (it holds runs.jsonl)")
+
+    from .loop import Interrupted
+    from .report import markdown
+    from .suite import plan, process_state, run_suite
+
     if args.dry_run:
         runs = plan(suite, args.shard)
         for spec in runs:
@@ -55,9 +59,13 @@ def _run(args) -> int:
                   f"budget={budget}  seed={spec.seed}")
         print(f"{len(runs)} runs")
         return 0
-    results = run_suite(suite, results_dir, args.shard, args.price_per_device_hour, args.rebuild_stages)
-    from .suite import process_state
-
+    try:
+        results = run_suite(suite, results_dir, args.shard, args.price_per_device_hour, args.rebuild_stages)
+    except Interrupted as stop:  # exit 128 + signal, as a shell reports it
+        if process_state().is_main_process:
+            print(f"transferbench: stopped by {stop}; finished runs are in {results_dir / 'runs.jsonl'}, the "
+                  f"interrupted run was not recorded and runs again next time", file=sys.stderr)
+        return 128 + stop.signum
     if process_state().is_main_process:
         from transferbench.results import Store
 

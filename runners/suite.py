@@ -12,7 +12,8 @@ from typing import Optional
 
 import torch
 
-from transferbench import cost, provenance, sources
+import transferbench
+from transferbench import cost, models, provenance, sources
 from transferbench.cache import atomic_dir, cache_dir
 from transferbench.config import RunSpec, Suite, expand, shard
 from transferbench.errors import UserError
@@ -47,6 +48,7 @@ def plan(suite: Suite, shard_spec: Optional[str] = None) -> list[RunSpec]:
             importlib.import_module(module)
         except ImportError as err:
             raise UserError(f"imports: cannot import '{module}' ({err}); is it on PYTHONPATH?") from None
+    models.trust_remote_code(suite.trust_remote_code)
     runs = expand(suite, {name: mode.default_lr for name, mode in MODES.items()})
     return shard(runs, shard_spec) if shard_spec else runs
 
@@ -60,17 +62,29 @@ def preflight(runs: list[RunSpec]) -> None:
     for spec in [s for r in runs if r.stage for s in [r.stage]] + runs:
         model = spec.stage.model if spec.stage else spec.model
         task = get_task(spec.task)(spec.task_args)
+        where = (f"pretrain stage '{spec.stage_name}'" if spec.stage_name else f"{spec.task} on {spec.dataset.source}"
+                 f" with {model} ({spec.mode})")
+        if task.train is None:  # the HF loop splits the effective batch evenly over processes x grad_accum
+            _about(where, loop.per_device_batch, spec.hyper.batch_size, process_state().num_processes,
+                   spec.hyper.grad_accum)
         key = (spec.task, spec.dataset.model_dump_json(), model, str(spec.task_args), spec.budget_key)
         if key in seen:
             continue
         seen.add(key)
-        if task.train is None:  # HF-loop tasks: the model and the data must load
-            task.check_model(model)
-            data = task.load_data(spec.dataset, model)
-            sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
+        task.check_model(model)  # the model and the data must load (a foreign loop's task checks its own)
+        data = task.load_data(spec.dataset, model)
+        _about(where, sources.budget_size, len(data.train), spec.train_samples, spec.train_fraction)
         if spec.target and spec.target.metric not in task.metric_names:
             raise UserError(f"target metric '{spec.target.metric}' is not computed by {spec.task} "
                             f"(it computes {', '.join(task.metric_names)})")
+
+
+def _about(where: str, check, *args):
+    """`check(*args)`, its UserError prefixed with the benchmark it is about."""
+    try:
+        return check(*args)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
 
 
 def _accelerator(spec: RunSpec):
@@ -86,37 +100,53 @@ def _accelerator(spec: RunSpec):
 
 
 def execute(spec: RunSpec, price_override: Optional[float] = None, model_ref: Optional[str] = None,
-            save_to: Optional[Path] = None) -> Result:
+            save_to: Optional[Path] = None, work_dir: Optional[Path] = None) -> Result:
     """Train and evaluate one run; every failure becomes a `failed`/`diverged` record.
 
     `model_ref` replaces spec.model where it names something resolved at run time (a stage's checkpoint);
-    `save_to`: the main process saves the trained model there (a pretrain stage's output)."""
-    from accelerate.utils import set_seed
-
+    `save_to`: the main process saves the trained model there (a pretrain stage's output);
+    `work_dir`: scratch space for a task that owns its training loop.
+    Out of memory: retried up to spec.oom_retries times, each at half the per-device batch with twice the
+    gradient accumulation, so the effective batch and the optimisation stay the same; the record says so.
+    The failed attempts' time counts in wall_seconds (and the cost), not in setup/train/eval seconds."""
     wall0 = time.perf_counter()
-    accelerator = _accelerator(spec)
+    attempt, retries = spec, 0
+    while True:
+        res, oom = _attempt(spec, attempt, model_ref, save_to, work_dir)
+        started_at = started_at if retries else res.started_at
+        smaller = _halved(attempt) if oom and retries < spec.oom_retries else None
+        if smaller is None:
+            break
+        retries, attempt = retries + 1, smaller
+    res.started_at, res.oom_retries = started_at, retries
+    if oom and spec.oom_retries:
+        res.error += (f" (still out of memory after {retries} retr{'y' if retries == 1 else 'ies'} at per-device "
+                      f"batch {res.per_device_batch})" if retries else
+                      f" (per-device batch {res.per_device_batch} cannot be halved: batch_size "
+                      f"{attempt.hyper.batch_size} / processes / grad_accum {attempt.hyper.grad_accum * 2} is not whole)")
+    return _finish(res, spec, time.perf_counter() - wall0, price_override)
+
+
+def _attempt(spec: RunSpec, attempt: RunSpec, model_ref: Optional[str], save_to: Optional[Path],
+             work_dir: Optional[Path]) -> tuple[Result, bool]:
+    """One try of `spec` with `attempt`'s hyper-parameters: (its record, whether it ran out of memory)."""
+    wall0 = time.perf_counter()
+    accelerator = _accelerator(attempt)
     device = accelerator.device
     res = _new_result(spec, accelerator)
+    hyper, oom = attempt.hyper, False
+    res.grad_accum = hyper.grad_accum
+    res.per_device_batch = hyper.batch_size // (accelerator.num_processes * hyper.grad_accum) or None
     try:
         with PeakMemory(device) as mem:
-            task = get_task(spec.task)(spec.task_args)
-            mode = get_mode(spec.mode)
-            ref = model_ref or spec.model
-            data = task.load_data(spec.dataset, ref)
-            res.dataset = data.identity
-            size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
-            train_set = torch.utils.data.Subset(data.train, sources.subset_indices(len(data.train), spec.seed, size))
-            res.train_samples = size
-            set_seed(spec.seed)  # same seed -> same head/scratch init, dropout and shuffling
-            model = task.build_model(ref, data.labels, pretrained=mode.pretrained)
-            model = mode.prepare(model, task.head_names(model),
-                                 task.lora_targets_for(model, spec.hyper.lora_targets) if spec.mode == "lora" else [],
-                                 spec.hyper)
-            res.params_total, res.params_trainable = count_parameters(model)
-            res.setup_seconds = time.perf_counter() - wall0
-            out = loop.train(spec, task, model, train_set, data, accelerator, res.params_total)
-        if save_to is not None:
-            _save(task, out.model, data, save_to, accelerator)
+            task = get_task(attempt.task)(attempt.task_args)
+            ref = model_ref or attempt.model
+            if task.train is not None:  # a task that owns its training loop fills the same record fields
+                out = loop.LoopResult(**task.train(attempt, ref, accelerator, res, save_to, work_dir))
+            else:
+                out = _train(attempt, task, ref, accelerator, res, wall0)
+                if save_to is not None:
+                    _save(task, out.model, out.data, save_to, accelerator)
         res.eval_samples = int(out.metrics.pop("eval_samples"))
         res.metrics = out.metrics
         res.metric = out.metrics.get(task.metric_name)
@@ -126,18 +156,62 @@ def execute(spec: RunSpec, price_override: Optional[float] = None, model_ref: Op
         res.train_seconds, res.eval_seconds = out.train_seconds, out.eval_seconds
         res.samples_per_second = out.samples_seen / out.train_seconds if out.train_seconds else None
         res.optimizer_steps, res.epochs_run, res.flops_estimate = out.optimizer_steps, out.epochs_run, out.flops
+        res.stop_reason = getattr(out, "stop_reason", None)
+        res.per_device_batch = getattr(out, "per_device_batch", None) or res.per_device_batch
         res.peak_memory_bytes, res.peak_memory_kind = mem.peak, mem.kind
     except loop.Diverged as err:
         res.status, res.error = "diverged", str(err)
     except Exception as err:  # noqa: BLE001 - any failure is recorded and the suite goes on
         res.status = "failed"
         res.error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        oom = out_of_memory(err)
         if not isinstance(err, UserError):
             res.env["traceback"] = traceback.format_exc()[-4000:]
     finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return _finish(res, spec, time.perf_counter() - wall0, price_override)
+        out = None
+        if oom or device.type != "cpu":  # free the model, optimizer and loaders before the retry/next run
+            from accelerate.utils.memory import clear_device_cache
+
+            accelerator.free_memory()
+            clear_device_cache(garbage_collection=True)  # a full gc costs ~0.5 s: not after every CPU run
+    return res, oom
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """CUDA/XPU/MPS/CPU allocator failures (accelerate's own test) and Python's MemoryError."""
+    from accelerate.utils.memory import should_reduce_batch_size
+
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or should_reduce_batch_size(err)
+
+
+def _halved(spec: RunSpec) -> Optional[RunSpec]:
+    """`spec` at half the per-device batch and twice the accumulation, or None when that is not whole."""
+    grad_accum = spec.hyper.grad_accum * 2
+    if spec.hyper.batch_size % (process_state().num_processes * grad_accum):
+        return None
+    return spec.model_copy(update={"hyper": spec.hyper.model_copy(update={"grad_accum": grad_accum})})
+
+
+def _train(spec: RunSpec, task, ref: str, accelerator, res: Result, wall0: float) -> loop.LoopResult:
+    """The HF-loop path: data subset for the budget, the mode applied to the model, the one training loop."""
+    from accelerate.utils import set_seed
+
+    mode = get_mode(spec.mode)
+    data = task.load_data(spec.dataset, ref)
+    res.dataset = data.identity
+    size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
+    train_set = torch.utils.data.Subset(data.train, sources.subset_indices(len(data.train), spec.seed, size))
+    res.train_samples = size
+    set_seed(spec.seed)  # same seed -> same head/scratch init, dropout and shuffling
+    model = task.build_model(ref, data.labels, pretrained=mode.pretrained)
+    model = mode.prepare(model, task.head_names(model),
+                         task.lora_targets_for(model, spec.hyper.lora_targets) if spec.mode == "lora" else [],
+                         spec.hyper)
+    res.params_total, res.params_trainable = count_parameters(model)
+    res.setup_seconds = time.perf_counter() - wall0
+    out = loop.train(spec, task, model, train_set, data, accelerator, res.params_total)
+    out.data = data
+    return out
 
 
 def _new_result(spec: RunSpec, accelerator) -> Result:
@@ -181,19 +255,33 @@ def _save(task, model, data, path: Path, accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
+SHIPPED_STAGES = Path(transferbench.__file__).parent / "stages"
+
+
 def stage_dir(stage: RunSpec) -> Path:
     """Keyed by the stage's resolved spec: a changed stage trains anew, an unchanged one is reused."""
     return cache_dir() / "stages" / f"{stage.stage_name}-{stage.run_id}"
 
 
+def shipped_stage(stage: RunSpec) -> Optional[Path]:
+    """A stage checkpoint shipped as package data (transferbench/stages/, made by `transferbench stages
+    --ship`), stamped with the run_id of the spec that trained it: used only when that spec is unchanged."""
+    path = SHIPPED_STAGES / f"{stage.stage_name}-{stage.run_id}"
+    return path if (path / "stage_result.json").exists() else None
+
+
 def ensure_stage(stage: RunSpec, rebuild: bool = False, price_override: Optional[float] = None, log=print) -> str:
-    """The checkpoint folder of a pretrain stage, training it first when it is missing (or `rebuild`)."""
+    """The checkpoint folder of a pretrain stage, training it first when it is neither in the cache nor
+    shipped (or when `rebuild`)."""
     path = stage_dir(stage)
     record = path / "stage_result.json"
     if record.exists() and not rebuild:
         return str(path)
+    if not rebuild and (shipped := shipped_stage(stage)):
+        log(f"pretrain stage {stage.stage_name}: using the shipped checkpoint {shipped} (--rebuild-stages retrains)")
+        return str(shipped)
     log(f"pretrain stage {stage.stage_name}: training {stage.model} on {stage.dataset.source} -> {path}")
-    res = execute(stage, price_override, save_to=path)
+    res = execute(stage, price_override, save_to=path, work_dir=path.parent / f"{path.name}.work")
     if res.status != "ok":
         raise StageFailed(f"pretrain stage '{stage.stage_name}' {res.status}: {res.error}")
     if process_state().is_main_process:
@@ -213,7 +301,7 @@ def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
     state = process_state()
     runs = plan(suite, shard_spec)
     store = Store(results_dir)
-    done = store.completed()
+    done = store.completed(strict=True)  # a line it cannot read might be a finished run: the user decides
     state.wait_for_everyone()  # every process has read the store before the main one appends to it
     pending = [r for r in runs if r.run_id not in done]
     if not state.is_main_process:
@@ -223,24 +311,25 @@ def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
     with state.main_process_first():  # the main process writes dataset caches; the others then read them
         preflight(pending)
     results, stages = [], {}  # stage name -> checkpoint folder, or the StageFailed of this invocation
-    for i, spec in enumerate(pending, 1):
-        ref = None
-        if spec.stage is not None:
-            if spec.stage.stage_name not in stages:
-                try:
-                    stages[spec.stage.stage_name] = ensure_stage(spec.stage, rebuild_stages, price_override, log)
-                except StageFailed as err:
-                    stages[spec.stage.stage_name] = err
-            ref = stages[spec.stage.stage_name]
-        if isinstance(ref, StageFailed):
-            res = failed_result(spec, str(ref), price_override)
-        else:
-            res = execute(spec, price_override, model_ref=ref)
-        results.append(res)
-        if state.is_main_process:
-            store.append(res)
-            metric = f"{res.metric_name}={res.metric:.4f}" if res.metric is not None else res.error
-            log(f"[{i}/{len(pending)}] {spec.task} {spec.model} {spec.mode} n={res.train_samples} seed={spec.seed}: "
-                f"{res.status} {metric} ({res.wall_seconds:.1f}s)")
+    with loop.graceful_stop():  # Ctrl-C: finish the current step, record nothing half-done, stop
+        for i, spec in enumerate(pending, 1):
+            loop.check_stop()
+            ref = None
+            if spec.stage is not None:
+                if spec.stage.stage_name not in stages:
+                    try:
+                        stages[spec.stage.stage_name] = ensure_stage(spec.stage, rebuild_stages, price_override, log)
+                    except StageFailed as err:
+                        stages[spec.stage.stage_name] = err
+                ref = stages[spec.stage.stage_name]
+            if isinstance(ref, StageFailed):
+                res = failed_result(spec, str(ref), price_override)
+            else:
+                res = execute(spec, price_override, model_ref=ref, work_dir=results_dir / "work" / spec.run_id)
+            results.append(res)
+            if state.is_main_process:
+                store.append(res)
+                metric = f"{res.metric_name}={res.metric:.4f}" if res.metric is not None else res.error
+                log(f"[{i}/{len(pending)}] {spec.task} {spec.model} {spec.mode} n={res.train_samples} "
+                    f"seed={spec.seed}: {res.status} {metric} ({res.wall_seconds:.1f}s)")
     return results
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -18,6 +19,8 @@ from .errors import UserError, did_you_mean
 
 Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
+# Names that become folders (the suite's results/<name>, a stage's cache folder): no separators, no "..".
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class Hyper(BaseModel):
@@ -25,9 +28,9 @@ class Hyper(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epochs: Positive = 3  # may be fractional; max_steps/max_seconds cut earlier when set
-    max_steps: Optional[PositiveInt] = None
-    max_seconds: Optional[Positive] = None  # wall-time budget for training (eval included)
+    epochs: Positive = 3  # may be fractional
+    max_steps: Optional[PositiveInt] = None  # optimizer steps; when set it replaces epochs (as in HF Trainer)
+    max_seconds: Optional[Positive] = None  # wall-time cap on training, evaluations included; stops earlier
     batch_size: PositiveInt = 32  # the effective (global) batch: per-device x processes x grad_accum
     grad_accum: PositiveInt = 1
     lr: Optional[Positive] = None  # None: the mode's default learning rate
@@ -56,9 +59,13 @@ HyperPatch = _optional(Hyper, "HyperPatch")
 
 
 class Target(BaseModel):
+    """Time-to-target is recorded for every run with a target; `stop: true` also ends the run at the first
+    evaluation that reaches it (MLPerf style: the run's budget becomes "until the target")."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     metric: str
     value: float
+    stop: bool = False
 
 
 class DatasetSpec(BaseModel):
@@ -83,6 +90,9 @@ class _Shared(HyperPatch):
     target: Optional[Target] = None
     task_args: Optional[dict[str, Any]] = None
     price_per_device_hour: Optional[Annotated[float, Field(ge=0)]] = None
+    # after an out-of-memory error, retry this many times, each at half the per-device batch with twice the
+    # gradient accumulation (the effective batch, hence the optimisation, stays the same)
+    oom_retries: Optional[Annotated[int, Field(ge=0)]] = None
 
 
 class Defaults(_Shared):
@@ -147,11 +157,13 @@ class Stage(_Shared):
 
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=SAFE_NAME)
     description: str = ""
     imports: list[str] = []  # modules to import first: tasks defined outside transferbench register there
+    # model references whose own code (a config's auto_map) may run; every other model loads without it
+    trust_remote_code: list[str] = []
     defaults: Defaults = Defaults()
-    pretrain: dict[str, Stage] = {}
+    pretrain: dict[Annotated[str, Field(pattern=SAFE_NAME)], Stage] = {}
     benchmarks: list[Benchmark] = Field(min_length=1)
 
 
@@ -173,13 +185,16 @@ class RunSpec(BaseModel):
     price_per_device_hour: Optional[float] = None
     stage: Optional["RunSpec"] = None  # the pretrain stage that produces `model` (pretrain:NAME)
     stage_name: Optional[str] = None
+    oom_retries: int = 1  # a fault policy, not part of what the run measures
 
     @property
     def run_id(self) -> str:
-        """Hash of what determines the result (not the suite's name, not the price)."""
-        ident = self.model_dump(mode="json", exclude={"suite", "price_per_device_hour", "stage_name"})
+        """Hash of what determines the result (not the suite's name, not the price, not fault handling)."""
+        ident = self.model_dump(mode="json", exclude={"suite", "price_per_device_hour", "stage_name", "oom_retries"})
         if ident["stage"] is not None:
             ident["stage"] = self.stage.run_id
+        if ident["target"] is not None and not ident["target"]["stop"]:
+            del ident["target"]["stop"]  # added later: hashed only when set, so older stores still resume
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -189,10 +204,20 @@ class RunSpec(BaseModel):
 
 # ---------------------------------------------------------------------------------------------------------
 def _format_error(err: ValidationError, where: str) -> str:
-    e = err.errors()[0]
+    errors = err.errors()
+    # a typo makes two errors, an unknown key and a missing one; the unknown key is the one to name
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = ""
     for part in e["loc"]:
-        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        if part == "[key]":  # pydantic's marker for a mapping's key (a stage name)
+            continue
+        if isinstance(part, int) or not re.fullmatch(r"[\w-]+", part):
+            loc += f"[{part!r}]"
+        else:
+            loc += f".{part}" if loc else part
+    if e["type"] == "string_pattern_mismatch" and e["ctx"]["pattern"] == SAFE_NAME:
+        return (f"{where}: {loc}: {e['input']!r} is not a plain name (it becomes a folder name: letters, digits "
+                f"and _ . - only, starting with a letter or digit)")
     if e["type"] == "extra_forbidden":
         key = e["loc"][-1]
         parent = _model_at(Suite, e["loc"][:-1])
@@ -277,8 +302,12 @@ def _stage_spec(suite: Suite, name: str, mode_lrs: dict[str, float]) -> RunSpec:
     model = stage.model if isinstance(stage.model, str) else "config:" + json.dumps(stage.model, sort_keys=True)
     return RunSpec(suite=suite.name, task=stage.task, dataset=stage.dataset, model=model, mode=stage.mode,
                    seed=stage.seed, train_samples=stage.train_samples, train_fraction=stage.train_fraction,
-                   hyper=Hyper(**base), task_args=task_args, stage_name=name,
-                   price_per_device_hour=shared.get("price_per_device_hour"))
+                   hyper=Hyper(**base), task_args=task_args, stage_name=name, **_policy(shared))
+
+
+def _policy(shared: dict) -> dict:
+    """The run settings that are not hyper-parameters and not part of its identity."""
+    return {k: shared[k] for k in ("price_per_device_hour", "oom_retries") if shared.get(k) is not None}
 
 
 def expand(suite: Suite, mode_lrs: dict[str, float]) -> list[RunSpec]:
@@ -318,8 +347,8 @@ def expand(suite: Suite, mode_lrs: dict[str, float]) -> list[RunSpec]:
                         runs.append(RunSpec(
                             suite=suite.name, task=bench.task, dataset=bench.dataset, model=model,
                             mode=mode, seed=seed, **{kind: budget}, hyper=Hyper(**hyper),
-                            target=shared.get("target"), task_args=task_args,
-                            price_per_device_hour=shared.get("price_per_device_hour"), stage=stages.get(model),
+                            target=shared.get("target"), task_args=task_args, stage=stages.get(model),
+                            **_policy(shared),
                         ))
     return runs
 

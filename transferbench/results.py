@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-SCHEMA_VERSION = 1
+from .errors import UserError
+
+# 2 added stop_reason, per_device_batch, grad_accum, oom_retries (with defaults: version-1 rows still load)
+SCHEMA_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -40,6 +43,10 @@ class Result:
     samples_per_second: Optional[float] = None  # training samples / train_seconds, all processes together
     optimizer_steps: Optional[int] = None
     epochs_run: Optional[float] = None
+    stop_reason: Optional[str] = None  # what ended training: epochs | max_steps | max_seconds | target
+    per_device_batch: Optional[int] = None  # as trained (smaller than planned after an out-of-memory retry)
+    grad_accum: Optional[int] = None  # as trained: batch_size = per_device_batch x num_processes x grad_accum
+    oom_retries: int = 0  # out-of-memory errors survived by halving per_device_batch
     params_total: Optional[int] = None
     params_trainable: Optional[int] = None
     peak_memory_bytes: Optional[int] = None
@@ -69,38 +76,51 @@ FIELDS = [f.name for f in dataclasses.fields(Result)]
 
 
 class Store:
-    """`<results_dir>/runs.jsonl`. Readers skip (and report) a line that does not parse."""
+    """`<results_dir>/runs.jsonl`. Reports skip (and warn about) a line that does not parse; a run refuses
+    to start on such a store (strict), since it cannot tell whether that line's run is done."""
 
     def __init__(self, results_dir: str | Path):
         self.dir = Path(results_dir)
         self.path = self.dir / "runs.jsonl"
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self, strict: bool = False) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
+        if not self.path.is_file():
+            raise UserError(f"{self.path} is not a file; give --results-dir a folder of your own")
         out = []
-        with open(self.path, encoding="utf-8") as f:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
+                    record = json.loads(line)
+                    if not isinstance(record, dict) or "run_id" not in record:
+                        raise ValueError
+                    out.append(record)
+                except ValueError:  # JSONDecodeError included
+                    if strict:
+                        raise UserError(f"{self.path}:{n} is not a result record (a torn or hand-edited line); "
+                                        f"fix or delete that line, then rerun") from None
                     print(f"transferbench: warning: {self.path}:{n} is not a JSON record; ignored", file=sys.stderr)
         return out
 
-    def completed(self) -> set[str]:
-        return {r["run_id"] for r in self.records() if r.get("status") == "ok" and "run_id" in r}
+    def completed(self, strict: bool = False) -> set[str]:
+        return {r["run_id"] for r in self.records(strict) if r.get("status") == "ok"}
 
     def append(self, result: Result) -> None:
-        """One write() of one whole line under an exclusive lock, then fsync: a run killed before this
-        point leaves nothing; concurrent writers (shells, shards on one disk) never interleave."""
+        """One whole line under an exclusive lock, then fsync: a run killed before this point leaves nothing;
+        concurrent writers (shells, shards on one disk) never interleave."""
         self.dir.mkdir(parents=True, exist_ok=True)
         data = (result.to_json() + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, data)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a torn last line (disk full, hand edit) must not swallow this record
+            while data:  # one write() in practice; the loop only guards against a short write
+                data = data[os.write(fd, data):]
             os.fsync(fd)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
