@@ -156,8 +156,7 @@ def _attempt(spec: RunSpec, attempt: RunSpec, model_ref: Optional[str], save_to:
         res.train_seconds, res.eval_seconds = out.train_seconds, out.eval_seconds
         res.samples_per_second = out.samples_seen / out.train_seconds if out.train_seconds else None
         res.optimizer_steps, res.epochs_run, res.flops_estimate = out.optimizer_steps, out.epochs_run, out.flops
-        res.stop_reason = getattr(out, "stop_reason", None)
-        res.per_device_batch = getattr(out, "per_device_batch", None) or res.per_device_batch
+        res.stop_reason, res.per_device_batch = out.stop_reason, out.per_device_batch or res.per_device_batch
         res.peak_memory_bytes, res.peak_memory_kind = mem.peak, mem.kind
     except loop.Diverged as err:
         res.status, res.error = "diverged", str(err)
