@@ -1,4 +1,4 @@
-"""`transferbench run | report | list`. Bad input: one line on stderr, exit 2. Failed runs: exit 1."""
+"""`transferbench run | report | stages | list`. Bad input: one line on stderr, exit 2. Failed runs: exit 1."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="where the leaderboard files go (default: the one RESULTS_DIR)")
     rep.add_argument("--publish", metavar="DIR", help="also write a Hugging Face dataset folder (data + card)")
     rep.add_argument("--title", help="the leaderboard's title (default: from the suite names)")
+    stg = sub.add_parser("stages", help="train (or find) a suite's pretrain stages; --ship copies them into the "
+                         "package, where the suite then finds them without training")
+    stg.add_argument("suite", nargs="?", default=str(DEFAULT_SUITE), help="suite YAML (default: %(default)s)")
+    stg.add_argument("--rebuild", action="store_true", help="retrain even when a checkpoint exists")
+    stg.add_argument("--ship", action="store_true", help="copy the checkpoints to transferbench/stages/ (replacing "
+                     "older ones of the same stage)")
     sub.add_parser("list", help="tasks, modes, built-in datasets, model aliases and shipped suites")
     return p
 
@@ -83,6 +89,27 @@ def _report(args) -> int:
     return 0
 
 
+def _stages(args) -> int:
+    import shutil
+
+    from transferbench.config import load_suite
+
+    from .suite import SHIPPED_STAGES, ensure_stage, plan
+
+    stages = {r.stage.stage_name: r.stage for r in plan(load_suite(args.suite)) if r.stage}
+    if not stages:
+        raise UserError(f"{args.suite} declares no pretrain stages")
+    for name, stage in stages.items():
+        path = Path(ensure_stage(stage, rebuild=args.rebuild))
+        if args.ship and path.parent != SHIPPED_STAGES:
+            for old in SHIPPED_STAGES.glob(f"{name}-*"):
+                shutil.rmtree(old)
+            shutil.copytree(path, SHIPPED_STAGES / path.name)
+            path = SHIPPED_STAGES / path.name
+        print(f"{name}: {path}")
+    return 0
+
+
 def _list(args) -> int:
     from transferbench import builtin, models
     from transferbench.modes import MODES
@@ -119,7 +146,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     _quiet_libraries()
     try:
-        return {"run": _run, "report": _report, "list": _list}[args.command](args)
+        return {"run": _run, "report": _report, "stages": _stages, "list": _list}[args.command](args)
     except UserError as err:
         print(f"transferbench: error: {err}", file=sys.stderr)
         return 2
