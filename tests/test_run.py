@@ -68,22 +68,56 @@ def test_same_seed_same_metric(tiny_bert, tmp_path):
     assert execute(other).curve != a.curve  # a different seed is a different draw
 
 
-def test_kill_mid_run_leaves_no_partial_record_and_rerun_completes(tiny_bert, tmp_path):
-    suite = write_suite(tmp_path / "s.yaml", tiny_bert, modes="[linear-probe, finetune]", seeds="[0, 1]",
-                        budget="[256]", extra="    epochs: 40")  # a few seconds a run: time to kill one
-    store = tmp_path / "res" / "runs.jsonl"
+def test_kill_mid_run_leaves_no_partial_record_and_rerun_completes(tmp_path, monkeypatch, capsys):
+    """kill -9 the CLI while a run trains (a test task whose `slow` model sleeps each batch), then rerun."""
+    from test_faults import bench, faulty_suite
+
+    from transferbench.runners.cli import main
+
+    suite = faulty_suite(tmp_path, bench("[fine, slow]", ", epochs: 20"), defaults="seeds: [0, 1], batch_size: 30")
+    store, marker = tmp_path / "res" / "runs.jsonl", tmp_path / "marker"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "FAULT_MARKER": str(marker), "FAULT_SLEEP": "0.05"}
     proc = subprocess.Popen([sys.executable, "-m", "transferbench", "run", str(suite), "--results-dir",
-                             str(tmp_path / "res")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(tmp_path / "res")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300
-    while time.time() < deadline and not (store.exists() and store.read_text().count("\n") >= 1):
-        time.sleep(0.2)
-    time.sleep(1.0)  # well inside the second run
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside the third run (slow, seed 0: about 15 s)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     lines = store.read_text().splitlines()
-    assert 1 <= len(lines) < 4
-    assert all(json.loads(line)["status"] == "ok" for line in lines)  # whole lines only
-    again = cli("run", suite, "--results-dir", tmp_path / "res")
-    assert again.returncode == 0, again.stderr[-2000:]
-    ids = [json.loads(line)["run_id"] for line in store.read_text().splitlines()]
-    assert len(ids) == 4 == len(set(ids))  # every run exactly once
+    assert [(json.loads(x)["model"], json.loads(x)["status"]) for x in lines] == [("fine", "ok")] * 2  # whole lines
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("FAULT_MARKER", str(marker))
+    monkeypatch.setenv("FAULT_SLEEP", "0")
+    assert main(["run", str(suite), "--results-dir", str(tmp_path / "res"), "--price-per-device-hour", "0"]) == 0
+    assert "2 already in" in capsys.readouterr().out
+    records = [json.loads(line) for line in store.read_text().splitlines()]
+    assert len(records) == 4 == len({r["run_id"] for r in records})  # every run exactly once
+    assert [(r["model"], r["seed"]) for r in records[2:]] == [("slow", 0), ("slow", 1)]
+
+
+def test_same_seed_same_subset_and_init(tiny_bert, tmp_path, monkeypatch):
+    """Through execute(): the training subset and the initial weights a run trains from depend on its seed only
+    (a different mode with the same seed draws the same subset; scratch's init is reproducible)."""
+    import torch
+
+    from transferbench.config import load_suite
+    from transferbench.runners import loop
+    from transferbench.runners.suite import execute, plan
+
+    seen = []
+
+    def capture(spec, task, model, train_set, *args):
+        seen.append((list(train_set.indices), {k: v.clone() for k, v in model.state_dict().items()}))
+        raise RuntimeError("captured")  # no training needed
+
+    monkeypatch.setattr(loop, "train", capture)
+    runs = plan(load_suite(write_suite(tmp_path / "s.yaml", tiny_bert, modes="[scratch, finetune]", seeds="[0, 1]")))
+    for spec in [runs[0], runs[0], runs[1], runs[2]]:  # scratch s0, scratch s0, finetune s0, scratch s1
+        assert execute(spec).error == "RuntimeError: captured"
+    (a, init_a), (b, init_b), (c, _), (d, init_d) = seen
+    assert a == b == c and len(a) == 64 and a != d  # same seed, same subset, whatever the mode
+    assert all(torch.equal(init_a[k], init_b[k]) for k in init_a)  # same seed, same random init
+    assert not all(torch.equal(init_a[k], init_d[k]) for k in init_a)
