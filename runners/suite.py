@@ -106,8 +106,9 @@ def execute(spec: RunSpec, price_override: Optional[float] = None, model_ref: Op
     `model_ref` replaces spec.model where it names something resolved at run time (a stage's checkpoint);
     `save_to`: the main process saves the trained model there (a pretrain stage's output);
     `work_dir`: scratch space for a task that owns its training loop.
-    Out of memory: retried up to spec.oom_retries times, each at half the per-device batch with twice the
-    gradient accumulation, so the effective batch and the optimisation stay the same; the record says so.
+    Out of memory in the HF loop: retried up to spec.oom_retries times, each at half the per-device batch with
+    twice the gradient accumulation, so the effective batch and the optimisation stay the same; the record
+    says so. (A task with its own loop records the failure; its batch is not the HF loop's to split.)
     The failed attempts' time counts in wall_seconds (and the cost), not in setup/train/eval seconds."""
     wall0 = time.perf_counter()
     attempt, retries = spec, 0
@@ -134,16 +135,16 @@ def _attempt(spec: RunSpec, attempt: RunSpec, model_ref: Optional[str], save_to:
     accelerator = _accelerator(attempt)
     device = accelerator.device
     res = _new_result(spec, accelerator)
-    hyper, oom = attempt.hyper, False
-    res.grad_accum = hyper.grad_accum
-    res.per_device_batch = hyper.batch_size // (accelerator.num_processes * hyper.grad_accum) or None
+    hyper, oom, task = attempt.hyper, False, None
     try:
         with PeakMemory(device) as mem:
             task = get_task(attempt.task)(attempt.task_args)
             ref = model_ref or attempt.model
             if task.train is not None:  # a task that owns its training loop fills the same record fields
                 out = loop.LoopResult(**task.train(attempt, ref, accelerator, res, save_to, work_dir))
-            else:
+            else:  # per-device batch: the HF loop's split of the effective batch (loop.per_device_batch)
+                res.grad_accum = hyper.grad_accum
+                res.per_device_batch = hyper.batch_size // (accelerator.num_processes * hyper.grad_accum) or None
                 out = _train(attempt, task, ref, accelerator, res, wall0)
                 if save_to is not None:
                     _save(task, out.model, out.data, save_to, accelerator)
@@ -163,7 +164,8 @@ def _attempt(spec: RunSpec, attempt: RunSpec, model_ref: Optional[str], save_to:
     except Exception as err:  # noqa: BLE001 - any failure is recorded and the suite goes on
         res.status = "failed"
         res.error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-        oom = out_of_memory(err)
+        # only the HF loop can trade per-device batch for accumulation; a foreign loop has its own batch rules
+        oom = out_of_memory(err) and task is not None and task.train is None
         if not isinstance(err, UserError):
             res.env["traceback"] = traceback.format_exc()[-4000:]
     finally:

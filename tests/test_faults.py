@@ -237,6 +237,21 @@ def test_shards_partition_the_run_ids_exactly(tiny_bert, tmp_path, capsys):
     assert [len(p) for p in parts] == [8, 8, 8] and not set(parts[0]) & set(parts[1])
 
 
+def test_shard_stores_merge_by_concatenation(tmp_path, monkeypatch, capsys):
+    suite = faulty_suite(tmp_path, bench("[fine, also-fine]"), defaults="seeds: [0, 1, 2], epochs: 1, batch_size: 30")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for i in (1, 2):
+        assert run_main("run", suite, "--shard", f"{i}/2", "--results-dir", tmp_path / f"shard{i}") == 0
+    parts = [(tmp_path / f"shard{i}" / "runs.jsonl").read_text() for i in (1, 2)]
+    (tmp_path / "all").mkdir()
+    (tmp_path / "all" / "runs.jsonl").write_text("".join(parts))  # cat shard*/runs.jsonl > all/runs.jsonl
+    capsys.readouterr()
+    assert run_main("run", suite, "--results-dir", tmp_path / "all") == 0
+    assert "6 runs, 6 already in" in capsys.readouterr().out  # the merged store completes the whole suite
+    assert [len(p.splitlines()) for p in parts] == [3, 3]
+    assert (tmp_path / "all" / "runs.jsonl").read_text() == "".join(parts)
+
+
 class _Evil:
     def __init__(self, marker):
         self.marker = marker
