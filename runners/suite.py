@@ -327,6 +327,7 @@ def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
                 res = failed_result(spec, str(ref), price_override)
             else:
                 res = execute(spec, price_override, model_ref=ref, work_dir=results_dir / "work" / spec.run_id)
+            loop.check_stop()  # Ctrl-C during the run (a foreign loop's child may have died of it): not recorded
             results.append(res)
             if state.is_main_process:
                 store.append(res)
