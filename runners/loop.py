@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from transferbench.errors import UserError
+from transferbench.speed import batch_channels_last
 
 LOG_EVERY = 10  # optimizer steps between divergence checks / progress-bar updates (each one syncs a GPU)
 
@@ -85,6 +86,7 @@ class LoopResult:
     stop_reason: Optional[str] = None  # epochs | max_steps | max_seconds | target
     per_device_batch: Optional[int] = None
     flops: Optional[float] = None
+    setup_seconds: float = 0.0  # loaders, optimizer, accelerate prepare (before the first step)
     model: object = None  # the trained model, unwrapped (a pretrain stage saves it)
     data: object = None  # the TaskData it trained on (a stage saves its processor beside the weights)
 
@@ -103,7 +105,7 @@ def evaluate(model, loader, task, accelerator) -> dict[str, float]:
     """The task's metrics over the whole eval split, plus `eval_samples`: how many examples were scored."""
     model.eval()
     preds, refs = [], []
-    with torch.no_grad():
+    with torch.inference_mode():
         for batch in loader:
             check_stop()
             _, logits = task.loss_and_logits(model, batch)
@@ -117,6 +119,7 @@ def evaluate(model, loader, task, accelerator) -> dict[str, float]:
 
 def train(spec, task, model, train_set, data, accelerator, params_total: int) -> LoopResult:
     """Train `model` on `train_set` (the budget's subset of data.train), evaluating on data.eval."""
+    t_enter = time.perf_counter()
     hyper = spec.hyper
     per_device = per_device_batch(hyper.batch_size, accelerator.num_processes, hyper.grad_accum)
     train_dl = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=data.collate,
@@ -141,8 +144,11 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
     nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)  # any bad loss since the last check
     model.train()
     start = time.perf_counter()  # time-to-target and train time count from the first optimizer step
+    out.setup_seconds = start - t_enter
     while out.stop_reason is None:
         for batch in train_dl:
+            if hyper.channels_last:
+                batch = batch_channels_last(batch)
             with accelerator.accumulate(model):
                 loss, _ = task.loss_and_logits(model, batch)
                 accelerator.backward(loss)
@@ -175,7 +181,7 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
     bar.close()
     out.train_seconds = time.perf_counter() - start - out.eval_seconds
     out.epochs_run = out.optimizer_steps / steps_per_epoch
-    out.model = accelerator.unwrap_model(model)
+    out.model = accelerator.unwrap_model(model, keep_torch_compile=False)
     return out
 
 

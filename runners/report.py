@@ -29,6 +29,7 @@ class Leaderboard:
     budget_verdicts: list[dict]  # per task, dataset, model, budget
     crossovers: list[dict]  # per task, dataset, model
     prices: list[dict]  # each (device, price, date) that priced a run
+    timings: list[dict] = dataclasses.field(default_factory=list)  # the last suite_timing.jsonl line per store
 
     def tables(self) -> list[tuple[tuple[str, str], list[dict]]]:
         """Cells grouped per task and dataset (one table each)."""
@@ -76,6 +77,7 @@ def _cell(key: tuple, rs: list[dict]) -> dict:
         target=head.get("target"), target_reached=len(reached), time_to_target_s=_mean(reached),
         train_seconds=_mean(r.get("train_seconds") for r in ok),
         samples_per_second=_mean(r.get("samples_per_second") for r in ok),
+        mfu=_mean(r.get("mfu") for r in ok),
         trainable_share=_mean(r["params_trainable"] / r["params_total"] for r in ok
                               if r.get("params_trainable") is not None and r.get("params_total")),
         peak_memory_bytes=max((r["peak_memory_bytes"] for r in ok if r.get("peak_memory_bytes")), default=None),
@@ -226,6 +228,20 @@ def build(records: list[dict], title: str = "Leaderboard", sources=()) -> Leader
         prices=[dict(device_name=d, price_per_device_hour=p, price_date=t) for d, p, t in prices])
 
 
+def last_timing(folder: Path) -> Optional[dict]:
+    """The last invocation's line of `suite_timing.jsonl` (written by run_suite), or None."""
+    import json
+
+    path = Path(folder) / "suite_timing.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
 def cells(records: list[dict]) -> list[dict]:
     return build(records).cells
 
@@ -254,6 +270,7 @@ def report(paths, out: Optional[Path] = None, publish: Optional[Path] = None, ti
     records = load(paths)
     names = sorted({str(r.get("suite")) for r in records}) or [paths[0].name]
     board = build(records, title or f"Leaderboard: {', '.join(names)}", sources=paths)
+    board.timings = [t for p in paths if (t := last_timing(p.parent if p.name == "runs.jsonl" else p))]
     out = Path(out)
     figures = plots.write_all(board, out / "plots")
     text = tables.write_all(board, out, figures)

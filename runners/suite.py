@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 import transferbench
-from transferbench import cost, models, provenance, sources
+from transferbench import cost, flops, models, provenance, sources, speed
 from transferbench.cache import atomic_dir, cache_dir
 from transferbench.config import RunSpec, Suite, expand, shard
 from transferbench.errors import UserError
@@ -67,6 +67,11 @@ def preflight(runs: list[RunSpec]) -> None:
         if task.train is None:  # the HF loop splits the effective batch evenly over processes x grad_accum
             _about(where, loop.per_device_batch, spec.hyper.batch_size, process_state().num_processes,
                    spec.hyper.grad_accum)
+        else:
+            options = [k for k in LOOP_OPTIONS if getattr(spec.hyper, k)]
+            if options:
+                raise UserError(f"{where}: {', '.join(options)} apply to the Hugging Face loop only; {spec.task} "
+                                f"trains with its own loop: set {options[0]}: false for it")
         key = (spec.task, spec.dataset.model_dump_json(), model, str(spec.task_args), spec.budget_key)
         if key in seen:
             continue
@@ -79,6 +84,9 @@ def preflight(runs: list[RunSpec]) -> None:
                             f"(it computes {', '.join(task.metric_names)})")
 
 
+LOOP_OPTIONS = ("compile", "channels_last", "gradient_checkpointing")  # speed options only the HF loop applies
+
+
 def _about(where: str, check, *args):
     """`check(*args)`, its UserError prefixed with the benchmark it is about."""
     try:
@@ -87,16 +95,21 @@ def _about(where: str, check, *args):
         raise UserError(f"{where}: {err}") from None
 
 
-def _accelerator(spec: RunSpec):
-    """A fresh Accelerator per run (precision and accumulation may differ between runs); the process group
-    created by `accelerate launch` is kept."""
+COMPILE_BACKEND = "inductor"  # torch.compile's default backend (tests swap in "eager": no C++ build)
+
+
+def accelerator_for(spec: RunSpec):
+    """A fresh Accelerator per run (precision, accumulation and compilation may differ between runs); the process
+    group created by `accelerate launch` is kept. The suite's settings win over the launcher's: they are part of
+    the run's identity."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state()
     GradientState._reset_state()
     return Accelerator(mixed_precision=spec.hyper.mixed_precision, gradient_accumulation_steps=spec.hyper.grad_accum,
-                       cpu=process_state().device.type == "cpu")
+                       cpu=process_state().device.type == "cpu",
+                       dynamo_backend=COMPILE_BACKEND if spec.hyper.compile else "no")
 
 
 def execute(spec: RunSpec, price_override: Optional[float] = None, model_ref: Optional[str] = None,
@@ -132,7 +145,7 @@ def _attempt(spec: RunSpec, attempt: RunSpec, model_ref: Optional[str], save_to:
              work_dir: Optional[Path]) -> tuple[Result, bool]:
     """One try of `spec` with `attempt`'s hyper-parameters: (its record, whether it ran out of memory)."""
     wall0 = time.perf_counter()
-    accelerator = _accelerator(attempt)
+    accelerator = accelerator_for(attempt)
     device = accelerator.device
     res = _new_result(spec, accelerator)
     hyper, oom, task = attempt.hyper, False, None
@@ -157,6 +170,9 @@ def _attempt(spec: RunSpec, attempt: RunSpec, model_ref: Optional[str], save_to:
         res.train_seconds, res.eval_seconds = out.train_seconds, out.eval_seconds
         res.samples_per_second = out.samples_seen / out.train_seconds if out.train_seconds else None
         res.optimizer_steps, res.epochs_run, res.flops_estimate = out.optimizer_steps, out.epochs_run, out.flops
+        res.setup_seconds = (res.setup_seconds or 0.0) + out.setup_seconds
+        res.peak_flops = flops.peak_flops(res.device_name, hyper.mixed_precision)
+        res.mfu = flops.mfu(res.flops_estimate, res.train_seconds, res.peak_flops, res.device_count)
         res.stop_reason, res.per_device_batch = out.stop_reason, out.per_device_batch or res.per_device_batch
         res.peak_memory_bytes, res.peak_memory_kind = mem.peak, mem.kind
     except loop.Diverged as err:
@@ -193,21 +209,31 @@ def _halved(spec: RunSpec) -> Optional[RunSpec]:
     return spec.model_copy(update={"hyper": spec.hyper.model_copy(update={"grad_accum": grad_accum})})
 
 
-def _train(spec: RunSpec, task, ref: str, accelerator, res: Result, wall0: float) -> loop.LoopResult:
-    """The HF-loop path: data subset for the budget, the mode applied to the model, the one training loop."""
+def setup(spec: RunSpec, task, ref: str):
+    """(data, the budget's training subset, the model with its mode and speed options applied): everything
+    the HF loop is given. Also used by benchmarks/perf, so the hand-written loop trains the very same thing."""
     from accelerate.utils import set_seed
 
     mode = get_mode(spec.mode)
     data = task.load_data(spec.dataset, ref)
-    res.dataset = data.identity
     size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
     train_set = torch.utils.data.Subset(data.train, sources.subset_indices(len(data.train), spec.seed, size))
-    res.train_samples = size
     set_seed(spec.seed)  # same seed -> same head/scratch init, dropout and shuffling
     model = task.build_model(ref, data.labels, pretrained=mode.pretrained)
+    if spec.hyper.gradient_checkpointing:  # on the task's model, before peft wraps it
+        speed.enable_gradient_checkpointing(model)
     model = mode.prepare(model, task.head_names(model),
                          task.lora_targets_for(model, spec.hyper.lora_targets) if spec.mode == "lora" else [],
                          spec.hyper)
+    if spec.hyper.channels_last:  # after peft, so LoRA's own convolutions are converted too
+        model = speed.to_channels_last(model)
+    return data, train_set, model
+
+
+def _train(spec: RunSpec, task, ref: str, accelerator, res: Result, wall0: float) -> loop.LoopResult:
+    """The HF-loop path: data subset for the budget, the mode applied to the model, the one training loop."""
+    data, train_set, model = setup(spec, task, ref)
+    res.dataset, res.train_samples = data.identity, len(train_set)
     res.params_total, res.params_trainable = count_parameters(model)
     res.setup_seconds = time.perf_counter() - wall0
     out = loop.train(spec, task, model, train_set, data, accelerator, res.params_total)
@@ -224,6 +250,8 @@ def _new_result(spec: RunSpec, accelerator) -> Result:
         target=spec.target.value if spec.target else None, device_name=provenance.device_name(device),
         device_count=accelerator.num_processes if device.type == "cuda" else 1,
         num_processes=accelerator.num_processes, mixed_precision=spec.hyper.mixed_precision, started_at=_now(),
+        compile=spec.hyper.compile, channels_last=spec.hyper.channels_last,
+        gradient_checkpointing=spec.hyper.gradient_checkpointing,
         config=spec.model_dump(mode="json"), env=provenance.env(),
     )
 
@@ -240,7 +268,7 @@ def _finish(res: Result, spec: RunSpec, wall_seconds: float, price_override: Opt
 
 
 def failed_result(spec: RunSpec, error: str, price_override: Optional[float] = None) -> Result:
-    res = _new_result(spec, _accelerator(spec))
+    res = _new_result(spec, accelerator_for(spec))
     res.status, res.error = "failed", error
     return _finish(res, spec, 0.0, price_override)
 
@@ -299,6 +327,8 @@ class StageFailed(RuntimeError):
 def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
               price_override: Optional[float] = None, rebuild_stages: bool = False, log=print) -> list[Result]:
     """Run every pending run of the suite; returns this invocation's results."""
+    t0 = time.perf_counter()
+    startup = process_seconds()  # interpreter start and imports, before this call
     state = process_state()
     runs = plan(suite, shard_spec)
     store = Store(results_dir)
@@ -309,8 +339,10 @@ def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
         log = lambda *a, **k: None  # noqa: E731 - only the main process logs
     log(f"suite {suite.name}: {len(runs)} runs, {len(runs) - len(pending)} already in {store.path}, "
         f"{len(pending)} to run on {state.num_processes} process(es)")
+    t_pre = time.perf_counter()
     with state.main_process_first():  # the main process writes dataset caches; the others then read them
         preflight(pending)
+    times = {"preflight_seconds": time.perf_counter() - t_pre, "stages_seconds": 0.0}
     results, stages = [], {}  # stage name -> checkpoint folder, or the StageFailed of this invocation
     with loop.graceful_stop():  # Ctrl-C: finish the current step, record nothing half-done, stop
         for i, spec in enumerate(pending, 1):
@@ -318,10 +350,12 @@ def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
             ref = None
             if spec.stage is not None:
                 if spec.stage.stage_name not in stages:
+                    t_stage = time.perf_counter()
                     try:
                         stages[spec.stage.stage_name] = ensure_stage(spec.stage, rebuild_stages, price_override, log)
                     except StageFailed as err:
                         stages[spec.stage.stage_name] = err
+                    times["stages_seconds"] += time.perf_counter() - t_stage
                 ref = stages[spec.stage.stage_name]
             if isinstance(ref, StageFailed):
                 res = failed_result(spec, str(ref), price_override)
@@ -334,4 +368,42 @@ def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
                 metric = f"{res.metric_name}={res.metric:.4f}" if res.metric is not None else res.error
                 log(f"[{i}/{len(pending)}] {spec.task} {spec.model} {spec.mode} n={res.train_samples} "
                     f"seed={spec.seed}: {res.status} {metric} ({res.wall_seconds:.1f}s)")
+    if results and state.is_main_process:
+        _record_timing(suite.name, results, results_dir, startup, time.perf_counter() - t0, times, log)
     return results
+
+
+def process_seconds() -> Optional[float]:
+    """Seconds since this process started (Linux /proc), so a suite's wall time includes start-up and imports."""
+    import os
+
+    try:
+        start_ticks = float(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    return max(0.0, time.time() - boot - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def _record_timing(name: str, results: list[Result], results_dir: Path, startup: Optional[float], seconds: float,
+                   times: dict, log) -> None:
+    """The invocation's wall time against its runs' train + eval time, appended to suite_timing.jsonl: what
+    the harness costs beyond training (start-up, preflight, stages, per-run setup)."""
+    import json
+
+    total = lambda key: sum(getattr(r, key) or 0.0 for r in results)  # noqa: E731
+    work = total("train_seconds") + total("eval_seconds")
+    wall = seconds + (startup or 0.0)
+    row = dict(suite=name, finished_at=_now(), runs=len(results), runs_ok=sum(r.status == "ok" for r in results),
+               wall_seconds=round(wall, 3), startup_seconds=startup and round(startup, 3),
+               suite_seconds=round(seconds, 3), train_eval_seconds=round(work, 3),
+               train_seconds=round(total("train_seconds"), 3), eval_seconds=round(total("eval_seconds"), 3),
+               setup_seconds=round(total("setup_seconds"), 3), runs_wall_seconds=round(total("wall_seconds"), 3),
+               **{k: round(v, 3) for k, v in times.items()}, overhead_ratio=round(wall / work, 4) if work else None)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with open(results_dir / "suite_timing.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    log(f"suite {name}: wall {wall:.1f}s (start-up {row['startup_seconds']}s, preflight {row['preflight_seconds']}s, "
+        f"stages {row['stages_seconds']}s, runs' setup {row['setup_seconds']}s) vs runs' train + eval {work:.1f}s"
+        + (f": {wall / work:.2f}x" if work else "") + f" -> {results_dir / 'suite_timing.jsonl'}")

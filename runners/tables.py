@@ -36,6 +36,7 @@ COLUMNS: list[Column] = [
     ("train", "train s", lambda c: fmt.num(c["train_seconds"], "{:.1f}"), lambda c: c["train_seconds"]),
     ("throughput", "samples/s", lambda c: fmt.num(c["samples_per_second"], "{:.1f}"),
      lambda c: c["samples_per_second"]),
+    ("mfu", "MFU", lambda c: fmt.share(c.get("mfu")), lambda c: c.get("mfu")),
     ("memory", "peak mem", lambda c: fmt.memory(c["peak_memory_bytes"]), lambda c: c["peak_memory_bytes"]),
     ("trainable", "trainable", lambda c: fmt.share(c["trainable_share"]), lambda c: c["trainable_share"]),
     ("hours", "device-h/run", lambda c: fmt.hours(c["device_hours"]), lambda c: c["device_hours"]),
@@ -62,7 +63,19 @@ def price_lines(board: Leaderboard) -> list[str]:
     total_usd = sum(c["cost_usd_total"] for c in board.cells)
     lines.append(f"Device-hours = wall seconds × devices / 3600. Spent on these runs (failed ones included): "
                  f"{fmt.hours(total_h)} device-h, {fmt.money(total_usd)}.")
-    return lines
+    lines.append("MFU = training FLOPs (6 × parameters × tokens; 3 × a counted forward for vision models) / train "
+                 "seconds / the device's stated dense peak (transferbench/peaks.yaml); — where no peak is stated (CPU).")
+    return lines + [timing_line(t) for t in board.timings]
+
+
+def timing_line(t: dict) -> str:
+    """One invocation of `transferbench run`: its wall time against the training it did (suite_timing.jsonl)."""
+    work = t.get("train_eval_seconds") or 0.0
+    ratio = f"{t['wall_seconds'] / work:.2f}×" if work else "n/a"
+    return (f"Suite {t.get('suite')} (invocation finished {t.get('finished_at')}, {t.get('runs')} runs): wall "
+            f"{fmt.seconds(t.get('wall_seconds'))} (process start to last run), runs' train + eval "
+            f"{fmt.seconds(work)}: {ratio}; setup {fmt.seconds(t.get('setup_seconds'))}, preflight "
+            f"{fmt.seconds(t.get('preflight_seconds'))}, start-up and imports {fmt.seconds(t.get('startup_seconds'))}.")
 
 
 def failed_lines(board: Leaderboard) -> list[str]:
@@ -108,7 +121,7 @@ def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
 CSV_COLUMNS = ["row", "task", "dataset", "model", "train_samples", "mode", "seed", "seeds", "n", "status", "error",
                "metric_name", "higher_is_better", "metric", "metric_std", "delta_vs_scratch", "delta_ci_low",
                "delta_ci_high", "delta_significant", "best", "target", "time_to_target_s", "target_reached",
-               "train_seconds", "samples_per_second", "peak_memory_bytes", "trainable_share", "device_hours",
+               "train_seconds", "samples_per_second", "mfu", "peak_memory_bytes", "trainable_share", "device_hours",
                "cost_usd", "cost_per_point", "price_per_device_hour", "price_date", "device_name", "run_id"]
 
 

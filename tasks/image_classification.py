@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferbench import models, sources
+from transferbench import flops, models, sources
 from transferbench.config import DatasetSpec
 from transferbench.errors import UserError
 from transferbench.models import check_auto_class
@@ -46,6 +46,9 @@ class TimmClassifier(torch.nn.Module):
         logits = self.model(pixel_values)
         loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:  # the suite's gradient_checkpointing
+        self.model.set_grad_checkpointing(enable)
 
 
 def _timm_name(ref: str) -> Optional[tuple[str, Optional[str]]]:
@@ -233,6 +236,23 @@ class ImageClassification(Task):
             check_auto_class(model, "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "an image classifier")
 
     def build_model(self, model: str, labels: list[str], pretrained: bool):
+        self._built = built = self._build(model, labels, pretrained)
+        self._forward_flops: dict[tuple, float] = {}
+        return built
+
+    def flops_per_batch(self, params_total: int, batch) -> Optional[float]:
+        """3 x the forward FLOPs of the model this task built (mode applied: it is modified in place), counted
+        once per image shape on one example: convolutions and attention are not 2 x params per pixel."""
+        model = getattr(self, "_built", None)
+        if model is None:
+            return None
+        x = batch["pixel_values"]
+        shape = tuple(x.shape[1:])
+        if shape not in self._forward_flops:
+            self._forward_flops[shape] = flops.forward_flops(model, pixel_values=x[:1])
+        return 3.0 * self._forward_flops[shape] * len(x)
+
+    def _build(self, model: str, labels: list[str], pretrained: bool):
         timm_ref = _timm_name(model)
         if timm_ref:
             return TimmClassifier(_create_timm(*timm_ref, num_classes=len(labels), pretrained=pretrained))

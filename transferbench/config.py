@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer, model_validator
 
 from .errors import UserError, did_you_mean
 
@@ -44,6 +44,23 @@ class Hyper(BaseModel):
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # None: the task's default for the model_type; a list matches module-name suffixes, a string is a regex
     lora_targets: Optional[Union[list[str], str]] = None
+    # Speed options of the HF loop (the optimisation is the same; numerics may differ in the last bits)
+    compile: bool = False  # torch.compile (accelerate's dynamo backend "inductor")
+    channels_last: bool = False  # NHWC memory format for the model's 4-D weights and inputs (CNNs)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler):
+        """Fields added after stores and shipped stage checkpoints existed are left out of the dump (hence of
+        run_id and the recorded config) while at their default, so every unchanged run keeps its identity."""
+        data = handler(self)
+        for name in LATER_FIELDS:
+            if getattr(self, name) == Hyper.model_fields[name].default:
+                data.pop(name, None)
+        return data
+
+
+LATER_FIELDS = ("compile", "channels_last", "gradient_checkpointing")
 
 
 def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:

@@ -12,7 +12,8 @@ from typing import Any, Optional
 from .errors import UserError
 
 # 2 added stop_reason, per_device_batch, grad_accum, oom_retries (with defaults: version-1 rows still load)
-SCHEMA_VERSION = 2
+# 3 added peak_flops, mfu, compile, channels_last, gradient_checkpointing (defaults: older rows still load)
+SCHEMA_VERSION = 3
 
 
 @dataclasses.dataclass
@@ -39,7 +40,7 @@ class Result:
     target: Optional[float] = None
     train_seconds: Optional[float] = None  # optimizer steps only
     eval_seconds: Optional[float] = None
-    setup_seconds: Optional[float] = None  # data + model loading, mode preparation, accelerate prepare
+    setup_seconds: Optional[float] = None  # data + model loading, mode preparation, loaders, accelerate prepare
     samples_per_second: Optional[float] = None  # training samples / train_seconds, all processes together
     optimizer_steps: Optional[int] = None
     epochs_run: Optional[float] = None
@@ -51,11 +52,16 @@ class Result:
     params_trainable: Optional[int] = None
     peak_memory_bytes: Optional[int] = None
     peak_memory_kind: Optional[str] = None  # cuda_max_allocated | cpu_peak_rss
-    flops_estimate: Optional[float] = None
+    flops_estimate: Optional[float] = None  # training FLOPs: 6 x params x tokens, or 3 x a counted forward
+    peak_flops: Optional[float] = None  # stated dense peak FLOP/s of one device at this precision (peaks.yaml)
+    mfu: Optional[float] = None  # flops_estimate / train_seconds / (peak_flops x device_count); None on CPU
     device_name: Optional[str] = None
     device_count: Optional[int] = None
     num_processes: Optional[int] = None
     mixed_precision: Optional[str] = None
+    compile: bool = False  # torch.compile (the speed options as trained; also in config.hyper when set)
+    channels_last: bool = False
+    gradient_checkpointing: bool = False
     wall_seconds: Optional[float] = None  # setup + train + eval: what device_hours is billed on
     device_hours: Optional[float] = None
     price_per_device_hour: Optional[float] = None
