@@ -116,7 +116,7 @@ def test_pretrain_stage_is_trained_once_and_feeds_the_runs(tmp_path):
     stage = records[1]["config"]["stage"]
     assert stage["stage_name"] == "glyphs-vit" and stage["dataset"]["source"] == "builtin:glyphs"
     again = cli("run", tmp_path / "s.yaml", "--results-dir", tmp_path / "b", "--price-per-device-hour", "0")
-    assert again.returncode == 0 and "training" not in again.stdout  # reused by a later invocation
+    assert again.returncode == 0 and "pretrain stage glyphs-vit: training" not in again.stdout  # reused later
     changed = cli("run", "--dry-run", tmp_path / "s.yaml")
     assert changed.returncode == 0
     (tmp_path / "s.yaml").write_text(STAGE_SUITE.replace("train_samples: 256", "train_samples: 128"))
