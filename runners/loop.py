@@ -141,7 +141,9 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
     out = LoopResult(flops=0.0, per_device_batch=per_device)
     bar = tqdm(total=total_steps, desc=f"{spec.mode} s{spec.seed}", leave=False, dynamic_ncols=True,
                disable=None if accelerator.is_main_process else True)  # None: off when not a TTY
-    nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)  # any bad loss since the last check
+    # The sum of every loss so far: NaN or infinite as soon as one loss is (one in-place add per step, no sync;
+    # finite losses would need to exceed 3e38 together to overflow it). Read every LOG_EVERY steps.
+    loss_sum = torch.zeros((), dtype=torch.float32, device=accelerator.device)
     model.train()
     start = time.perf_counter()  # time-to-target and train time count from the first optimizer step
     out.setup_seconds = start - t_enter
@@ -154,7 +156,7 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
-            nonfinite |= ~torch.isfinite(loss.detach())  # no GPU sync here; read every LOG_EVERY steps
+            loss_sum.add_(loss.detach())
             n = len(batch["labels"]) * accelerator.num_processes
             out.samples_seen += n
             flops = task.flops_per_batch(params_total, batch)
@@ -171,7 +173,7 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
             elif hyper.max_seconds is not None and time.perf_counter() - start >= hyper.max_seconds:
                 out.stop_reason = "max_seconds"
             if step % LOG_EVERY == 0 or out.stop_reason or step % eval_interval == 0:
-                _check_finite(nonfinite, loss, step, accelerator)  # every process agrees, so all stop together
+                _check_finite(loss_sum, loss, step, accelerator)  # every process agrees, so all stop together
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if step % eval_interval == 0 or out.stop_reason:
                 if _evaluate_point(model, eval_dl, task, accelerator, out, start, target):
@@ -185,8 +187,8 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
     return out
 
 
-def _check_finite(nonfinite, loss, step: int, accelerator) -> None:
-    if accelerator.gather(nonfinite.reshape(1)).any().item():
+def _check_finite(loss_sum, loss, step: int, accelerator) -> None:
+    if not torch.isfinite(accelerator.gather(loss_sum.reshape(1))).all().item():
         raise Diverged(f"training loss became NaN or infinite by step {step} (last: {loss.item()})")
 
 

@@ -53,13 +53,15 @@ def plan(suite: Suite, shard_spec: Optional[str] = None) -> list[RunSpec]:
     return shard(runs, shard_spec) if shard_spec else runs
 
 
-def preflight(runs: list[RunSpec]) -> None:
+def preflight(runs: list[RunSpec], rebuild_stages: bool = False) -> None:
     """Fail fast, before any training, on bad input: unknown task, bad task_args, unloadable dataset or model,
     a model of the wrong kind, a missing column, a budget larger than the data, a target on a metric the task
     does not compute. A run on a pretrain stage is checked with the stage's starting model (same
-    architecture and preprocessing); the stage itself is checked like a run."""
+    architecture and preprocessing); the stage itself is checked like a run when it will train (a cached or
+    shipped stage will not: loading its large source set would only cost time)."""
     seen = set()
-    for spec in [s for r in runs if r.stage for s in [r.stage]] + runs:
+    stages = [r.stage for r in runs if r.stage and (rebuild_stages or not ready_stage(r.stage))]
+    for spec in stages + runs:
         model = spec.stage.model if spec.stage else spec.model
         task = get_task(spec.task)(spec.task_args)
         where = (f"pretrain stage '{spec.stage_name}'" if spec.stage_name else f"{spec.task} on {spec.dataset.source}"
@@ -303,21 +305,26 @@ def ensure_stage(stage: RunSpec, rebuild: bool = False, price_override: Optional
     """The checkpoint folder of a pretrain stage, training it first when it is neither in the cache nor
     shipped (or when `rebuild`)."""
     path = stage_dir(stage)
-    record = path / "stage_result.json"
-    if record.exists() and not rebuild:
-        return str(path)
-    if not rebuild and (shipped := shipped_stage(stage)):
-        log(f"pretrain stage {stage.stage_name}: using the shipped checkpoint {shipped} (--rebuild-stages retrains)")
-        return str(shipped)
+    ready = None if rebuild else ready_stage(stage)
+    if ready is not None:
+        if ready != path:
+            log(f"pretrain stage {stage.stage_name}: using the shipped checkpoint {ready} (--rebuild-stages retrains)")
+        return str(ready)
     log(f"pretrain stage {stage.stage_name}: training {stage.model} on {stage.dataset.source} -> {path}")
     res = execute(stage, price_override, save_to=path, work_dir=path.parent / f"{path.name}.work")
     if res.status != "ok":
         raise StageFailed(f"pretrain stage '{stage.stage_name}' {res.status}: {res.error}")
     if process_state().is_main_process:
-        record.write_text(res.to_json() + "\n")  # written last: its presence means the stage is complete
+        (path / "stage_result.json").write_text(res.to_json() + "\n")  # written last: the stage is complete
     log(f"pretrain stage {stage.stage_name}: {res.metric_name}={res.metric:.4f} on its own eval split "
         f"({res.wall_seconds:.1f}s)")
     return str(path)
+
+
+def ready_stage(stage: RunSpec) -> Optional[Path]:
+    """The stage's finished checkpoint folder, in the cache or shipped, or None when it must train."""
+    path = stage_dir(stage)
+    return path if (path / "stage_result.json").exists() else shipped_stage(stage)
 
 
 class StageFailed(RuntimeError):
@@ -341,7 +348,7 @@ def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,
         f"{len(pending)} to run on {state.num_processes} process(es)")
     t_pre = time.perf_counter()
     with state.main_process_first():  # the main process writes dataset caches; the others then read them
-        preflight(pending)
+        preflight(pending, rebuild_stages)
     times = {"preflight_seconds": time.perf_counter() - t_pre, "stages_seconds": 0.0}
     results, stages = [], {}  # stage name -> checkpoint folder, or the StageFailed of this invocation
     with loop.graceful_stop():  # Ctrl-C: finish the current step, record nothing half-done, stop

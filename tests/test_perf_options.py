@@ -137,7 +137,7 @@ def test_suite_timing_is_recorded_and_reported(tiny_bert, tmp_path):
     work = results[0].train_seconds + results[0].eval_seconds
     assert row["runs"] == 1 and row["train_eval_seconds"] == pytest.approx(work, abs=1e-3)
     assert row["wall_seconds"] >= row["suite_seconds"] >= results[0].wall_seconds > work
-    assert row["overhead_ratio"] == pytest.approx(row["wall_seconds"] / row["train_eval_seconds"], rel=1e-3)
+    assert row["overhead_ratio"] == pytest.approx(row["wall_seconds"] / row["train_eval_seconds"], rel=0.02)  # both rounded to ms
     text = report.report([tmp_path])
     assert f"runs' train + eval {work:.1f} s" in text and "| MFU |" in text
 

@@ -51,9 +51,9 @@ CASES = {
     "text-minilm": (dict(task="text-classification", dataset="builtin:topics", models=["all-minilm-l6-v2"],
                          task_args={"max_length": 32}, modes={"finetune": {"lr": 1e-4}}, train_samples=[256]), 3, 12),
     "image-resnet": (dict(task="image-classification", dataset="builtin:digits", models=[_stage("glyphs-resnet")],
-                          modes={"finetune": {"lr": 1e-3}}, train_samples=[512]), 5, 60),
+                          modes={"finetune": {"lr": 1e-3}}, train_samples=[512]), 10, 300),
     "image-vit": (dict(task="image-classification", dataset="builtin:digits", models=[_stage("glyphs-vit")],
-                       modes={"finetune": {"lr": 1e-3}}, train_samples=[512]), 5, 40),
+                       modes={"finetune": {"lr": 1e-3}}, train_samples=[512]), 10, 150),
 }
 
 
