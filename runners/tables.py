@@ -36,12 +36,12 @@ COLUMNS: list[Column] = [
     ("train", "train s", lambda c: fmt.num(c["train_seconds"], "{:.1f}"), lambda c: c["train_seconds"]),
     ("throughput", "samples/s", lambda c: fmt.num(c["samples_per_second"], "{:.1f}"),
      lambda c: c["samples_per_second"]),
-    ("mfu", "MFU", lambda c: fmt.share(c.get("mfu")), lambda c: c.get("mfu")),
     ("memory", "peak mem", lambda c: fmt.memory(c["peak_memory_bytes"]), lambda c: c["peak_memory_bytes"]),
     ("trainable", "trainable", lambda c: fmt.share(c["trainable_share"]), lambda c: c["trainable_share"]),
     ("hours", "device-h/run", lambda c: fmt.hours(c["device_hours"]), lambda c: c["device_hours"]),
     ("cost", "$/run", lambda c: fmt.money(c["cost_usd"]), lambda c: c["cost_usd"]),
     ("per-point", "$/point", lambda c: fmt.money(c["cost_per_point"]), lambda c: c["cost_per_point"]),
+    ("mfu", "MFU", lambda c: fmt.share(c.get("mfu")), lambda c: c.get("mfu")),  # — where no stated peak (CPU)
 ]
 METRIC_COLUMN = 3  # the one that carries the best-cell mark
 

@@ -162,20 +162,29 @@ def main(argv=None) -> int:
     for case in args.cases:
         print(f"{case}: {args.repeats} repeats per side, alternating", flush=True)
         rows.append(measure(case, args.repeats, args.batch_size))
-    text = table(rows)
-    print("\n" + text)
+    print("\n" + table(rows))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = dict(command="python benchmarks/perf/harness_overhead.py " + " ".join(argv or sys.argv[1:]),
-                device=device, torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
-                date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), versions=provenance.versions(),
-                git_commit=provenance.git_commit(), platform=platform.platform())
+    meta = dict(device=device, torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
+                versions=provenance.versions(), git_commit=provenance.git_commit(), platform=platform.platform())
+    command = "python benchmarks/perf/harness_overhead.py " + " ".join(argv or sys.argv[1:])
+    date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    for r in rows:
+        r.update(command=command, date=date)
+    # a case measured again replaces its row; the others keep theirs (each row says when and how)
+    previous = out / "harness_overhead.json"
+    if previous.exists():
+        kept = [r for r in json.loads(previous.read_text())["rows"] if r["case"] not in {x["case"] for x in rows}]
+        rows = kept + rows
+    text = table(rows)
     (out / "harness_overhead.json").write_text(json.dumps(dict(meta, rows=rows), indent=1) + "\n")
     with open(out / "harness_overhead.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k not in ("harness", "hand")])
         writer.writeheader()
         writer.writerows({k: v for k, v in r.items() if k not in ("harness", "hand")} for r in rows)
-    (out / "README.md").write_text(README.format(table=text, **meta, versions_text=", ".join(
+    commands = "\n".join(f"  - {r['case']}: `HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {r['command']}` ({r['date']})"
+                         for r in rows)
+    (out / "README.md").write_text(README.format(table=text, commands=commands, **meta, versions_text=", ".join(
         f"{k} {v}" for k, v in meta["versions"].items())))
     return 0
 
@@ -189,10 +198,10 @@ to the start of the forward after the last one; warm-up forwards, model loading,
 excluded. Ratio = harness / hand loop (acceptance: >= 0.97). Paired ratios: each harness repeat over the hand
 repeat run next to it. How it works: `benchmarks/perf/harness_overhead.py` (docstring).
 
-- command: `HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {command}`
-- hardware: {device}, {cpus} CPUs, {torch_threads} torch threads ({platform})
-- date: {date}; git commit {git_commit}
+- hardware: {device}, {cpus} CPUs, {torch_threads} torch threads ({platform}); git commit {git_commit}
 - versions: {versions_text}
+- commands and dates (UTC):
+{commands}
 
 {table}
 
