@@ -1,0 +1,30 @@
+"""The committed leaderboards are what the report code computes from the committed stores: every number and
+verdict line in results/published follows from the runs.jsonl beside it."""
+import json
+from pathlib import Path
+
+import pytest
+
+from transferbench.runners.report import report
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = sorted(p.parent.name for p in (REPO / "results" / "published").glob("*/runs.jsonl"))
+TITLES = {"quickstart": "transferbench quickstart (offline default suite), 2-core CPU",
+          "topics": "transferbench topics (256 examples), 2-core CPU"}
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_leaderboard_is_regenerated_identically_from_its_store(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the page names its store by the relative path it was made from
+    store = Path("results/published") / name
+    report([store], out=tmp_path, title=TITLES[name])
+    committed = (store / "leaderboard.md").read_text()
+    assert (tmp_path / "leaderboard.md").read_text() == committed
+    assert json.loads((tmp_path / "leaderboard.json").read_text()) == json.loads((store / "leaderboard.json").read_text())
+    assert "Verdicts (computed from the rows above)" in committed
+    records = [json.loads(line) for line in (store / "runs.jsonl").read_text().splitlines()]
+    assert len({r["seed"] for r in records}) == 3 and all(r["status"] == "ok" for r in records)
+
+
+def test_the_default_suite_is_published():
+    assert "quickstart" in PUBLISHED
