@@ -74,6 +74,7 @@ def preflight(runs: list[RunSpec], rebuild_stages: bool = False) -> None:
             if options:
                 raise UserError(f"{where}: {', '.join(options)} apply to the Hugging Face loop only; {spec.task} "
                                 f"trains with its own loop: set {options[0]}: false for it")
+        _about(where, task.check_run, spec)
         key = (spec.task, spec.dataset.model_dump_json(), model, str(spec.task_args), spec.budget_key)
         if key in seen:
             continue

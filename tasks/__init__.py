@@ -122,6 +122,9 @@ class Task:
     def check_model(self, model: str) -> None:
         """Fail fast (UserError) when `model` cannot be loaded as this task's kind of model."""
 
+    def check_run(self, spec) -> None:
+        """Fail fast (UserError) on a run this task cannot train as its spec asks (called before any training)."""
+
     def save_checkpoint(self, model: torch.nn.Module, data: TaskData, path) -> None:
         """Save a trained model (a pretrain stage's output) so that build_model(path, ...) loads it."""
         model.save_pretrained(path)

@@ -20,6 +20,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -97,8 +98,10 @@ def _label_problem(image: str, nc: int) -> Optional[str]:
     return None
 
 
+@lru_cache(maxsize=None)
 def load_yolo_data(source: str, eval_split: Optional[str]) -> YoloData:
-    """Read and check a data.yaml (or `builtin:NAME`, or a folder holding data.yaml)."""
+    """Read and check a data.yaml (or `builtin:NAME`, or a folder holding data.yaml); once per suite (preflight
+    and every run of the dataset share it, and bad label files are named once)."""
     if source.startswith("builtin:"):
         yaml_file = materialize(source[len("builtin:"):]) / "data.yaml"
         if not yaml_file.exists():
@@ -179,6 +182,15 @@ def resolve_model(ref: str) -> YoloRef:
                     f"pretrain stage")
 
 
+def _check_weights(mode_name: str, ref: YoloRef, name: str) -> None:
+    """The weights a mode starts from exist (or, for scratch, at least the architecture)."""
+    if get_mode(mode_name).pretrained and ref.init is None:
+        raise UserError(f"mode {mode_name} needs pretrained weights, but '{name}' is an architecture only; "
+                        f"use scratch, a .pt checkpoint or a pretrain stage")
+    if (get_mode(mode_name).pretrained and ref.init.get("missing")) or ref.arch is None:
+        raise _missing_checkpoint(name)  # (arch None: scratch from a released .pt that is not on disk)
+
+
 def _missing_checkpoint(ref: str) -> UserError:
     return UserError(f"model '{ref}' is not on disk and cannot be downloaded here (offline); fetch it once where "
                      f"GitHub is reachable (e.g. `yolo predict model={ref}` or the Ultralytics release assets) and "
@@ -200,16 +212,24 @@ class ObjectDetection(Task):
         data = load_yolo_data(dataset.source, dataset.eval_split)
         return TaskData(train=data.train, eval=data.val, collate=None, labels=data.names, identity=dataset.source)
 
+    def check_run(self, spec) -> None:
+        """What Ultralytics' loop cannot do as asked, and weights a mode needs but the model lacks."""
+        h = spec.hyper
+        if h.max_steps is not None:
+            raise UserError("max_steps is not supported by Ultralytics' loop; use epochs or "
+                            "max_seconds")
+        if h.epochs != int(h.epochs):
+            raise UserError(f"epochs must be a whole number (got {h.epochs})")
+        clash = OWNED & set(self.args.ultralytics)
+        if clash:
+            raise UserError(f"task_args.ultralytics may not set {', '.join(sorted(clash))}: they come from the "
+                            f"suite's own fields (epochs, batch_size, lr, seeds, ...)")
+        if spec.stage is None:  # a stage's checkpoint exists only once it has trained: checked when used
+            _check_weights(spec.mode, resolve_model(spec.model), spec.model)
+
     def train(self, spec, model_ref: str, accelerator, res, save_to: Optional[Path], work_dir: Optional[Path]) -> dict:
-        mode = get_mode(spec.mode)
         ref = resolve_model(model_ref)
-        if mode.pretrained and ref.init is None:
-            raise UserError(f"mode {spec.mode} needs pretrained weights, but '{spec.model}' is an architecture only; "
-                            f"use scratch, a .pt checkpoint or a pretrain stage")
-        if mode.pretrained and ref.init.get("missing"):
-            raise _missing_checkpoint(model_ref)
-        if ref.arch is None:  # scratch from a released .pt that is not on disk: no architecture to build
-            raise _missing_checkpoint(model_ref)
+        _check_weights(spec.mode, ref, model_ref)
         data = load_yolo_data(spec.dataset.source, spec.dataset.eval_split)
         size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
         res.dataset, res.train_samples = spec.dataset.source, size
@@ -228,15 +248,6 @@ class ObjectDetection(Task):
     def _job(self, spec, ref: YoloRef, data: YoloData, size: int, work: Path, accelerator, save_to) -> dict:
         """The Ultralytics arguments of this run, and what the trainer subclass needs to apply the mode."""
         h = spec.hyper
-        if h.max_steps is not None:
-            raise UserError("object-detection: max_steps is not supported by Ultralytics' loop; use epochs or "
-                            "max_seconds")
-        if h.epochs != int(h.epochs):
-            raise UserError(f"object-detection: epochs must be a whole number (got {h.epochs})")
-        clash = OWNED & set(self.args.ultralytics)
-        if clash:
-            raise UserError(f"task_args.ultralytics may not set {', '.join(sorted(clash))}: they come from the "
-                            f"suite's own fields (epochs, batch_size, lr, seeds, ...)")
         work.mkdir(parents=True, exist_ok=True)
         chosen = [data.train[i] for i in sources.subset_indices(len(data.train), spec.seed, size)]
         (work / "train.txt").write_text("\n".join(chosen) + "\n")
@@ -248,6 +259,7 @@ class ObjectDetection(Task):
         device = ",".join(str(i) for i in range(accelerator.num_processes)) if cuda else "cpu"
         epochs = int(h.epochs)
         overrides = {
+            "workers": 2 if cuda else 0,  # CPU: loader workers would take the cores training needs
             **self.args.ultralytics,
             "model": str(work / "arch.yaml"), "data": str(work / "data.yaml"), "epochs": epochs,
             "batch": h.batch_size, "nbs": h.batch_size * h.grad_accum,  # no hidden accumulation up to 64
@@ -256,7 +268,7 @@ class ObjectDetection(Task):
             "seed": spec.seed, "deterministic": True, "device": device,
             "amp": {"no": False, "bf16": "bf16", "fp16": "fp16"}[h.mixed_precision],
             "project": str(work), "name": "ultralytics", "exist_ok": True, "plots": False, "val": True,
-            "verbose": False, "patience": 10**6, "workers": self.args.ultralytics.get("workers", 2 if cuda else 0),
+            "verbose": False, "patience": 10**6,
         }
         if h.max_seconds is not None:
             overrides["time"] = h.max_seconds / 3600

@@ -125,7 +125,7 @@ def fit(job: dict) -> dict:
     trainer.train()
     total = time.perf_counter() - marks["start"]
     trainer_metrics = trainer.metrics or {}
-    rows = list(csv.DictReader(open(trainer.csv, encoding="utf-8"))) if trainer.csv.exists() else []
+    rows = list(csv.DictReader(trainer.csv.read_text(encoding="utf-8").splitlines())) if trainer.csv.exists() else []
     curve = []
     for row in rows:  # Ultralytics logs every epoch; only the validated ones carry fresh metrics
         epoch = int(float(row["epoch"]))

@@ -210,3 +210,25 @@ def test_two_process_accelerate_launch_trains_one_copy(tmp_path, tiny_data):
     assert rec["status"] == "ok" and rec["num_processes"] == 2 and rec["train_samples"] == 16
     runs = list((tmp_path / "res" / "work").glob("*/ultralytics/results.csv"))
     assert len(runs) == 1  # one Ultralytics training, not one per process
+
+
+@pytest.mark.parametrize("model, modes, task_args, extra, message", [
+    ("yolov8n.yaml", "[scratch]", "{}", "    max_steps: 10\n", "max_steps is not supported"),
+    ("yolov8n.yaml", "[scratch]", "{}", "    epochs: 1.5\n", "epochs must be a whole number"),
+    ("yolov8n.yaml", "[scratch]", "{ultralytics: {epochs: 3}}", "", "may not set epochs"),
+    ("yolov8n.yaml", "[finetune]", "{}", "", "needs pretrained weights"),
+    ("yolov8n.pt", "[finetune]", "{}", "", "cannot be downloaded here"),
+])
+def test_detection_runs_it_cannot_train_are_refused_before_training(tmp_path, tiny_data, model, modes, task_args,
+                                                                    extra, message):
+    suite = det_suite(tmp_path / "s.yaml", tiny_data, model, modes)
+    text = suite.read_text().replace("task_args: {imgsz: 32, ultralytics: {mosaic: 0.0}}",
+                                     f"task_args: {task_args}") + extra
+    suite.write_text(text)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "runs.jsonl").write_text('{"run_id": "kept"}\n')
+    out = cli("run", suite, "--results-dir", tmp_path / "res", env={"YOLO_OFFLINE": "1"})
+    assert out.returncode == 2, (out.stdout[-500:], out.stderr[-2000:])
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr, out.stderr
+    assert (tmp_path / "res" / "runs.jsonl").read_text() == '{"run_id": "kept"}\n'  # the store is untouched
