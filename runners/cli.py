@@ -40,6 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     stg.add_argument("--ship", action="store_true", help="copy the checkpoints to transferbench/stages/ (replacing "
                      "older ones of the same stage)")
     sub.add_parser("list", help="tasks, modes, built-in datasets, model aliases and shipped suites")
+    pln = sub.add_parser("plan", help="fit each curve (saturating power law) and predict metric and cost at budgets "
+                         "not yet run, with intervals: crossover, cheapest mode to a target, best metric per dollar")
+    pln.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR",
+                     help="folders holding runs.jsonl (shards and machines merge; each run_id counts once)")
+    pln.add_argument("--target", metavar="VALUE", help="metric value to reach: the cheapest mode predicted to reach it")
+    pln.add_argument("--budgets", metavar="N,N,...", help="predict at these numbers of examples (default: the "
+                     "measured budgets, 2x and 4x the largest)")
+    pln.add_argument("--max-cost", metavar="USD", help="per mode, the best predicted metric at <= USD per run")
+    pln.add_argument("--max-factor", metavar="F", default="4", help="refuse budgets beyond F x the largest measured "
+                     "(default: %(default)s)")
+    pln.add_argument("--out", help="where plan.md and plan.json go (default: the one RESULTS_DIR)")
     return p
 
 
@@ -53,12 +64,12 @@ def _run(args) -> int:
     if results_dir.exists() and not results_dir.is_dir():
         raise UserError(f"--results-dir {results_dir} is a file; give a folder (it holds runs.jsonl)")
 
-    from .loop import Interrupted
-    from .report import markdown
-    from .suite import plan, process_state, run_suite
+    from .execute import process_state
+    from .signals import Interrupted
+    from .suite import expand_runs, run_suite
 
     if args.dry_run:
-        runs = plan(suite, args.shard)
+        runs = expand_runs(suite, args.shard)
         for spec in runs:
             budget = spec.train_samples if spec.train_samples is not None else spec.train_fraction or "all"
             print(f"{spec.run_id}  {spec.task}  {spec.dataset.source}  {spec.model}  {spec.mode}  "
@@ -72,13 +83,10 @@ def _run(args) -> int:
             print(f"transferbench: stopped by {stop}; finished runs are in {results_dir / 'runs.jsonl'}, the "
                   f"interrupted run was not recorded and runs again next time", file=sys.stderr)
         return 128 + stop.signum
-    if process_state().is_main_process:
-        from transferbench.results import Store
+    if process_state().is_main_process:  # the same loader and writers as `transferbench report` on this store
+        from .report import after_run
 
-        text = markdown(Store(results_dir).records(), title=f"Leaderboard: {suite.name}")
-        (results_dir / "leaderboard.md").parent.mkdir(parents=True, exist_ok=True)
-        (results_dir / "leaderboard.md").write_text(text)
-        print("\n" + text)
+        print("\n" + after_run(results_dir, title=f"Leaderboard: {suite.name}"))
     return 1 if any(r.status != "ok" for r in results) else 0
 
 
@@ -89,14 +97,23 @@ def _report(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    from .planner_report import parse_budgets, write_plan
+
+    print(write_plan(args.results_dirs, args.out and Path(args.out), args.target, parse_budgets(args.budgets),
+                     args.max_cost, args.max_factor))
+    return 0
+
+
 def _stages(args) -> int:
     import shutil
 
     from transferbench.config import load_suite
 
-    from .suite import SHIPPED_STAGES, ensure_stage, plan
+    from .stages import SHIPPED_STAGES, ensure_stage
+    from .suite import expand_runs
 
-    stages = {r.stage.stage_name: r.stage for r in plan(load_suite(args.suite)) if r.stage}
+    stages = {r.stage.stage_name: r.stage for r in expand_runs(load_suite(args.suite)) if r.stage}
     if not stages:
         raise UserError(f"{args.suite} declares no pretrain stages")
     for name, stage in stages.items():
@@ -146,7 +163,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     _quiet_libraries()
     try:
-        return {"run": _run, "report": _report, "stages": _stages, "list": _list}[args.command](args)
+        return {"run": _run, "report": _report, "stages": _stages, "list": _list, "plan": _plan}[args.command](args)
     except UserError as err:
         print(f"transferbench: error: {err}", file=sys.stderr)
         return 2

@@ -83,3 +83,36 @@ def time_to_target(cell: dict) -> str:
 
 def budget(cell: dict) -> str:
     return NONE if cell["train_samples"] is None else str(cell["train_samples"])
+
+
+def short(x: Optional[float]) -> str:
+    """Signed, two significant digits but at least two decimals (+0.31, +0.042, -0.0037): for plain-words lines,
+    where four decimals would hide the point and two would round a small gap to +0.00."""
+    if x is None:
+        return NONE
+    digits = max(2, 1 - math.floor(math.log10(abs(x)))) if x else 2
+    return f"{x:+.{digits}f}"
+
+
+def count(n: Optional[int]) -> str:
+    return NONE if n is None else f"{n:,}"
+
+
+def improving(cell: dict) -> str:
+    """The table's marker: 'still improving k/n' (k runs had not stopped improving when they ended), or ''."""
+    return f"still improving {cell['still_improving']}/{cell['n']}" if cell.get("still_improving") else ""
+
+
+def still_improving(cells: list[dict], most: int = 3) -> str:
+    """'finetune still improving at 128 examples (2/3 runs) and 256 examples (1/3 runs), scratch at ...' over the
+    cells with runs that had not stopped improving (at most `most` cells named); '' when there is none."""
+    cells = [c for c in cells if c.get("still_improving")]
+    modes = list(dict.fromkeys(c["mode"] for c in cells))
+    named = sorted(cells, key=lambda c: (modes.index(c["mode"]), c["train_samples"] or 0))[:most]
+    parts = []
+    for mode in dict.fromkeys(c["mode"] for c in named):
+        at = " and ".join(f"{count(c['train_samples'])} examples ({c['still_improving']}/{c['n']} runs)"
+                          for c in named if c["mode"] == mode)
+        parts.append(f"{mode} still improving at {at}")
+    more = len(cells) - len(named)
+    return ", ".join(parts) + (f", and {more} more cell{'s' * (more > 1)}" if more else "")

@@ -1,4 +1,6 @@
 """The leaderboard as one self-contained HTML file: inline CSS and JS, plots as data: URIs, no network needed.
+The headline opens the page; each table shows the answer's columns first (metric, Δ vs scratch, $/run) and folds
+the secondary ones behind a checkbox (pure CSS, so it works without scripts), so it fits 1,400 px.
 Tables sort on a header click; `#sort=<column>-<asc|desc>` in the URL opens them sorted (a linkable view)."""
 from __future__ import annotations
 
@@ -6,15 +8,18 @@ import base64
 from html import escape
 from pathlib import Path
 
-from .report import Leaderboard
-from .tables import COLUMNS, EXPLAIN, METRIC_COLUMN, failed_lines, price_lines, table_intro
+from .leaderboard import Leaderboard
+from .tables import COLUMNS, EXPLAIN, HEADLINE_EXPLAIN, PLAN_LINE, failed_lines, price_lines, table_intro
+
+PRIMARY = ("model", "budget", "mode", "metric", "delta", "cost")  # what answers the question; the rest fold away
+ORDER = [c for key in PRIMARY for c in COLUMNS if c[0] == key] + [c for c in COLUMNS if c[0] not in PRIMARY]
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1500px;padding:0 1em;
 color:#1b1f24}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:nowrap}
-td:nth-child(-n+3),th:nth-child(-n+3),td.metric{text-align:left}
+td:nth-child(-n+3),th:nth-child(-n+3),td.metric,th[data-col=metric]{text-align:left}
 th{background:#f6f8fa;cursor:pointer;position:sticky;top:0;user-select:none}
 th[data-dir=asc]::after{content:" ▲"} th[data-dir=desc]::after{content:" ▼"}
 tbody tr:nth-child(even){background:#fafbfc}
@@ -27,6 +32,14 @@ figure img{width:100%;border:1px solid #d0d7de}
 figcaption{font-size:12px;color:#57606a}
 .explain{color:#57606a}
 .scroll{overflow-x:auto}
+.headline li{margin:.3em 0;font-size:15px}
+.secondary{display:none}
+.more:checked+label+.scroll .secondary{display:table-cell}
+.more{position:absolute;opacity:0}
+.more+label{display:inline-block;cursor:pointer;color:#0969da;font-size:13px;user-select:none}
+.more+label::before{content:"▸ "} .more:checked+label::before{content:"▾ "}
+.more:focus-visible+label{outline:2px solid #0969da}
+td.metric.improving{background:#fff8c5}
 """
 
 JS = """
@@ -59,18 +72,33 @@ def _sort_value(value) -> str:
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
-def _table(cells: list[dict]) -> list[str]:
-    out = ['<div class="scroll"><table class="sortable"><thead><tr>']
-    out += [f'<th data-col="{key}">{escape(header)}</th>' for key, header, _, _ in COLUMNS]
+def _classes(key: str, c: dict) -> str:
+    marks = [key] + ["secondary"] * (key not in PRIMARY)
+    if key == "metric":
+        marks += ["best"] * bool(c["best"]) + ["improving"] * bool(c.get("still_improving"))
+    return " ".join(marks)
+
+
+def _table(cells: list[dict], index: int) -> list[str]:
+    more = [header for key, header, _, _ in ORDER if key not in PRIMARY]
+    out = [f'<input type="checkbox" class="more" id="more-{index}"><label for="more-{index}">{len(more)} more '
+           f'columns: {escape(", ".join(more))}</label>', '<div class="scroll"><table class="sortable"><thead><tr>']
+    out += [f'<th data-col="{key}"{"" if key in PRIMARY else " class=secondary"}>{escape(header)}</th>'
+            for key, header, _, _ in ORDER]
     out.append("</tr></thead><tbody>")
     for c in cells:
         row = f'<tr class="{escape(c["status"].replace(" ", "-"))}">'
-        for i, (key, _, text, sort) in enumerate(COLUMNS):
-            cls = f"{key} best" if c["best"] and i == METRIC_COLUMN else key
-            row += f'<td class="{cls}" data-sort="{escape(_sort_value(sort(c)))}">{escape(text(c))}</td>'
+        for key, _, text, sort in ORDER:
+            row += f'<td class="{_classes(key, c)}" data-sort="{escape(_sort_value(sort(c)))}">{escape(text(c))}</td>'
         out.append(row + "</tr>")
     out.append("</tbody></table></div>")
     return out
+
+
+def _headline(board: Leaderboard) -> list[str]:
+    items = ["".join(f"<strong>{escape(t)}</strong>" if bold else escape(t) for t, bold in h["parts"])
+             for h in board.headlines]
+    return ['<section class="headline" id="headline"><ul>'] + [f"<li>{i}</li>" for i in items] + ["</ul></section>"]
 
 
 def _figure(fig: dict) -> str:
@@ -83,19 +111,23 @@ def render(board: Leaderboard, figures: list[dict] = ()) -> str:
     out = ['<!doctype html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{escape(board.title)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{escape(board.title)}</h1>"]
+           f"<h1>{escape(board.title)}</h1>"] + _headline(board)
     ok = sum(r.get("status") == "ok" for r in board.records)
     out.append(f'<p class="explain">{len(board.records)} runs ({ok} ok, {len(board.records) - ok} failed). '
-               f'{escape(EXPLAIN.replace("**Bold**", "Highlighted"))} Click a column header to sort.</p>')
-    for (task, dataset), cells in board.tables():
+               f'{escape(HEADLINE_EXPLAIN)} {escape(EXPLAIN.replace("**Bold**", "Highlighted"))} Click a column '
+               'header to sort.</p>')
+    for i, ((task, dataset), cells) in enumerate(board.tables()):
         out += [f'<section class="task"><h2>{escape(f"{task} · {dataset}")}</h2>',
-                f"<p>{escape(table_intro(cells))}</p>"] + _table(cells)
+                f"<p>{escape(table_intro(cells))}</p>"] + _table(cells, i)
         verdicts = [v["text"] for v in board.budget_verdicts + board.crossovers
                     if (v["task"], v["dataset"]) == (task, dataset)]
         out += ['<h3>Verdicts</h3><ul class="verdicts">'] + [f"<li>{escape(v)}</li>" for v in verdicts] + ["</ul>"]
         out += ['<div class="plots">'] + [_figure(f) for f in figures if (f["task"], f["dataset"]) == (task, dataset)]
         out.append("</div>")
         out.append("</section>")
+    if board.plannable:
+        plan = escape(PLAN_LINE).replace("[plan.md](plan.md)", '<a href="plan.md">plan.md</a>').replace("`", "")
+        out.append(f"<h2>Plan</h2><p>{plan}</p>")
     out += ["<h2>Cost</h2><ul>"] + [f"<li>{escape(p)}</li>" for p in price_lines(board)] + ["</ul>"]
     failed = failed_lines(board)
     if failed:

@@ -15,10 +15,15 @@ CELL_KEY = ("task", "dataset", "model", "train_samples", "mode")
 MAY_DIFFER = frozenset({"seed", "suite", "price_per_device_hour", "stage_name"})
 
 
+def store_folder(arg: str | Path) -> Path:
+    """A results folder, given as itself or as its runs.jsonl."""
+    path = Path(arg)
+    return path.parent if path.name == "runs.jsonl" else path
+
+
 def store(arg: str | Path) -> Store:
     """A results folder, or its runs.jsonl."""
-    path = Path(arg)
-    folder = path.parent if path.name == "runs.jsonl" else path
+    folder = store_folder(arg)
     if not (folder / "runs.jsonl").is_file():
         raise UserError(f"no results store at {folder / 'runs.jsonl'}: give a folder that `transferbench run` wrote")
     return Store(folder)
@@ -26,16 +31,16 @@ def store(arg: str | Path) -> Store:
 
 def load(paths) -> list[dict]:
     """Runs of all stores, in order. A run_id seen twice (concatenated shards, a run retried after failing)
-    counts once: its first `ok` record wins, else its last failure."""
+    counts once: its first `ok` record wins, else its last failure. Store.records skips lines without a string
+    run_id, so every record here has one."""
     chosen: dict[str, dict] = {}
     for arg in paths:
         source = store(arg)
         for record in source.records():
             record["_store"] = str(source.dir)  # for messages only; exports drop "_" keys
-            rid = record.get("run_id") or f"{path}:{len(chosen)}"
-            old = chosen.get(rid)
+            old = chosen.get(record["run_id"])
             if old is None or old.get("status") != "ok":
-                chosen[rid] = record
+                chosen[record["run_id"]] = record
     return list(chosen.values())
 
 

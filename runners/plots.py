@@ -1,17 +1,21 @@
 """PNG plots of a leaderboard, one set per task and dataset, each readable without the table: learning curves
-(log-x), metric vs cost with the Pareto front, time-to-target bars, training curves of one budget."""
+(log-x, with the planner's fitted curves and predicted crossover where the fits are usable), the gap vs scratch by
+budget, metric vs cost with the Pareto front, time-to-target bars, training curves of one budget."""
 from __future__ import annotations
 
 import re
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state, no display needed
 from matplotlib.figure import Figure
 
-
 from . import fmt
-from .report import MODE_ORDER, Leaderboard
+from .headline import MAX_FACTOR
+from .leaderboard import MODE_ORDER, Leaderboard
+from .planner import MIN_BUDGETS, limit
+from .planner_report import examples
 
 COLORS = dict(zip(MODE_ORDER, ["#7f7f7f", "#1f77b4", "#2ca02c", "#ff7f0e"]))
 MARKERS = dict(zip(MODE_ORDER, "osD^"))
@@ -42,10 +46,36 @@ def pareto_front(points: list[tuple[float, float, object]], higher_is_better: bo
     return front
 
 
+def _fitted(board: Leaderboard, ax, key: tuple, color: str) -> bool:
+    """The planner's curve for `key` (dashed, to its extrapolation limit) and its 95% band, when the fit is usable."""
+    fit = board.fits.get(key)
+    if fit is None or fit.status != "ok":
+        return False
+    xs = np.geomspace(min(fit.points), limit(fit, MAX_FACTOR), 60)
+    mean, lo, hi = fit.predict(xs)
+    ax.plot(xs, mean, color=color, linestyle="--", linewidth=1.2, alpha=0.9)
+    if not np.isnan(lo).all():
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.12, linewidth=0)
+    return True
+
+
+def _crossover_mark(board: Leaderboard, ax, key: tuple) -> None:
+    """The headline's predicted crossover (only ever from usable fits) as a labelled vertical line."""
+    claim = next((h["predicted_crossover"] for h in board.headlines
+                  if (h["task"], h["dataset"], h["model"]) == key and h["predicted_crossover"]), None)
+    if claim:
+        label = f"predicted crossover ~{examples(claim['n'])}"
+        ax.axvline(claim["n"], color="black", linestyle=":", linewidth=1.2, label=label)
+        ax.text(claim["n"], 0.03, f" {label} ", transform=ax.get_xaxis_transform(), rotation=90, fontsize=8,
+                ha="right", va="bottom")
+
+
 def learning_curves(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
     models = sorted({c["model"] for c in cells})
     axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
+    drawn = False
     for ax, model in zip(axes, models):
+        fitted = False
         by_mode = defaultdict(list)
         for c in cells:
             if c["model"] == model and c["n"] and c["train_samples"]:
@@ -55,16 +85,61 @@ def learning_curves(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
             ax.errorbar([c["train_samples"] for c in cs], [c["metric_mean"] for c in cs],
                         yerr=[c["metric_std"] or 0.0 for c in cs], color=_color(mode), marker=MARKERS.get(mode, "o"),
                         capsize=4, label=f"{mode} (n={'/'.join(str(c['n']) for c in cs)})")
+            fitted |= _fitted(board, ax, (cs[0]["task"], cs[0]["dataset"], model, mode), _color(mode))
+        drawn |= fitted
+        _crossover_mark(board, ax, (cells[0]["task"], cells[0]["dataset"], model))
         ax.set_xscale("log")
         budgets = sorted({c["train_samples"] for cs in by_mode.values() for c in cs})
-        ax.set_xticks(budgets, [str(b) for b in budgets])  # the budgets run, not powers of ten
+        ticks = budgets + ([int(MAX_FACTOR * budgets[-1])] if fitted else [])  # and where the fits stop
+        ax.set_xticks(ticks, [str(b) for b in ticks])  # the budgets run, not powers of ten
         ax.minorticks_off()
         ax.set_title(str(model), fontsize=10)
         ax.set_xlabel("training examples (log scale)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel(f"{cells[0]['metric_name']} (final eval)")
-    return "Learning curves: metric vs training examples per mode; error bars ±1 std over seeds (n seeds per point)"
+    fits = (f"\ndashed: fitted a − b·n^(−c), up to {MAX_FACTOR:g}× the largest budget, with its 95% band" if drawn
+            else "")
+    return ("Learning curves: metric vs training examples per mode; error bars ±1 std over seeds (n seeds per point)"
+            + fits)
+
+
+def _gap_models(cells: list[dict]) -> list[str]:
+    """Models with a Δ vs scratch at MIN_BUDGETS or more budgets: a trend to show (fewer: the table says it all)."""
+    budgets = defaultdict(set)
+    for c in cells:
+        if c["mode"] != "scratch" and c["delta_vs_scratch"] is not None:
+            budgets[c["model"]].add(c["train_samples"])
+    return sorted(m for m, bs in budgets.items() if len(bs) >= MIN_BUDGETS)
+
+
+def gap_vs_scratch(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
+    models = _gap_models(cells)
+    axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        mine = [c for c in cells if c["model"] == model and c["mode"] != "scratch"
+                and c["delta_vs_scratch"] is not None]
+        modes = sorted({c["mode"] for c in mine}, key=lambda m: (MODE_ORDER + (m,)).index(m))
+        for i, mode in enumerate(modes):
+            cs = sorted((c for c in mine if c["mode"] == mode), key=lambda c: c["train_samples"])
+            shift = 1.06 ** (i - (len(modes) - 1) / 2)  # side by side on the log axis: no bar hides another
+            ys = [c["delta_vs_scratch"] for c in cs]
+            err = [[y - (c["delta_ci"] or (y, y))[0] for y, c in zip(ys, cs)],
+                   [(c["delta_ci"] or (y, y))[1] - y for y, c in zip(ys, cs)]]
+            ax.errorbar([c["train_samples"] * shift for c in cs], ys, yerr=err, color=_color(mode),
+                        marker=MARKERS.get(mode, "o"), capsize=3, label=mode)
+        ax.axhline(0, color="black", linewidth=1)
+        ax.set_xscale("log")
+        budgets = sorted({c["train_samples"] for c in mine})
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
+        ax.set_title(str(model), fontsize=10)
+        ax.set_xlabel("training examples (log scale)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    better = "higher" if cells[0]["higher_is_better"] else "lower"
+    axes[0].set_ylabel(f"Δ {cells[0]['metric_name']} vs scratch ({better} is better)")
+    return "Gap vs scratch by budget: mode − scratch, mean over seeds; bars: 95% Welch interval (none: one seed)"
 
 
 def metric_vs_cost(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
@@ -142,7 +217,7 @@ def training_curves(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
     return f"Training curves at {budget} examples: one line per run (seed)"
 
 
-PLOTS = {"learning": learning_curves, "cost": metric_vs_cost, "time-to-target": time_to_target,
+PLOTS = {"learning": learning_curves, "gap": gap_vs_scratch, "cost": metric_vs_cost, "time-to-target": time_to_target,
          "training": training_curves}
 
 
@@ -151,6 +226,8 @@ def _applies(kind: str, board: Leaderboard, cells: list[dict]) -> bool:
         return any(c["target"] is not None for c in cells)
     if kind == "training":
         return bool(_curve_runs(board, cells))
+    if kind == "gap":
+        return bool(_gap_models(cells))
     return True
 
 
@@ -165,7 +242,8 @@ def write_all(board: Leaderboard, out: Path) -> list[dict]:
         for kind, draw in PLOTS.items():
             if not _applies(kind, board, cells):
                 continue
-            models = len({c["model"] for c in cells}) if kind == "learning" else 1  # one panel per model
+            panels = {"learning": len({c["model"] for c in cells}), "gap": len(_gap_models(cells))}  # one per model
+            models = panels.get(kind, 1)
             fig = _figure(width=max(7.5, 3.75 * models))
             caption = draw(board, cells, fig)
             title = f"{task} · {dataset}"

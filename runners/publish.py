@@ -8,13 +8,14 @@ import json
 import shutil
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
 from transferbench.results import Result
 
-from .report import Leaderboard
 from . import html
+from .leaderboard import Leaderboard
 from .tables import to_markdown
 
 # Nested fields whose keys differ between tasks and versions (metrics, config, env) travel as JSON strings, so
@@ -35,6 +36,9 @@ def dataset_row(r: dict) -> dict:
             value = [{"step": int(p.get("step") or 0), "samples_seen": int(p.get("samples_seen") or 0),
                       "seconds": float(p.get("seconds") or 0.0),
                       "metric": None if p.get("metric") is None else float(p["metric"])} for p in value or []]
+        elif f.name == "loss_curve":  # JSON writes a loss of 2.0 as 2: keep the column one type
+            value = [{"step": int(p.get("step") or 0), "loss": None if p.get("loss") is None else float(p["loss"])}
+                     for p in value or []]
         elif f.name in FLOATS and value is not None:
             value = float(value)
         row[f.name] = value
@@ -112,7 +116,8 @@ hf upload USER/NAME DIR . --repo-type dataset   # push this folder to the Hub as
 """
 
 
-def publish(board: Leaderboard, out: Path, figures: list[dict]) -> None:
+def publish(board: Leaderboard, out: Path, figures: list[dict], plan_from: Optional[Path] = None) -> None:
+    """The dataset folder; `plan_from`: the folder where the report wrote plan.md and plan.json, copied beside."""
     (out / "data").mkdir(parents=True, exist_ok=True)
     with open(out / "data" / "runs.jsonl", "w", encoding="utf-8") as f:
         for r in board.records:
@@ -125,4 +130,6 @@ def publish(board: Leaderboard, out: Path, figures: list[dict]) -> None:
         for fig in figures:
             shutil.copyfile(fig["file"], out / fig["path"])
     html.write(board, figures, out / "leaderboard.html")
+    for name in ("plan.md", "plan.json") if plan_from is not None else ():
+        shutil.copyfile(Path(plan_from) / name, out / name)
     (out / "README.md").write_text(card(board, figures), encoding="utf-8")

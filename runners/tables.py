@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Callable
 
 from . import fmt
-from .report import Leaderboard
+from .leaderboard import Leaderboard
 
 EXPLAIN = ("Metric: mean ± sample std over seeds (n = seeds with an evaluation). Δ vs scratch: difference of means, "
            "with its 95% Welch t interval over seeds (none for n=1). **Bold**: the best cell of its budget. Time, "
            "device-hours and cost are per run (mean over a cell's runs); $/point = cost per run / (100 × metric).")
+HEADLINE_EXPLAIN = ("The lines above: a mode \"wins\" at a budget when its lead over the runner-up mode has a 95% "
+                    "Welch interval that excludes 0 (bold: such a claim); \"still improving k/n\": k of the cell's n runs "
+                    "had not stopped improving when they ended, so what rests on them is provisional.")
 
 
 def metric_text(cell: dict) -> str:
@@ -21,6 +24,7 @@ def metric_text(cell: dict) -> str:
     if cell["status"] == "no eval":
         return f"no eval ({cell['no_eval']} run{'s' * (cell['no_eval'] > 1)})"
     notes = [f"{k} {what}" for k, what in ((cell["failed"], "failed"), (cell["no_eval"], "no eval")) if k]
+    notes += [fmt.improving(cell)] if cell.get("still_improving") else []
     return f"{fmt.metric(cell['metric_mean'])} {fmt.spread(cell)}" + (f", {', '.join(notes)}" if notes else "")
 
 
@@ -85,6 +89,11 @@ def failed_lines(board: Leaderboard) -> list[str]:
             for r in board.failed()]
 
 
+PLAN_LINE = ("Predicted metric and cost at budgets not run (fitted curves, 95% intervals, predicted crossovers, and a "
+             "check that predicts each curve's largest budget from the smaller ones): [plan.md](plan.md), plan.json "
+             "(`transferbench plan` for other budgets, a target or a cost cap).")
+
+
 def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -93,9 +102,11 @@ def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
     lines = [f"## {board.title}", ""]
     if not board.records:
         return "\n".join(lines + ["_No runs yet._"]) + "\n"
+    lines += [f"- {h['markdown']}" for h in board.headlines] + [""]  # the answer first, the evidence after
     ok = sum(r.get("status") == "ok" for r in board.records)
     lines += [f"{len(board.records)} runs ({ok} ok, {len(board.records) - ok} failed)"
-              + (f" from {', '.join(board.sources)}" if board.sources else "") + ". " + EXPLAIN, ""]
+              + (f" from {', '.join(board.sources)}" if board.sources else "") + ". " + HEADLINE_EXPLAIN + " "
+              + EXPLAIN, ""]
     for (task, dataset), cells in board.tables():
         lines += [f"### {task} · {dataset}", "", table_intro(cells), ""]
         lines.append("| " + " | ".join(header for _, header, _, _ in COLUMNS) + " |")
@@ -111,6 +122,8 @@ def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
         shown = [f for f in figures if (f["task"], f["dataset"]) == (task, dataset)]
         lines += [""] + [f"![{f['title']}]({f['path']})" for f in shown] if shown else []
         lines.append("")
+    if board.plannable:
+        lines += ["### Plan", "", PLAN_LINE, ""]
     lines += ["### Cost", ""] + [f"- {p}" for p in price_lines(board)]
     failed = failed_lines(board)
     if failed:
@@ -122,7 +135,8 @@ CSV_COLUMNS = ["row", "task", "dataset", "model", "train_samples", "mode", "seed
                "metric_name", "higher_is_better", "metric", "metric_std", "delta_vs_scratch", "delta_ci_low",
                "delta_ci_high", "delta_significant", "best", "target", "time_to_target_s", "target_reached",
                "train_seconds", "samples_per_second", "mfu", "peak_memory_bytes", "trainable_share", "device_hours",
-               "cost_usd", "cost_per_point", "price_per_device_hour", "price_date", "device_name", "run_id"]
+               "cost_usd", "cost_per_point", "price_per_device_hour", "price_date", "device_name", "converged",
+               "convergence", "converged_runs", "still_improving", "run_id"]
 
 
 def run_row(r: dict) -> dict:
@@ -146,17 +160,28 @@ def csv_rows(board: Leaderboard) -> list[dict]:
 
 
 def to_json(board: Leaderboard) -> dict:
-    heavy = {"curve", "config", "env"}  # in the store (and the published dataset); the leaderboard stays small
-    return dict(title=board.title, sources=board.sources, cells=board.cells,
+    # in the store (and the published dataset); the leaderboard stays small
+    heavy = {"curve", "loss_curve", "config", "env"}
+    return dict(title=board.title, sources=board.sources, headline=board.headlines, cells=board.cells,
                 verdicts=dict(budgets=board.budget_verdicts, crossovers=board.crossovers), prices=board.prices,
                 runs=[{k: v for k, v in r.items() if k not in heavy and not k.startswith("_")} for r in board.records])
 
 
+def unavailable(title: str, reason) -> str:
+    """The Markdown in place of a leaderboard that cannot be built, with the reason."""
+    return f"## {title}\n\nNo leaderboard: {reason}\n"
+
+
+def write_markdown(text: str, out: Path) -> None:
+    """The one writer of leaderboard.md (`report`, and `run` at its end through report.after_run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "leaderboard.md").write_text(text, encoding="utf-8")
+
+
 def write_all(board: Leaderboard, out: Path, figures: list[dict] = ()) -> str:
     """leaderboard.md, .csv and .json in `out`; returns the Markdown."""
-    out.mkdir(parents=True, exist_ok=True)
     text = to_markdown(board, figures)
-    (out / "leaderboard.md").write_text(text, encoding="utf-8")
+    write_markdown(text, out)
     with open(out / "leaderboard.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()

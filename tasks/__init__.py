@@ -6,6 +6,7 @@ through the `transferbench.tasks` entry-point group (`name = "package.module:Tas
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, ClassVar, Optional
@@ -16,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from transferbench.errors import UserError, did_you_mean
 from transferbench.modes import find_head
 
-BUILTIN_MODULES = ("text_classification", "image_classification", "object_detection")
 TASKS: dict[str, type["Task"]] = {}
 
 
@@ -26,8 +26,12 @@ def register_task(cls: type["Task"]) -> type["Task"]:
 
 
 def _discover() -> None:
-    for mod in BUILTIN_MODULES:
-        importlib.import_module(f"{__name__}.{mod}")
+    """Register the built-in tasks (every public module of this package; one whose name starts with `_` is
+    skipped, so a helper that must not be imported here is named `_...`; the other helpers, such as yolo_env,
+    are cheap and have no import-time side effects), then the entry-point tasks."""
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
     for ep in metadata.entry_points(group="transferbench.tasks"):
         if ep.name not in TASKS:
             register_task(ep.load())
@@ -98,10 +102,9 @@ class Task:
     higher_is_better: ClassVar[bool] = True
     lora_targets: ClassVar[dict] = {}  # model_type -> default LoRA targets (name suffixes, or one regex)
     Args: ClassVar[type[BaseModel]] = NoArgs  # schema of the suite's task_args for this task
-    # Tasks that own a foreign training loop (Ultralytics) define
-    # train(spec, model_ref, accelerator, result, save_to, work_dir) -> dict of runners.loop.LoopResult fields,
-    # filling the result's dataset / train_samples / params_* fields; the HF loop is then not used.
-    train: ClassVar[Optional[Callable]] = None
+    # The training loop that trains this task, by name (runners/loops.py): "hf", the one Accelerate loop, or a
+    # foreign loop such as "ultralytics", which then asks the task for what it needs (e.g. `job`).
+    loop: ClassVar[str] = "hf"
 
     def __init__(self, task_args: dict):
         try:
@@ -150,6 +153,11 @@ class Task:
     def loss_and_logits(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(**batch)
         return out.loss, out.logits
+
+    def head_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of the head's logits alone (a linear probe on cached features): cross-entropy, as the
+        classification models' own loss."""
+        return torch.nn.functional.cross_entropy(logits, labels)
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(-1)

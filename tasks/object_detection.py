@@ -1,10 +1,10 @@
-"""Task `object-detection`: Ultralytics YOLO, which owns its training loop and its multi-GPU launcher.
+"""Task `object-detection`: Ultralytics YOLO, which owns its training loop (`loop = "ultralytics"`).
 
-This module is the adapter's front: data (a YOLO data.yaml, or `builtin:NAME` written as one), the budget
-(a seeded subset written as an image list), model references, and the mapping of the suite's
-hyper-parameters onto Ultralytics' trainer arguments. `yolo_fit` runs the trainer; under a multi-process
-`accelerate launch` the main process runs it in a child process with a clean environment (Ultralytics reads
-RANK/LOCAL_RANK and would believe it is already a DDP worker) while the other processes wait for its result.
+This module is the task's side: data (a YOLO data.yaml, or `builtin:NAME` written as one), the budget (a
+seeded subset written as an image list), model references, what Ultralytics cannot train as asked
+(check_run), and the run as a job: the suite's hyper-parameters mapped onto Ultralytics' trainer arguments.
+How the job is launched (devices, a child process under `accelerate launch`) and the trainer subclass that
+applies the mode live in runners/ (ultralytics.py, yolo_fit.py).
 
 Modes: scratch = the architecture from its YAML, random init; finetune = a checkpoint's weights, all train;
 linear-probe = frozen backbone (neck + Detect train, as Ultralytics' `freeze`); lora = peft LoRA on the
@@ -15,9 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
-import time
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from transferbench import sources
 from transferbench.builtin import materialize
-from transferbench.cache import cache_dir
 from transferbench.errors import UserError
 from transferbench.modes import get_mode
 
@@ -203,6 +199,7 @@ class ObjectDetection(Task):
     metric_name = "map50_95"
     metric_names = ("map50_95", "map50", "precision", "recall")
     Args = Args
+    loop = "ultralytics"
 
     def check_model(self, model: str) -> None:
         resolve_model(model)
@@ -227,26 +224,14 @@ class ObjectDetection(Task):
         if spec.stage is None:  # a stage's checkpoint exists only once it has trained: checked when used
             _check_weights(spec.mode, resolve_model(spec.model), spec.model)
 
-    def train(self, spec, model_ref: str, accelerator, res, save_to: Optional[Path], work_dir: Optional[Path]) -> dict:
+    def job(self, spec, model_ref: str, work: Path, save_to: Optional[Path]) -> dict:
+        """The run as a plain, JSON-able job for runners/yolo_fit: the budget's images written as an image list
+        with its own data.yaml under `work`, the Ultralytics arguments the suite's hyper-parameters map to, and
+        what the trainer subclass needs to apply the mode. The launcher adds the devices and loader workers."""
         ref = resolve_model(model_ref)
         _check_weights(spec.mode, ref, model_ref)
         data = load_yolo_data(spec.dataset.source, spec.dataset.eval_split)
         size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
-        res.dataset, res.train_samples = spec.dataset.source, size
-        work = Path(work_dir) if work_dir else cache_dir() / "work" / spec.run_id
-        job = self._job(spec, ref, data, size, work, accelerator, save_to)
-        if accelerator.num_processes > 1 or "LOCAL_RANK" in os.environ:
-            out = _fit_in_child(job, work, accelerator)
-        else:
-            from .yolo_fit import fit
-
-            out = fit(job)
-        res.params_total, res.params_trainable = out.pop("params_total"), out.pop("params_trainable")
-        res.setup_seconds = out.pop("setup_seconds")
-        return out
-
-    def _job(self, spec, ref: YoloRef, data: YoloData, size: int, work: Path, accelerator, save_to) -> dict:
-        """The Ultralytics arguments of this run, and what the trainer subclass needs to apply the mode."""
         h = spec.hyper
         work.mkdir(parents=True, exist_ok=True)
         chosen = [data.train[i] for i in sources.subset_indices(len(data.train), spec.seed, size)]
@@ -254,18 +239,14 @@ class ObjectDetection(Task):
         (work / "val.txt").write_text("\n".join(data.val) + "\n")
         (work / "data.yaml").write_text(yaml.safe_dump(
             {"path": str(work), "train": "train.txt", "val": "val.txt", "names": dict(enumerate(data.names))}))
-        cuda = accelerator.device.type == "cuda"
-        # N processes on GPUs: Ultralytics' own DDP over the same devices; on CPU it trains in one process
-        device = ",".join(str(i) for i in range(accelerator.num_processes)) if cuda else "cpu"
         epochs = int(h.epochs)
         overrides = {
-            "workers": 2 if cuda else 0,  # CPU: loader workers would take the cores training needs
             **self.args.ultralytics,
             "model": str(work / "arch.yaml"), "data": str(work / "data.yaml"), "epochs": epochs,
             "batch": h.batch_size, "nbs": h.batch_size * h.grad_accum,  # no hidden accumulation up to 64
             "optimizer": "AdamW", "lr0": h.lr, "weight_decay": h.weight_decay,
             "warmup_epochs": h.warmup_ratio * epochs, "cos_lr": h.scheduler == "cosine", "imgsz": self.args.imgsz,
-            "seed": spec.seed, "deterministic": True, "device": device,
+            "seed": spec.seed, "deterministic": True,
             "amp": {"no": False, "bf16": "bf16", "fp16": "fp16"}[h.mixed_precision],
             "project": str(work), "name": "ultralytics", "exist_ok": True, "plots": False, "val": True,
             "verbose": False, "patience": 10**6,
@@ -280,31 +261,6 @@ class ObjectDetection(Task):
             "overrides": overrides, "arch": ref.arch, "init": ref.init, "pretrained": get_mode(spec.mode).pretrained,
             "mode": spec.mode, "hyper": spec.hyper.model_dump(mode="json"),
             "eval_every": max(1, math.ceil(h.eval_every - 1e-9)), "target": spec.target.value if spec.target else None,
-            "n_train": size, "save_to": str(save_to) if save_to else None,
+            "n_train": size, "dataset": spec.dataset.source, "save_to": str(save_to) if save_to else None,
         }
 
-
-def _fit_in_child(job: dict, work: Path, accelerator) -> dict:
-    """Under `accelerate launch`: the main process runs Ultralytics in a child process that does not see the
-    launcher's rank variables; the other processes wait for its result file (polling, so no collective can
-    time out however long training takes)."""
-    job_file = work / "job.json"
-    result = job_file.with_suffix(".result.json")
-    if accelerator.is_main_process:
-        result.unlink(missing_ok=True)  # a result left by an earlier, interrupted invocation
-    accelerator.wait_for_everyone()  # every process is here now: none reads a stale result below
-    if accelerator.is_main_process:
-        job_file.write_text(json.dumps(job))
-        env = {k: v for k, v in os.environ.items()
-               if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
-                            "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"} and not k.startswith("ACCELERATE_")}
-        yolo_env.prepare_environment(env)
-        proc = subprocess.run([sys.executable, "-m", "transferbench.tasks.yolo_fit", str(job_file)], env=env)
-        if proc.returncode and not result.exists():
-            raise RuntimeError(f"the Ultralytics child process exited with code {proc.returncode}")
-    while not result.exists():
-        time.sleep(0.5)
-    out = json.loads(result.read_text())
-    if "error" in out:
-        raise RuntimeError(out["error"])
-    return out["ok"]

@@ -1,4 +1,6 @@
-"""Helpers shared by the tests: fixture suites and the CLI in a subprocess."""
+"""Helpers shared by the tests: fixture suites and stores, a tiny task module outside the package, the CLI in this
+process, in a subprocess and under `accelerate launch`."""
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +23,124 @@ benchmarks:
     return path
 
 
+def write_store(folder: Path, records) -> Path:
+    """A results folder whose runs.jsonl holds `records` (dicts), one JSON line each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+def result(run_id: str, **fields):
+    """The smallest valid Result; `fields` override or add any field."""
+    from transferbench.results import Result
+
+    return Result(**{**dict(schema_version=2, run_id=run_id, suite="s", task="t", dataset="d", model="m",
+                            mode="scratch", seed=0, train_samples=1, metric_name="accuracy", higher_is_better=True),
+                     **fields})
+
+
+# A task module written next to a suite and imported by its `imports:` (in this process, or in a subprocess
+# through PYTHONPATH), so it must stand alone. __TASK__ and __HIDDEN__ are filled in by write_xor_task.
+XOR_TASK = '''
+import os
+import pathlib
+import time
+
+import torch
+from transferbench.tasks import Task, TaskData, register_task
+
+
+class Net(torch.nn.Module):
+    """XOR classifier. Its name injects a fault: nan (loss), oom (always, in training), oom-above-N (a training
+    batch larger than N rows), cpu-oom (the CPU allocator's message), slow (FAULT_SLEEP seconds a batch); any
+    other name trains normally."""
+
+    def __init__(self, fault):
+        super().__init__()
+        self.fault = fault
+        self.body = torch.nn.Linear(2, __HIDDEN__)
+        self.classifier = torch.nn.Linear(__HIDDEN__, 2)
+
+    def forward(self, x, labels):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        big = self.fault.startswith("oom-above-") and len(x) > int(self.fault.rsplit("-", 1)[1])
+        if self.training and (self.fault == "oom" or big):
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} rows (injected)")
+        if self.training and self.fault == "cpu-oom":
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes (injected)")
+        if self.fault == "slow":
+            pathlib.Path(os.environ["FAULT_MARKER"]).touch()
+            time.sleep(float(os.environ.get("FAULT_SLEEP", "0.05")))
+        logits = self.classifier(torch.relu(self.body(x)))
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        if self.fault == "nan":
+            loss = loss * float("nan")
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+@register_task
+class Xor(Task):
+    name = "__TASK__"
+    lora_targets = {None: ["body"]}
+
+    def load_data(self, dataset, model):
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(400, 2, generator=g)
+        y = ((x[:, 0] > 0.5) ^ (x[:, 1] > 0.5)).long()
+        rows = [{"x": a, "labels": b} for a, b in zip(x, y)]
+        collate = lambda b: {"x": torch.stack([r["x"] for r in b]), "labels": torch.stack([r["labels"] for r in b])}
+        return TaskData(rows[:300], rows[300:], collate, ["0", "1"], identity="xor")
+
+    def build_model(self, model, labels, pretrained):
+        return Net(model)
+'''
+
+
+def write_xor_task(folder: Path, module: str, task: str, hidden: int) -> Path:
+    """folder/module.py registering task `task`: XOR of two uniform features (300 train / 100 eval rows), a
+    2-`hidden`-2 MLP whose model name can inject a fault (see Net), no dataset or checkpoint needed."""
+    path = folder / f"{module}.py"
+    path.write_text(XOR_TASK.replace("__TASK__", task).replace("__HIDDEN__", str(hidden)))
+    return path
+
+
+def faulty_suite(tmp_path: Path, body: str, defaults: str = "seeds: [0], epochs: 2, batch_size: 20, lr: 0.05") -> Path:
+    """A suite of the `faulty` XOR task (module faulty_task.py beside it); `body` is its benchmark lines (bench)."""
+    write_xor_task(tmp_path, "faulty_task", "faulty", hidden=16)
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: faults\nimports: [faulty_task]\ndefaults: {{{defaults}}}\nbenchmarks:\n{body}")
+    return path
+
+
+def bench(models: str, extra: str = "") -> str:
+    """One benchmark of faulty_suite: the model names pick the faults."""
+    return f"  - {{task: faulty, dataset: builtin:unused, models: {models}, modes: [scratch]{extra}}}\n"
+
+
+def run_main(*args) -> int:
+    """The CLI in this process (a subprocess would pay ~10 s of imports on this machine)."""
+    from transferbench.runners.cli import main
+
+    return main([str(a) for a in args])
+
+
 def cli(*args, env=None, timeout=600):
     """Run the real console entry point in a subprocess (as a user would)."""
     return subprocess.run([sys.executable, "-m", "transferbench", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def start_cli(*args, env=None, **popen_kwargs) -> subprocess.Popen:
+    """The console entry point in a subprocess that keeps running (to be signalled or killed)."""
+    return subprocess.Popen([sys.executable, "-m", "transferbench", *map(str, args)],
+                            env={**os.environ, **(env or {})}, **popen_kwargs)
+
+
+def accelerate_launch(*args, processes: int = 2, timeout=600) -> subprocess.CompletedProcess:
+    """`accelerate launch -m transferbench ARGS` data-parallel over `processes` CPU processes (gloo)."""
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    return subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
+                           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "transferbench",
+                           *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "ACCELERATE_USE_CPU": "1"})

@@ -1,26 +1,18 @@
 """Data-parallel on 2 CPU processes (gloo) under `accelerate launch`: one record per run, the same metric as
 one process within noise, every eval example counted exactly once."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
+import pytest
 from datasets import load_dataset
 
-from helpers import write_suite
+from helpers import accelerate_launch, write_suite
 from transferbench.builtin import materialize
 from transferbench.results import Store
 
 
+@pytest.mark.slow
 def test_two_process_run_matches_one_process(tmp_path):
     suite = write_suite(tmp_path / "s.yaml", "all-minilm-l6-v2", modes="{linear-probe: {lr: 1.0e-2}}",
                         budget="[256]", extra="    epochs: 4\n    batch_size: 32\n    eval_every: 2.0")
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    two = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "transferbench", "run",
-                          str(suite), "--results-dir", str(tmp_path / "two"), "--price-per-device-hour", "0"],
-                         capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    two = accelerate_launch("run", suite, "--results-dir", tmp_path / "two", "--price-per-device-hour", "0")
     assert two.returncode == 0, two.stderr[-3000:]
     from transferbench.runners.cli import main  # the 1-process baseline in this process: no start-up cost
 

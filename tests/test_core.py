@@ -5,13 +5,13 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
+from helpers import result
 from transferbench import cost, metrics, sources
-from transferbench.results import Result, Store
+from transferbench.results import Store
 
 
 def _result(run_id, status="ok"):
-    return Result(schema_version=1, run_id=run_id, suite="s", task="t", dataset="d", model="m", mode="scratch",
-                  seed=0, train_samples=1, metric_name="accuracy", higher_is_better=True, status=status,
+    return result(run_id, schema_version=1, status=status,
                   curve=[{"step": i, "metric": 0.5} for i in range(200)])  # long lines: interleaving would show
 
 

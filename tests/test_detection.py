@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import cli
+from helpers import accelerate_launch, cli
 from transferbench.builtin import materialize
 from transferbench.results import Store
 
@@ -35,7 +35,7 @@ def source_checkpoint(tmp_path_factory) -> Path:
     yolo_env.load()
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
-    from transferbench.tasks.yolo_fit import save_stage
+    from transferbench.runners.yolo_fit import save_stage
 
     torch.manual_seed(1234)  # not the runs' seed, whose random init would be this very model
     model = DetectionModel(yaml_model_load("yolov8n.yaml"), nc=6, verbose=False)
@@ -64,7 +64,7 @@ def test_modes_train_what_they_say(tmp_path, tiny_data, source_checkpoint, monke
     linear-probe: the backbone is frozen; scratch: the same architecture, not the checkpoint's weights."""
     from transferbench.config import load_suite
     from transferbench.runners.suite import run_suite
-    from transferbench.tasks import yolo_fit
+    from transferbench.runners import yolo_fit
 
     seen = {}
     make = yolo_fit._trainer_class
@@ -139,6 +139,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_no_network_attempt_during_a_detection_run(tmp_path, tiny_data):
     suite = det_suite(tmp_path / "s.yaml", tiny_data, "yolov8n.yaml")
     log = tmp_path / "attempts.txt"
@@ -174,6 +175,7 @@ def _yaml(root: Path, text: str) -> Path:
     return root / "data.yaml"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, make, message", [
     ("missing folder", lambda r: _yaml(r, "train: nowhere/train\nval: nowhere/val\nnames: [a]\n"), "does not exist"),
     ("empty val split", lambda r: _yolo_folder(r, {"t0": GOOD}, val=0), "'val' split has no usable images"),
@@ -198,13 +200,10 @@ def test_bad_label_files_among_good_ones_are_named_and_left_out(tmp_path):
     assert [Path(p).stem for p in loaded.train] == ["t0", "t2"] and len(loaded.val) == 2
 
 
+@pytest.mark.slow
 def test_two_process_accelerate_launch_trains_one_copy(tmp_path, tiny_data):
     suite = det_suite(tmp_path / "s.yaml", tiny_data, "yolov8n.yaml", "[scratch]", extra="")
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    out = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "transferbench", "run",
-                          str(suite), "--results-dir", str(tmp_path / "res")], capture_output=True, text=True,
-                         timeout=600, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    out = accelerate_launch("run", suite, "--results-dir", tmp_path / "res")
     assert out.returncode == 0, out.stderr[-3000:]
     (rec,) = Store(tmp_path / "res").records()  # one row, written by the main process
     assert rec["status"] == "ok" and rec["num_processes"] == 2 and rec["train_samples"] == 16
@@ -212,6 +211,7 @@ def test_two_process_accelerate_launch_trains_one_copy(tmp_path, tiny_data):
     assert len(runs) == 1  # one Ultralytics training, not one per process
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, modes, task_args, extra, message", [
     ("yolov8n.yaml", "[scratch]", "{}", "    max_steps: 10\n", "max_steps is not supported"),
     ("yolov8n.yaml", "[scratch]", "{}", "    epochs: 1.5\n", "epochs must be a whole number"),

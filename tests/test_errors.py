@@ -134,6 +134,7 @@ def test_the_table_is_broad():
     assert len(CASES) >= 20
 
 
+@pytest.mark.slow
 def test_console_entry_point_prints_one_line(tmp_path):
     """Through the real `python -m transferbench`: no traceback, no library noise, exit 2."""
     proc = cli("run", tmp_path / "nope.yaml")

@@ -5,87 +5,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from helpers import cli, write_suite
+from helpers import bench, faulty_suite, result, run_main, start_cli, write_suite
 from transferbench.errors import UserError
 from transferbench.results import Result, Store
-
-FAULTY_TASK = '''
-import os
-import pathlib
-import time
-
-import torch
-from transferbench.tasks import Task, TaskData, register_task
-
-
-class Net(torch.nn.Module):
-    """XOR classifier. Its name injects a fault: nan (loss), oom (always, in training), oom-above-N (a training
-    batch larger than N rows), cpu-oom (the CPU allocator's message), slow (FAULT_SLEEP seconds a batch)."""
-
-    def __init__(self, fault):
-        super().__init__()
-        self.fault = fault
-        self.body = torch.nn.Linear(2, 16)
-        self.classifier = torch.nn.Linear(16, 2)
-
-    def forward(self, x, labels):
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
-        big = self.fault.startswith("oom-above-") and len(x) > int(self.fault.rsplit("-", 1)[1])
-        if self.training and (self.fault == "oom" or big):
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} rows (injected)")
-        if self.training and self.fault == "cpu-oom":
-            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes (injected)")
-        if self.fault == "slow":
-            pathlib.Path(os.environ["FAULT_MARKER"]).touch()
-            time.sleep(float(os.environ.get("FAULT_SLEEP", "0.05")))
-        logits = self.classifier(torch.relu(self.body(x)))
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        if self.fault == "nan":
-            loss = loss * float("nan")
-        return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
-@register_task
-class Faulty(Task):
-    name = "faulty"
-    lora_targets = {None: ["body"]}
-
-    def load_data(self, dataset, model):
-        g = torch.Generator().manual_seed(0)
-        x = torch.rand(400, 2, generator=g)
-        y = ((x[:, 0] > 0.5) ^ (x[:, 1] > 0.5)).long()
-        rows = [{"x": a, "labels": b} for a, b in zip(x, y)]
-        collate = lambda b: {"x": torch.stack([r["x"] for r in b]), "labels": torch.stack([r["labels"] for r in b])}
-        return TaskData(rows[:300], rows[300:], collate, ["0", "1"], identity="xor")
-
-    def build_model(self, model, labels, pretrained):
-        return Net(model)
-'''
-
-
-def faulty_suite(tmp_path, body: str, defaults: str = "seeds: [0], epochs: 2, batch_size: 20, lr: 0.05") -> str:
-    (tmp_path / "faulty_task.py").write_text(FAULTY_TASK)
-    path = tmp_path / "s.yaml"
-    path.write_text(f"name: faults\nimports: [faulty_task]\ndefaults: {{{defaults}}}\nbenchmarks:\n{body}")
-    return path
-
-
-def bench(models: str, extra: str = "") -> str:
-    return f"  - {{task: faulty, dataset: builtin:unused, models: {models}, modes: [scratch]{extra}}}\n"
-
-
-def run_main(*args) -> int:
-    """The CLI in this process (a subprocess would pay ~10 s of imports on this machine)."""
-    from transferbench.runners.cli import main
-
-    return main([str(a) for a in args])
-
 
 def test_oom_and_nan_are_recorded_and_the_suite_goes_on(tmp_path, monkeypatch, capsys):
     suite = faulty_suite(tmp_path, bench("[nan, oom, oom-above-10, fine]") + bench("[cpu-oom]", ", oom_retries: 0"))
@@ -124,7 +50,8 @@ def test_oom_and_nan_are_recorded_and_the_suite_goes_on(tmp_path, monkeypatch, c
 def _execute(tmp_path, monkeypatch, body, defaults="seeds: [0], epochs: 2, batch_size: 30, lr: 0.05"):
     """Every run of a faulty suite, in this process (no start-up cost)."""
     from transferbench.config import load_suite
-    from transferbench.runners.suite import execute, plan
+    from transferbench.runners.execute import execute
+    from transferbench.runners.suite import expand_runs as plan
 
     suite = faulty_suite(tmp_path, body, defaults)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -158,13 +85,13 @@ def test_budgets_and_what_stopped_each_run(tmp_path, monkeypatch):
     assert timed.curve[-1]["seconds"] >= 0.4 and timed.train_seconds + timed.eval_seconds >= 0.4
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_after_the_current_step_and_the_store_stays_whole(tmp_path, monkeypatch, capsys):
     suite = faulty_suite(tmp_path, bench("[fine]") + bench("[slow]", ", epochs: 20"))  # slow: ~15 s
     marker, store = tmp_path / "marker", tmp_path / "res" / "runs.jsonl"
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "FAULT_MARKER": str(marker), "FAULT_SLEEP": "0.05"}
-    proc = subprocess.Popen([sys.executable, "-m", "transferbench", "run", str(suite), "--results-dir",
-                             str(tmp_path / "res"), "--price-per-device-hour", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = start_cli("run", suite, "--results-dir", tmp_path / "res", "--price-per-device-hour", "0",
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
@@ -187,24 +114,19 @@ def test_ctrl_c_stops_after_the_current_step_and_the_store_stays_whole(tmp_path,
     assert [r["model"] for r in records] == ["fine", "slow"] and records[1]["status"] == "ok"
 
 
-def _result(run_id: str) -> Result:
-    return Result(schema_version=2, run_id=run_id, suite="s", task="t", dataset="d", model="m", mode="scratch",
-                  seed=0, train_samples=1, metric_name="accuracy", higher_is_better=True)
-
-
 def test_a_torn_last_line_never_swallows_the_next_record(tmp_path):
     store = Store(tmp_path)
-    store.append(_result("a"))
+    store.append(result("a"))
     with open(store.path, "a") as f:
         f.write('{"run_id": "b", "sta')  # disk full, or a hand edit, left half a line
-    store.append(_result("c"))
+    store.append(result("c"))
     assert [r["run_id"] for r in store.records()] == ["a", "c"]  # lenient: reports skip the torn line
     with pytest.raises(UserError, match=r"runs.jsonl:2 is not a result record .* fix or delete that line"):
         store.completed(strict=True)  # a run refuses: line 2 might have been a finished run
 
 
 def test_version_1_records_still_load(tmp_path):
-    old = {k: v for k, v in json.loads(_result("old").to_json()).items()
+    old = {k: v for k, v in json.loads(result("old").to_json()).items()
            if k not in ("stop_reason", "per_device_batch", "grad_accum", "oom_retries")}
     (tmp_path / "runs.jsonl").write_text(json.dumps({**old, "schema_version": 1}) + "\n")
     (record,) = Store(tmp_path).records(strict=True)

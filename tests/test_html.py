@@ -1,5 +1,5 @@
-"""The HTML leaderboard is one self-contained file; in a real headless Chromium its tables sort and its plots
-decode."""
+"""The HTML leaderboard is one self-contained file; in a real headless Chromium its tables sort, its plots decode,
+and at 1,400 px the headline and the answer's columns (metric, Δ vs scratch, $/run) are on screen."""
 import json
 import re
 import shutil
@@ -104,3 +104,47 @@ def test_chromium_renders_sorts_and_shows_the_plots(tmp_path):
         assert img.size == (1400, 2000)
         colors = img.convert("RGB").getcolors(maxcolors=1_000_000)
     assert len(colors) > 50  # text, tables and plots, not a blank page
+
+
+# Appended to a copy of the page: the layout as Chromium computed it, written into the DOM for --dump-dom to return.
+MEASURE = """<script>
+const box = el => { const b = el.getBoundingClientRect();
+  return {left: b.left, right: b.right, top: b.top, bottom: b.bottom, width: b.width, height: b.height}; };
+const cost = document.querySelector('th[data-col="cost"]'), train = document.querySelector('th[data-col="train"]');
+const scroll = cost.closest(".scroll"), m = {vw: innerWidth, vh: innerHeight};
+for (const [name, el] of [["headline", document.querySelector("#headline")], ["cost", cost], ["scroll", scroll],
+    ["delta", document.querySelector('th[data-col="delta"]')], ["metric", document.querySelector('th[data-col="metric"]')],
+    ["train", train]]) m[name] = box(el);
+m.headline_text = document.querySelector("#headline").innerText;
+m.overflow = scroll.scrollWidth - scroll.clientWidth;
+document.querySelector(".more").click();  // the secondary columns unfold
+m.train_open = box(train);
+document.body.dataset.measured = JSON.stringify(m);
+</script>"""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (Debian: apt-get install chromium)")
+def test_headline_and_cost_column_are_visible_at_1400_px(tmp_path):
+    store = _report(tmp_path)
+    page = tmp_path / "measured.html"
+    page.write_text((store / "leaderboard.html").read_text().replace("</body>", MEASURE + "</body>"))
+    profile = tmp_path / "profile"
+    proc = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000",
+                           "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    shutil.rmtree(profile, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads(Page(proc.stdout).body["data-measured"])
+    assert m["vw"] == 1400
+
+    def inside(name, right=m["vw"]):
+        b = m[name]
+        return b["width"] > 0 and b["height"] > 0 and 0 <= b["left"] and b["right"] <= right and 0 <= b["top"] \
+            and b["bottom"] <= m["vh"]
+
+    assert m["headline_text"].startswith("topics, m: finetune ahead") and inside("headline")
+    # the answer's columns are on screen without scrolling the table sideways: none clipped by its scroll box
+    assert m["overflow"] <= 0
+    for name in ("metric", "delta", "cost"):
+        assert inside(name, right=min(m["vw"], m["scroll"]["right"])), (name, m[name], m["scroll"])
+    assert m["metric"]["right"] <= m["delta"]["left"] <= m["cost"]["left"]  # metric, Δ, then cost: first
+    assert m["train"]["width"] == 0 and m["train_open"]["width"] > 0  # folded, and unfolds on a click

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import cli
+from helpers import cli, write_xor_task
 from transferbench.config import Hyper
 from transferbench.modes import get_mode
 from transferbench.results import Store
@@ -106,6 +106,7 @@ benchmarks:
 """
 
 
+@pytest.mark.slow
 def test_pretrain_stage_is_trained_once_and_feeds_the_runs(tmp_path):
     (tmp_path / "s.yaml").write_text(STAGE_SUITE)
     first = cli("run", tmp_path / "s.yaml", "--results-dir", tmp_path / "a", "--price-per-device-hour", "0")
@@ -150,6 +151,7 @@ benchmarks:
     return tmp_path / "s.yaml"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["one class", "missing column", "not an image classifier"])
 def test_bad_image_input_is_one_line_and_exit_2(case, tmp_path):
     if case == "one class":
@@ -166,6 +168,7 @@ def test_bad_image_input_is_one_line_and_exit_2(case, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_is_named_and_skipped(tmp_path):
     root = _imagefolder(tmp_path / "data", ["a", "b"])
     (root / "train" / "a" / "broken.png").write_bytes(b"not a png at all")
@@ -177,43 +180,9 @@ def test_a_corrupt_image_is_named_and_skipped(tmp_path):
     assert record["status"] == "ok" and record["eval_samples"] == 12
 
 
-TINY_TASK = '''
-import torch
-from transferbench.tasks import Task, TaskData, register_task
-
-
-class Linear(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = torch.nn.Linear(2, 8)
-        self.classifier = torch.nn.Linear(8, 2)
-
-    def forward(self, x, labels):
-        from transformers.modeling_outputs import SequenceClassifierOutput
-        logits = self.classifier(torch.relu(self.body(x)))
-        return SequenceClassifierOutput(loss=torch.nn.functional.cross_entropy(logits, labels), logits=logits)
-
-
-@register_task
-class XorTask(Task):
-    name = "xor"
-    lora_targets = {None: ["body"]}
-
-    def load_data(self, dataset, model):
-        g = torch.Generator().manual_seed(0)
-        x = torch.rand(400, 2, generator=g)
-        y = ((x[:, 0] > 0.5) ^ (x[:, 1] > 0.5)).long()
-        rows = [{"x": a, "labels": b} for a, b in zip(x, y)]
-        collate = lambda b: {"x": torch.stack([r["x"] for r in b]), "labels": torch.stack([r["labels"] for r in b])}
-        return TaskData(rows[:300], rows[300:], collate, ["0", "1"], identity="xor")
-
-    def build_model(self, model, labels, pretrained):
-        return Linear()
-'''
-
-
+@pytest.mark.slow
 def test_a_task_defined_outside_the_package_runs_a_suite(tmp_path):
-    (tmp_path / "my_tasks.py").write_text(TINY_TASK)
+    write_xor_task(tmp_path, "my_tasks", "xor", hidden=8)  # its linear-probe head: 8 x 2 + 2 parameters
     (tmp_path / "s.yaml").write_text("""
 name: outside
 imports: [my_tasks]

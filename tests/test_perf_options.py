@@ -7,7 +7,7 @@ import torch
 from transferbench import flops, speed
 from transferbench.config import Hyper, RunSpec, parse_suite
 from transferbench.errors import UserError
-from transferbench.runners import report, suite as runner
+from transferbench.runners import execute, hf_loop, report, stages, suite as runner
 from transferbench.tasks import get_task
 
 
@@ -17,14 +17,14 @@ def _suite(bench: dict, **defaults):
 
 
 def _image_spec(stage: str = "glyphs-resnet", mode: str = "finetune", **hyper) -> RunSpec:
-    model = str(next(runner.SHIPPED_STAGES.glob(f"{stage}-*")))
-    (spec,) = runner.plan(_suite(dict(task="image-classification", dataset="builtin:digits", models=[model],
+    model = str(next(stages.SHIPPED_STAGES.glob(f"{stage}-*")))
+    (spec,) = runner.expand_runs(_suite(dict(task="image-classification", dataset="builtin:digits", models=[model],
                                       modes=[mode], train_samples=[32]), **hyper))
     return spec
 
 
 def test_new_options_at_their_defaults_leave_run_ids_and_configs_unchanged():
-    (spec,) = runner.plan(_suite(dict(task="text-classification", dataset="builtin:topics", models=["m"],
+    (spec,) = runner.expand_runs(_suite(dict(task="text-classification", dataset="builtin:topics", models=["m"],
                                       modes=["finetune"])))
     dump = spec.model_dump(mode="json")["hyper"]
     assert not {"compile", "channels_last", "gradient_checkpointing"} & set(dump)  # as in stores written before
@@ -61,10 +61,10 @@ def test_forward_flops_counts_matmuls_and_convolutions_without_touching_the_mode
 
 def test_image_run_records_counted_flops_options_and_no_cpu_mfu():
     spec = _image_spec(channels_last=True)
-    res = runner.execute(spec)
+    res = execute.execute(spec)
     assert res.status == "ok", res.error
     task = get_task(spec.task)(spec.task_args)
-    data, train_set, model = runner.setup(spec, task, spec.model)
+    data, train_set, model = hf_loop.setup(spec, task, spec.model)
     forward = flops.forward_flops(model, pixel_values=torch.stack(
         [data.collate([train_set[0]])["pixel_values"][0]]))
     assert res.flops_estimate == pytest.approx(3 * forward * res.train_samples)  # 2 steps x 16 = the 32 samples
@@ -75,7 +75,7 @@ def test_image_run_records_counted_flops_options_and_no_cpu_mfu():
 
 def test_channels_last_converts_the_model_and_the_image_batch():
     spec = _image_spec(channels_last=True)
-    _, _, model = runner.setup(spec, get_task(spec.task)(spec.task_args), spec.model)
+    _, _, model = hf_loop.setup(spec, get_task(spec.task)(spec.task_args), spec.model)
     convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     assert any(not w.is_contiguous() for w in convs)  # NHWC, not NCHW (the same thing only for 1x1 kernels)
@@ -84,18 +84,24 @@ def test_channels_last_converts_the_model_and_the_image_batch():
     assert batch["labels"].tolist() == [0, 1]
 
 
+def _uses_gradient_checkpointing(model: torch.nn.Module) -> bool:
+    """Whether some module of `model` has checkpointing switched on (transformers' and timm's flags)."""
+    return any(getattr(m, "gradient_checkpointing", False) is True or getattr(m, "grad_checkpointing", False) is True
+               for m in model.modules())
+
+
 def test_gradient_checkpointing_is_applied_and_still_trains_lora():
     spec = _image_spec("glyphs-vit", mode="lora", gradient_checkpointing=True)
     task = get_task(spec.task)(spec.task_args)
-    data, train_set, model = runner.setup(spec, task, spec.model)
-    assert speed.uses_gradient_checkpointing(model)
+    data, train_set, model = hf_loop.setup(spec, task, spec.model)
+    assert _uses_gradient_checkpointing(model)
     batch = data.collate([train_set[i] for i in range(4)])
     loss, _ = task.loss_and_logits(model, batch)
     loss.backward()  # frozen embeddings: non-reentrant checkpointing still reaches the adapters
     lora = [p for n, p in model.named_parameters() if "lora_B" in n and p.requires_grad]  # A gets none while B is 0
     assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
     plain = _image_spec("glyphs-vit", mode="lora")
-    assert not speed.uses_gradient_checkpointing(runner.setup(plain, task, plain.model)[2])
+    assert not _uses_gradient_checkpointing(hf_loop.setup(plain, task, plain.model)[2])
 
 
 def test_gradient_checkpointing_on_timm_and_unsupported_models():
@@ -104,29 +110,29 @@ def test_gradient_checkpointing_on_timm_and_unsupported_models():
     timm_model = get_task("image-classification")({}).build_model("timm:resnet10t", ["a", "b"], pretrained=False)
     assert isinstance(timm_model, TimmClassifier)
     speed.enable_gradient_checkpointing(timm_model)
-    assert timm_model.model.grad_checkpointing is True and speed.uses_gradient_checkpointing(timm_model)
+    assert timm_model.model.grad_checkpointing is True and _uses_gradient_checkpointing(timm_model)
     with pytest.raises(UserError, match="gradient_checkpointing"):
         speed.enable_gradient_checkpointing(torch.nn.Linear(2, 2))
 
 
 def test_compile_is_applied_by_accelerate_and_unwrapped_for_saving(monkeypatch):
     spec = _image_spec(compile=True)
-    monkeypatch.setattr(runner, "COMPILE_BACKEND", "eager")
-    accelerator = runner.accelerator_for(spec)
+    monkeypatch.setattr(execute, "COMPILE_BACKEND", "eager")
+    accelerator = execute.accelerator_for(spec)
     model = torch.nn.Linear(3, 2)
     prepared = accelerator.prepare(model)
     assert isinstance(prepared, torch._dynamo.eval_frame.OptimizedModule)
     assert accelerator.unwrap_model(prepared, keep_torch_compile=False) is model
-    assert not isinstance(runner.accelerator_for(_image_spec()).prepare(torch.nn.Linear(3, 2)),
+    assert not isinstance(execute.accelerator_for(_image_spec()).prepare(torch.nn.Linear(3, 2)),
                           torch._dynamo.eval_frame.OptimizedModule)
-    assert runner._new_result(spec, accelerator).compile is True
+    assert execute.new_result(spec, accelerator).compile is True
 
 
 def test_foreign_loop_refuses_the_hf_loop_options():
     suite = _suite(dict(task="object-detection", dataset="builtin:shapes", models=["yolov8n.yaml"],
                         modes=["scratch"], train_samples=[8]), compile=True)
     with pytest.raises(UserError, match="compile apply to the Hugging Face loop only"):
-        runner.preflight(runner.plan(suite))
+        runner.preflight(runner.expand_runs(suite))
 
 
 def test_suite_timing_is_recorded_and_reported(tiny_bert, tmp_path):

@@ -1,5 +1,6 @@
-"""The committed leaderboards are what the report code computes from the committed stores: every number and
-verdict line in results/published follows from the runs.jsonl beside it."""
+"""The committed leaderboards are what the report code computes from the committed stores: every number, verdict
+line, headline and plan (plan.md, plan.json where the store has curves to fit) in results/published follows from
+the runs.jsonl beside it."""
 import json
 from pathlib import Path
 
@@ -22,6 +23,12 @@ def test_published_leaderboard_is_regenerated_identically_from_its_store(name, t
     assert (tmp_path / "leaderboard.md").read_text() == committed
     assert json.loads((tmp_path / "leaderboard.json").read_text()) == json.loads((store / "leaderboard.json").read_text())
     assert "Verdicts (computed from the rows above)" in committed
+    # the plan is part of the report once a curve has enough budgets to fit; without one, neither side has it
+    for name in ("plan.md", "plan.json"):
+        if (store / name).exists():
+            assert (tmp_path / name).read_text() == (store / name).read_text(), name
+        else:
+            assert not (tmp_path / name).exists(), f"the report writes {name}: commit it beside the store"
     records = [json.loads(line) for line in (store / "runs.jsonl").read_text().splitlines()]
     assert len({r["seed"] for r in records}) == 3 and all(r["status"] == "ok" for r in records)
 

@@ -6,14 +6,16 @@ import math
 import statistics
 
 import pytest
-from helpers import cli
+from helpers import cli, write_store
 from scipy.stats import t as student_t
 
 from transferbench.errors import UserError
 from transferbench.runners import fmt
 from transferbench.runners.cli import main
 from transferbench.runners.merge import load
-from transferbench.runners.report import MODE_ORDER, build, markdown, welch_interval
+from transferbench.runners.leaderboard import MODE_ORDER, build, welch_interval
+from transferbench.runners.report import after_run
+from transferbench.runners.tables import to_markdown
 
 DEVICE_HOURS = {"scratch": 0.01, "finetune": 0.01, "lora": 0.006, "linear-probe": 0.004}
 
@@ -49,12 +51,6 @@ def fixture_records():
     out += [rec("lora", 0, 0.89, params_trainable=3)]
     out += [rec("linear-probe", 0, None, curve=[])]  # trained, never evaluated
     return out
-
-
-def write_store(path, records):
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 def by_key(cells):
@@ -134,6 +130,10 @@ def _md_rows(text):
     return rows
 
 
+def markdown(records):
+    return to_markdown(build(records))
+
+
 def test_markdown_rows():
     rows = _md_rows(markdown(fixture_records()))
     assert rows[(64, "finetune")][3:6] == ["**0.8300 ± 0.0300 (n=3)**", "+0.5600 [+0.4987, +0.6213]", "0/3 reached"]
@@ -148,6 +148,7 @@ def test_markdown_rows():
     assert "seed 0 (run linear-probe-64-0): failed: RuntimeError: boom" in text
 
 
+@pytest.mark.slow
 def test_every_format_agrees(tmp_path):
     store = write_store(tmp_path / "store", fixture_records())
     proc = cli("report", store)
@@ -204,6 +205,7 @@ def test_a_retried_run_counts_once_as_ok(tmp_path):
     assert [(r["status"], r["metric"]) for r in board.records] == [("ok", 0.9)]
 
 
+@pytest.mark.slow
 def test_refuses_to_merge_different_configs(tmp_path):
     a = write_store(tmp_path / "a", [rec("finetune", 0, 0.9)])
     other = rec("finetune", 1, 0.8)
@@ -216,8 +218,10 @@ def test_refuses_to_merge_different_configs(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(UserError):
         build([rec("finetune", 0, 0.9), other])
-    # `transferbench run` prints the reason instead of a table rather than crashing after training
-    assert "No leaderboard: runs finetune-256-0" in markdown([rec("finetune", 0, 0.9), other])
+    # `transferbench run` prints (and writes) the reason instead of a table rather than crashing after training
+    mixed = write_store(tmp_path / "mixed", [rec("finetune", 0, 0.9), other])
+    assert "No leaderboard: runs finetune-256-0" in after_run(mixed, "Leaderboard: fixture")
+    assert (mixed / "leaderboard.md").read_text().startswith("## Leaderboard: fixture\n\nNo leaderboard: runs")
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):

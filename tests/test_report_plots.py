@@ -4,7 +4,7 @@ import math
 from test_report import fixture_records
 
 from transferbench.runners import plots
-from transferbench.runners.report import build
+from transferbench.runners.leaderboard import build
 
 
 def test_learning_curves_plot_the_cell_means_and_stds():

@@ -1,15 +1,15 @@
 """End to end through the CLI: records, resume, determinism, a run killed mid-way."""
+import dataclasses
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from helpers import cli, write_suite
-from transferbench.results import FIELDS, Store
+from transferbench.results import Result, Store
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +20,14 @@ def first_run(tiny_bert, tmp_path_factory):
     return tmp, suite, proc
 
 
+@pytest.mark.slow
 def test_every_mode_writes_one_valid_record(first_run):
     tmp, _, proc = first_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = Store(tmp / "res").records()
     assert sorted(r["mode"] for r in records) == ["finetune", "linear-probe", "lora", "scratch"]
     for r in records:
-        assert list(r) == FIELDS  # flat fields first, provenance last, nothing missing
+        assert list(r) == [f.name for f in dataclasses.fields(Result)]  # flat fields first, provenance last, nothing missing
         assert r["status"] == "ok" and r["error"] is None
         assert r["train_samples"] == 64 and r["eval_samples"] == 600  # the whole held-out split, once
         assert 0.0 <= r["metric"] <= 1.0 and r["metric"] == r["curve"][-1]["metric"] == r["metrics"]["accuracy"]
@@ -46,6 +47,7 @@ def test_every_mode_writes_one_valid_record(first_run):
     assert "| finetune |" in proc.stdout and "Δ vs scratch" in proc.stdout  # the leaderboard is printed
 
 
+@pytest.mark.slow
 def test_second_invocation_resumes_everything(first_run):
     tmp, suite, _ = first_run
     before = (tmp / "res" / "runs.jsonl").read_text()
@@ -58,7 +60,8 @@ def test_second_invocation_resumes_everything(first_run):
 
 def test_same_seed_same_metric(tiny_bert, tmp_path):
     from transferbench.config import load_suite
-    from transferbench.runners.suite import execute, plan
+    from transferbench.runners.execute import execute
+    from transferbench.runners.suite import expand_runs as plan
 
     spec = plan(load_suite(write_suite(tmp_path / "s.yaml", tiny_bert, modes="[finetune]")))[0]
     a, b = execute(spec), execute(spec)
@@ -68,17 +71,18 @@ def test_same_seed_same_metric(tiny_bert, tmp_path):
     assert execute(other).curve != a.curve  # a different seed is a different draw
 
 
+@pytest.mark.slow
 def test_kill_mid_run_leaves_no_partial_record_and_rerun_completes(tmp_path, monkeypatch, capsys):
     """kill -9 the CLI while a run trains (a test task whose `slow` model sleeps each batch), then rerun."""
-    from test_faults import bench, faulty_suite
+    from helpers import bench, faulty_suite, start_cli
 
     from transferbench.runners.cli import main
 
     suite = faulty_suite(tmp_path, bench("[fine, slow]", ", epochs: 20"), defaults="seeds: [0, 1], batch_size: 30")
     store, marker = tmp_path / "res" / "runs.jsonl", tmp_path / "marker"
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "FAULT_MARKER": str(marker), "FAULT_SLEEP": "0.05"}
-    proc = subprocess.Popen([sys.executable, "-m", "transferbench", "run", str(suite), "--results-dir",
-                             str(tmp_path / "res")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = start_cli("run", suite, "--results-dir", tmp_path / "res", stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and not marker.exists() and proc.poll() is None:
         time.sleep(0.1)
@@ -104,8 +108,9 @@ def test_same_seed_same_subset_and_init(tiny_bert, tmp_path, monkeypatch):
     import torch
 
     from transferbench.config import load_suite
-    from transferbench.runners import loop
-    from transferbench.runners.suite import execute, plan
+    from transferbench.runners import hf_loop as loop
+    from transferbench.runners.execute import execute
+    from transferbench.runners.suite import expand_runs as plan
 
     seen = []
 

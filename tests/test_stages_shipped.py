@@ -4,11 +4,12 @@ import json
 
 from transferbench.config import load_suite
 from transferbench.runners.cli import DEFAULT_SUITE
-from transferbench.runners.suite import SHIPPED_STAGES, ensure_stage, plan, shipped_stage
+from transferbench.runners.stages import SHIPPED_STAGES, ensure_stage, shipped_stage
+from transferbench.runners.suite import expand_runs
 
 
 def _stages():
-    return {r.stage.stage_name: r.stage for r in plan(load_suite(DEFAULT_SUITE)) if r.stage}
+    return {r.stage.stage_name: r.stage for r in expand_runs(load_suite(DEFAULT_SUITE)) if r.stage}
 
 
 def test_shipped_stages_are_stamped_with_the_quickstart_stage_specs():
@@ -32,7 +33,7 @@ def test_a_changed_stage_spec_does_not_use_the_shipped_checkpoint(monkeypatch):
     changed = stage.model_copy(update={"seed": stage.seed + 1})
     assert shipped_stage(changed) is None
     trained = []
-    monkeypatch.setattr("transferbench.runners.suite.execute", lambda *a, **k: trained.append(a) or _Failed())
+    monkeypatch.setattr("transferbench.runners.stages.execute", lambda *a, **k: trained.append(a) or _Failed())
     try:
         ensure_stage(changed, log=lambda *a: None)
     except Exception as err:  # noqa: BLE001 - the fake training fails; what matters is that it was asked for

@@ -48,6 +48,21 @@ class Hyper(BaseModel):
     compile: bool = False  # torch.compile (accelerate's dynamo backend "inductor")
     channels_last: bool = False  # NHWC memory format for the model's 4-D weights and inputs (CNNs)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
+    # A head-only mode (linear-probe) trains on the frozen backbone's features, computed once per example and
+    # shared by the runs of a benchmark (runners/features.py); same subset, schedule and head init
+    cached_features: bool = False
+    # Score on this many examples of the eval split (a fixed subset, the same for every run and seed) instead of
+    # all of it: cheaper, noisier evaluations (a default-suite trade-off; None = the whole split)
+    eval_samples: Optional[PositiveInt] = None
+
+    def per_device_batch(self, num_processes: int) -> int:
+        """batch_size is the effective batch: per-device x processes x grad_accum, so a run means the same
+        optimisation on 1 GPU or 8. The one place that split is computed (and refused when it is not whole)."""
+        per_device, rest = divmod(self.batch_size, num_processes * self.grad_accum)
+        if rest or not per_device:
+            raise UserError(f"batch_size {self.batch_size} is not divisible by processes ({num_processes}) x "
+                            f"grad_accum ({self.grad_accum}); choose a multiple of {num_processes * self.grad_accum}")
+        return per_device
 
     @model_serializer(mode="wrap")
     def _omit_later_defaults(self, handler):
@@ -60,7 +75,7 @@ class Hyper(BaseModel):
         return data
 
 
-LATER_FIELDS = ("compile", "channels_last", "gradient_checkpointing")
+LATER_FIELDS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples")
 
 
 def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:

@@ -1,13 +1,11 @@
 """Cost model: device_hours = wall_seconds x device_count / 3600; cost_usd = device_hours x price."""
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import yaml
+from . import devices
 
 PRICES = Path(__file__).with_name("prices.yaml")
 
@@ -19,22 +17,21 @@ class Price:
     source: str  # a URL, or "user override"
 
 
-@functools.lru_cache(maxsize=None)
 def price_table(path: str | Path = PRICES) -> dict:
-    return yaml.safe_load(Path(path).read_text())
+    return devices.load_table(path)
 
 
 def lookup(device_name: str, override: Optional[float] = None) -> Price:
     """The price of one device-hour. A table key matches as a whole word of the device name, case-insensitively
-    ('NVIDIA H100 80GB HBM3' -> H100, but 'NVIDIA L40S' is not L4); CPU runs ('CPU: ...') use the CPU entry."""
+    ('NVIDIA H100 80GB HBM3' -> H100, but 'NVIDIA L40S' is not L4; devices.match); CPU runs ('CPU: ...') use the
+    CPU entry."""
     if override is not None:
         return Price(override, None, "user override")
     table = price_table()
-    name = device_name.upper()
-    hits = [k for k in table["devices"] if re.search(rf"(?<![A-Z0-9]){re.escape(k.upper())}(?![A-Z0-9])", name)]
-    if not hits:
+    key = devices.match(device_name, table["devices"])
+    if key is None:
         return Price(None, table.get("date"), "no entry for this device in prices.yaml")
-    entry = table["devices"][max(hits, key=len)]
+    entry = table["devices"][key]
     return Price(float(entry["price"]), table.get("date"), entry.get("source", ""))
 
 

@@ -6,19 +6,16 @@ FLOPs, as in the PaLM paper's MFU). Transformers use 6 x parameters x tokens; ot
 """
 from __future__ import annotations
 
-import functools
-import re
 from pathlib import Path
 from typing import Optional
 
-import yaml
+from . import devices
 
 PEAKS = Path(__file__).with_name("peaks.yaml")
 
 
-@functools.lru_cache(maxsize=None)
 def peak_table(path: str | Path = PEAKS) -> dict:
-    return yaml.safe_load(Path(path).read_text())
+    return devices.load_table(path)
 
 
 def precision_key(mixed_precision: str) -> str:
@@ -32,13 +29,12 @@ def precision_key(mixed_precision: str) -> str:
 
 def peak_flops(device_name: str, mixed_precision: str) -> Optional[float]:
     """Stated dense peak FLOP/s of one device at this precision, or None (CPU, unknown device or precision).
-    A key matches a whole word of the device name, case-insensitively; the longest match wins."""
-    devices = peak_table()["devices"]
-    name = device_name.upper()
-    hits = [k for k in devices if re.search(rf"(?<![A-Z0-9]){re.escape(k.upper())}(?![A-Z0-9])", name)]
-    if not hits or name.startswith("CPU"):
+    A key matches a whole word of the device name, case-insensitively; the longest match wins (devices.match)."""
+    table = peak_table()["devices"]
+    key = devices.match(device_name, table)
+    if key is None or device_name.upper().startswith("CPU"):
         return None
-    tflops = devices[max(hits, key=len)]["peak"].get(precision_key(mixed_precision))
+    tflops = table[key]["peak"].get(precision_key(mixed_precision))
     return None if tflops is None else float(tflops) * 1e12
 
 
@@ -55,11 +51,12 @@ def forward_flops(model, *args, **kwargs) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # per module: frozen BatchNorm layers stay in eval
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(*args, **kwargs)
     finally:
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
     return float(counter.get_total_flops())

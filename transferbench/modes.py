@@ -21,6 +21,7 @@ class Mode:
     default_lr: float  # used when the suite sets no lr for this mode
     summary: str
     prepare: Callable[[nn.Module, list[str], list[str], object], nn.Module]
+    head_only: bool = False  # only the head trains: it can train on cached features of the frozen backbone
 
 
 MODES: dict[str, Mode] = {}
@@ -104,7 +105,7 @@ register_mode(Mode("scratch", False, 5e-4, "same architecture and config, random
 register_mode(Mode("finetune", True, 5e-5, "pretrained weights; all parameters train", _train_all))
 register_mode(Mode("lora", True, 1e-3, "pretrained weights frozen; peft LoRA adapters and the head train", _lora))
 register_mode(Mode("linear-probe", True, 1e-2, "pretrained weights frozen; only the head trains",
-                   _linear_probe))
+                   _linear_probe, head_only=True))
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import UserError
+from .outcome import TrainOutcome
 
 # 2 added stop_reason, per_device_batch, grad_accum, oom_retries (with defaults: version-1 rows still load)
 # 3 added peak_flops, mfu, compile, channels_last, gradient_checkpointing (defaults: older rows still load)
-SCHEMA_VERSION = 3
+# 4 added converged, convergence, loss_curve
+SCHEMA_VERSION = 4
 
 
 @dataclasses.dataclass
@@ -36,6 +38,7 @@ class Result:
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # all final eval metrics
     eval_samples: Optional[int] = None  # examples scored by the final evaluation (all processes)
     curve: list[dict[str, float]] = dataclasses.field(default_factory=list)  # {step, samples_seen, seconds, metric}
+    loss_curve: list[dict[str, float]] = dataclasses.field(default_factory=list)  # {step, loss}: training loss
     time_to_target_s: Optional[float] = None  # from the first optimizer step, eval included (MLPerf)
     target: Optional[float] = None
     train_seconds: Optional[float] = None  # optimizer steps only
@@ -45,6 +48,8 @@ class Result:
     optimizer_steps: Optional[int] = None
     epochs_run: Optional[float] = None
     stop_reason: Optional[str] = None  # what ended training: epochs | max_steps | max_seconds | target
+    converged: Optional[bool] = None  # had it stopped improving when it ended (transferbench/convergence.py)?
+    convergence: Optional[str] = None  # why: the rule that decided and its numbers
     per_device_batch: Optional[int] = None  # as trained (smaller than planned after an out-of-memory retry)
     grad_accum: Optional[int] = None  # as trained: batch_size = per_device_batch x num_processes x grad_accum
     oom_retries: int = 0  # out-of-memory errors survived by halving per_device_batch
@@ -77,8 +82,37 @@ class Result:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=False, default=str)
 
+    def apply(self, out: TrainOutcome) -> None:
+        """Fill the training fields from a loop's outcome: the one place they are set, whatever the loop."""
+        from . import convergence, flops
 
-FIELDS = [f.name for f in dataclasses.fields(Result)]
+        self.dataset = out.dataset or self.dataset
+        self.train_samples = out.train_samples
+        self.params_total, self.params_trainable = out.params_total, out.params_trainable
+        self.eval_samples = out.eval_samples
+        self.metrics = dict(out.metrics)
+        self.metric = out.metrics.get(self.metric_name)
+        values = [p["metric"] for p in out.curve]
+        self.best_metric = (max(values) if self.higher_is_better else min(values)) if values else None
+        self.curve, self.time_to_target_s = out.curve, out.time_to_target_s
+        self.train_seconds, self.eval_seconds, self.setup_seconds = out.train_seconds, out.eval_seconds, out.setup_seconds
+        self.samples_per_second = out.samples_seen / out.train_seconds if out.train_seconds else None
+        self.optimizer_steps, self.epochs_run, self.stop_reason = out.optimizer_steps, out.epochs_run, out.stop_reason
+        self.per_device_batch, self.grad_accum = out.per_device_batch, out.grad_accum
+        self.flops_estimate = out.flops
+        self.converged, self.convergence = convergence.judge(out.curve, out.losses, self.higher_is_better)
+        self.loss_curve = _thin(out.losses)
+        self.peak_flops = flops.peak_flops(self.device_name, self.mixed_precision)
+        self.mfu = flops.mfu(self.flops_estimate, self.train_seconds, self.peak_flops, self.device_count)
+
+
+def _thin(losses: list[float], points: int = 50) -> list[dict[str, float]]:
+    """The training-loss curve at most `points` long: the mean loss of each window of steps."""
+    if not losses:
+        return []
+    width = -(-len(losses) // points)
+    return [{"step": min(i + width, len(losses)), "loss": round(sum(w) / len(w), 5)}
+            for i in range(0, len(losses), width) for w in [losses[i:i + width]]]
 
 
 class Store:
@@ -101,14 +135,21 @@ class Store:
                     continue
                 try:
                     record = json.loads(line)
-                    if not isinstance(record, dict) or "run_id" not in record:
-                        raise ValueError
-                    out.append(record)
                 except ValueError:  # JSONDecodeError included
-                    if strict:
-                        raise UserError(f"{self.path}:{n} is not a result record (a torn or hand-edited line); "
-                                        f"fix or delete that line, then rerun") from None
-                    print(f"transferbench: warning: {self.path}:{n} is not a JSON record; ignored", file=sys.stderr)
+                    record = None
+                if not isinstance(record, dict):
+                    why, note = "a torn or hand-edited line", "is not a JSON record"
+                elif not isinstance(record.get("run_id"), str) or not record["run_id"]:
+                    # resume and merging key on run_id: a line without one is as unusable as a torn line
+                    why = "its run_id is missing, null or not a string"
+                    note = "has no run_id (missing, null or not a string)"
+                else:
+                    out.append(record)
+                    continue
+                if strict:
+                    raise UserError(f"{self.path}:{n} is not a result record ({why}); fix or delete that line, "
+                                    f"then rerun")
+                print(f"transferbench: warning: {self.path}:{n} {note}; ignored", file=sys.stderr)
         return out
 
     def completed(self, strict: bool = False) -> set[str]:

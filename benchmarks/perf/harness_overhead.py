@@ -3,9 +3,10 @@ loop, for the same model, data, batch and steps.
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python benchmarks/perf/harness_overhead.py [--repeats 5] [--cases ...]
 
-- harness: `runners.suite.execute(spec)`, the very call `run_suite` makes per run (fresh Accelerator, memory
-  sampler thread, scheduler, NaN check, progress bar, FLOPs count, final evaluation);
-- hand loop: the same `suite.setup` (data subset, model, mode), the same AdamW, `accelerator.prepare`, then
+- harness: `runners.execute.execute(spec)`, the very call `run_suite` makes per run (fresh Accelerator, peak
+  memory (the kernel's resettable high-water mark on CPU, no sampling thread; transferbench/memory.py), scheduler,
+  NaN check, progress bar, FLOPs count, final evaluation);
+- hand loop: the same `hf_loop.setup` (data subset, model, mode), the same AdamW, `accelerator.prepare`, then
   forward / backward / step / zero_grad and nothing else.
 
 Both are timed alike: a timestamp at the start of every training forward (the task's `loss_and_logits`, wrapped
@@ -35,11 +36,11 @@ import torch  # noqa: E402
 
 from transferbench import provenance  # noqa: E402
 from transferbench.config import parse_suite  # noqa: E402
-from transferbench.runners import suite as runner  # noqa: E402
+from transferbench.runners import execute, hf_loop, stages, suite as runner  # noqa: E402
 from transferbench.tasks import get_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = runner.SHIPPED_STAGES
+STAGES = stages.SHIPPED_STAGES
 
 
 def _stage(name: str) -> str:
@@ -62,7 +63,7 @@ def spec_for(case: str, batch_size: int):
     # eval_every far beyond the run: the harness evaluates once, after the measured window
     suite = parse_suite({"name": "perf", "defaults": {"seeds": [0], "batch_size": batch_size, "eval_every": 1000,
                                                       "max_steps": warmup + steps + 1}, "benchmarks": [bench]})
-    (spec,) = runner.plan(suite)
+    (spec,) = runner.expand_runs(suite)
     return spec, warmup, steps
 
 
@@ -88,7 +89,7 @@ class Stamps:
 
 
 def harness(spec) -> None:
-    res = runner.execute(spec)
+    res = execute.execute(spec)
     if res.status != "ok":
         raise SystemExit(f"harness run {res.status}: {res.error}")
 
@@ -96,8 +97,8 @@ def harness(spec) -> None:
 def hand_loop(spec) -> None:
     """The minimal Accelerate loop: what a careful user writes by hand."""
     task = get_task(spec.task)(spec.task_args)
-    data, train_set, model = runner.setup(spec, task, spec.model)
-    accelerator = runner.accelerator_for(spec)
+    data, train_set, model = hf_loop.setup(spec, task, spec.model)
+    accelerator = execute.accelerator_for(spec)
     loader = torch.utils.data.DataLoader(train_set, batch_size=spec.hyper.batch_size, shuffle=True,
                                          collate_fn=data.collate, generator=torch.Generator().manual_seed(spec.seed))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.hyper.lr,
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
     p.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["text-minilm", "image-resnet"])
     p.add_argument("--out", default=str(ROOT / "results" / "perf"))
     args = p.parse_args(argv)
-    device = provenance.device_name(runner.process_state().device)
+    device = provenance.device_name(execute.process_state().device)
     rows = []
     for case in args.cases:
         print(f"{case}: {args.repeats} repeats per side, alternating", flush=True)
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
 
 README = """# results/perf: harness overhead
 
-Steady-state training samples/s of transferbench's loop (`runners.suite.execute`, as `transferbench run` calls it)
+Steady-state training samples/s of transferbench's loop (`runners.execute.execute`, as `transferbench run` calls it)
 vs a minimal hand-written Accelerate loop (prepare; forward / backward / step / zero_grad), same model, data,
 batch and steps, alternating in one process (ABBA order). Timed from the start of the first measured forward
 to the start of the forward after the last one; warm-up forwards, model loading, `prepare` and evaluation are

@@ -9,96 +9,27 @@ target says `stop: true`, the first evaluation that reaches it; `stop_reason` sa
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import math
-import signal
-import sys
-import threading
+import shutil
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from transferbench.errors import UserError
+from transferbench import sources, speed
+from transferbench.cache import atomic_dir
+from transferbench.modes import count_parameters, get_mode
+from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.speed import batch_channels_last
 
+from . import features
+from .signals import check_stop
+
 LOG_EVERY = 10  # optimizer steps between divergence checks / progress-bar updates (each one syncs a GPU)
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM: the run in progress stops after its current step and is not recorded."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-_requested: list[int] = []  # the stop signal received inside graceful_stop(), if any
-
-
-@contextlib.contextmanager
-def graceful_stop():
-    """Inside: the first SIGINT/SIGTERM asks the loop to stop after the current step (so no store write is
-    ever cut short); a second one interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if _requested:
-            raise Interrupted(signum)
-        _requested.append(signum)
-        print("transferbench: stopping after the current step (again to stop at once)", file=sys.stderr, flush=True)
-
-    _requested.clear()
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        _requested.clear()
-
-
-def check_stop() -> None:
-    """Raise Interrupted if a stop was requested (called between steps and between runs)."""
-    if _requested:
-        raise Interrupted(_requested[0])
-
-
-@dataclass
-class LoopResult:
-    metrics: dict[str, float] = field(default_factory=dict)  # final evaluation
-    curve: list[dict] = field(default_factory=list)
-    time_to_target_s: Optional[float] = None
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    samples_seen: int = 0
-    optimizer_steps: int = 0
-    epochs_run: float = 0.0
-    stop_reason: Optional[str] = None  # epochs | max_steps | max_seconds | target
-    per_device_batch: Optional[int] = None
-    flops: Optional[float] = None
-    setup_seconds: float = 0.0  # loaders, optimizer, accelerate prepare (before the first step)
-    model: object = None  # the trained model, unwrapped (a pretrain stage saves it)
-    data: object = None  # the TaskData it trained on (a stage saves its processor beside the weights)
-
-
-def per_device_batch(batch_size: int, num_processes: int, grad_accum: int) -> int:
-    """The suite's batch_size is the effective batch: per-device x processes x grad_accum, so a run means
-    the same optimisation on 1 GPU or 8."""
-    per_device, rest = divmod(batch_size, num_processes * grad_accum)
-    if rest or not per_device:
-        raise UserError(f"batch_size {batch_size} is not divisible by processes ({num_processes}) x grad_accum "
-                        f"({grad_accum}); choose a multiple of {num_processes * grad_accum}")
-    return per_device
 
 
 def evaluate(model, loader, task, accelerator) -> dict[str, float]:
@@ -112,23 +43,94 @@ def evaluate(model, loader, task, accelerator) -> dict[str, float]:
             p, r = accelerator.gather_for_metrics((task.predictions(logits), batch["labels"]))
             preds.append(p.cpu())
             refs.append(r.cpu())
-    model.train()
+    train_mode(model)
     preds, refs = torch.cat(preds).tolist(), torch.cat(refs).tolist()
     return {**task.compute_metrics(preds, refs), "eval_samples": len(refs)}
 
 
-def train(spec, task, model, train_set, data, accelerator, params_total: int) -> LoopResult:
+def train_mode(model) -> None:
+    """Train mode, except BatchNorm layers with nothing to train (linear-probe, LoRA): they keep their pretrained
+    running statistics, so a frozen backbone really is frozen (as Ultralytics' `freeze` does)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
+
+
+def check(spec, num_processes: int) -> None:
+    """What this loop cannot train as asked, found before anything trains: an uneven batch split."""
+    spec.hyper.per_device_batch(num_processes)
+
+
+def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None, work_dir=None) -> TrainOutcome:
+    """One run through the Accelerate loop: the budget's subset, the mode applied to the model, training and
+    evaluation; `save_to`: the main process saves the trained model there (a pretrain stage's output)."""
+    t0 = time.perf_counter()
+    data, train_set, model = setup(spec, task, model_ref)
+    params_total, params_trainable = count_parameters(model)
+    setup_seconds = time.perf_counter() - t0
+    if spec.hyper.cached_features and get_mode(spec.mode).head_only:
+        key = (model_ref, data.identity, spec.dataset.model_dump_json(), repr(spec.task_args), spec.hyper.eval_samples)
+        out = features.train_head(spec, task, model, train_set, data, accelerator, key, train)
+    else:
+        out = train(spec, task, model, train_set, data, accelerator, params_total)
+    out.setup_seconds += setup_seconds
+    out.dataset, out.train_samples = data.identity, len(train_set)
+    out.params_total, out.params_trainable = params_total, params_trainable
+    out.data = data
+    if save_to is not None:
+        _save(task, out.model, data, save_to, accelerator)
+    return out
+
+
+def setup(spec, task, ref: str):
+    """(data, the budget's training subset, the model with its mode and speed options applied): everything
+    the loop is given. Also used by benchmarks/perf, so the hand-written loop trains the very same thing."""
+    from accelerate.utils import set_seed
+
+    mode = get_mode(spec.mode)
+    data = task.load_data(spec.dataset, ref)
+    if spec.hyper.eval_samples and spec.hyper.eval_samples < len(data.eval):  # seed 0: one subset for all runs
+        keep = sorted(sources.subset_indices(len(data.eval), 0, spec.hyper.eval_samples))
+        data = dataclasses.replace(data, eval=torch.utils.data.Subset(data.eval, keep))
+    size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
+    train_set = torch.utils.data.Subset(data.train, sources.subset_indices(len(data.train), spec.seed, size))
+    set_seed(spec.seed)  # same seed -> same head/scratch init, dropout and shuffling
+    model = task.build_model(ref, data.labels, pretrained=mode.pretrained)
+    if spec.hyper.gradient_checkpointing:  # on the task's model, before peft wraps it
+        speed.enable_gradient_checkpointing(model)
+    model = mode.prepare(model, task.head_names(model),
+                         task.lora_targets_for(model, spec.hyper.lora_targets) if spec.mode == "lora" else [],
+                         spec.hyper)
+    if spec.hyper.channels_last:  # after peft, so LoRA's own convolutions are converted too
+        model = speed.to_channels_last(model)
+    return data, train_set, model
+
+
+def _save(task, model, data, path: Path, accelerator) -> None:
+    if accelerator.is_main_process:
+        if hasattr(model, "merge_and_unload"):  # a LoRA stage: save plain weights with the adapters merged
+            model = model.merge_and_unload()
+        if path.exists():
+            shutil.rmtree(path)
+        with atomic_dir(path) as tmp:
+            task.save_checkpoint(model, data, tmp)
+    accelerator.wait_for_everyone()
+
+
+def train(spec, task, model, train_set, data, accelerator, params_total: int) -> TrainOutcome:
     """Train `model` on `train_set` (the budget's subset of data.train), evaluating on data.eval."""
     t_enter = time.perf_counter()
     hyper = spec.hyper
-    per_device = per_device_batch(hyper.batch_size, accelerator.num_processes, hyper.grad_accum)
+    per_device = hyper.per_device_batch(accelerator.num_processes)
     pin = accelerator.device.type == "cuda"  # page-locked batches copy to the GPU faster; no use on CPU
     train_dl = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=data.collate,
                           generator=torch.Generator().manual_seed(spec.seed), pin_memory=pin)
     eval_dl = DataLoader(data.eval, batch_size=2 * per_device, collate_fn=data.eval_collate or data.collate,
                          pin_memory=pin)
+    # The fused kernel (HF Trainer's default): one pass over all parameters instead of a Python loop over them
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hyper.lr,
-                                  weight_decay=hyper.weight_decay)
+                                  weight_decay=hyper.weight_decay, fused=True)
     model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
 
     # Counted per process after prepare (each process sees 1/N of the batches).
@@ -140,13 +142,14 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
     scheduler = get_scheduler(hyper.scheduler, optimizer, num_warmup_steps=int(hyper.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     target = spec.target
-    out = LoopResult(flops=0.0, per_device_batch=per_device)
+    out = TrainOutcome(flops=0.0, per_device_batch=per_device, grad_accum=hyper.grad_accum)
     bar = tqdm(total=total_steps, desc=f"{spec.mode} s{spec.seed}", leave=False, dynamic_ncols=True,
                disable=None if accelerator.is_main_process else True)  # None: off when not a TTY
     # The sum of every loss so far: NaN or infinite as soon as one loss is (one in-place add per step, no sync;
     # finite losses would need to exceed 3e38 together to overflow it). Read every LOG_EVERY steps.
     loss_sum = torch.zeros((), dtype=torch.float32, device=accelerator.device)
-    model.train()
+    losses = []  # on the device; read once at the end (no sync per step)
+    train_mode(model)
     start = time.perf_counter()  # time-to-target and train time count from the first optimizer step
     out.setup_seconds = start - t_enter
     while out.stop_reason is None:
@@ -159,6 +162,7 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
                 optimizer.step()
                 optimizer.zero_grad()
             loss_sum.add_(loss.detach())
+            losses.append(loss.detach())
             n = len(batch["labels"]) * accelerator.num_processes
             out.samples_seen += n
             flops = task.flops_per_batch(params_total, batch)
@@ -184,6 +188,7 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
                 break
     bar.close()
     out.train_seconds = time.perf_counter() - start - out.eval_seconds
+    out.losses = torch.stack(losses).float().tolist() if losses else []
     out.epochs_run = out.optimizer_steps / steps_per_epoch
     out.model = accelerator.unwrap_model(model, keep_torch_compile=False)
     return out
@@ -194,10 +199,11 @@ def _check_finite(loss_sum, loss, step: int, accelerator) -> None:
         raise Diverged(f"training loss became NaN or infinite by step {step} (last: {loss.item()})")
 
 
-def _evaluate_point(model, eval_dl, task, accelerator, out: LoopResult, start: float, target) -> bool:
+def _evaluate_point(model, eval_dl, task, accelerator, out: TrainOutcome, start: float, target) -> bool:
     """One point of the curve; True when it reaches a target that stops the run."""
     t0 = time.perf_counter()
     metrics = evaluate(model, eval_dl, task, accelerator)
+    out.eval_samples = int(metrics.pop("eval_samples"))
     out.eval_seconds += time.perf_counter() - t0
     seconds = time.perf_counter() - start
     out.curve.append({"step": out.optimizer_steps, "samples_seen": out.samples_seen, "seconds": round(seconds, 3),

@@ -1,8 +1,8 @@
 """One Ultralytics YOLO run: Ultralytics' own trainer and loop, with transferbench's mode applied to the model,
-and its outputs (validation metrics, results.csv) turned into the fields of the one training loop's result.
+and its outputs (validation metrics, results.csv) turned into the fields of a TrainOutcome.
 
 `fit(job)` takes and returns plain JSON-able dicts, so it runs the same in this process or, under a
-multi-process launch, in a child process with a clean environment (`python -m transferbench.tasks.yolo_fit`).
+multi-process launch, in a child process with a clean environment (`python -m transferbench.runners.yolo_fit`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 from copy import deepcopy
 from pathlib import Path
 
-from . import yolo_env
+from transferbench.tasks import yolo_env
 
 # our metric name -> Ultralytics' validation key (box metrics)
 METRICS = {"map50_95": "metrics/mAP50-95(B)", "map50": "metrics/mAP50(B)",
@@ -107,8 +107,7 @@ def _trainer_class():
 
 def fit(job: dict) -> dict:
     """Train and evaluate one run. `job`: overrides (Ultralytics trainer arguments), arch, init, pretrained,
-    mode, hyper, eval_every, target, n_train, save_to. Returns the one loop's result fields plus
-    params_total / params_trainable / setup_seconds."""
+    mode, hyper, eval_every, target, n_train, save_to. Returns TrainOutcome's recorded fields."""
     wall0 = time.perf_counter()
     yolo_env.load()
     from transferbench.modes import count_parameters, merge_lora_in_place
@@ -141,9 +140,12 @@ def fit(job: dict) -> dict:
         model = merge_lora_in_place(deepcopy(trainer.ema.ema).float())
         save_stage(model, trainer.data["names"], Path(job["save_to"]))
     metrics = {k: float(trainer_metrics.get(v, math.nan)) for k, v in METRICS.items()}
-    metrics["eval_samples"] = int(getattr(trainer.validator, "seen", 0) or 0)
     return {
-        "metrics": metrics, "curve": curve, "time_to_target_s": reached[0] if reached else None,
+        "metrics": metrics, "eval_samples": int(getattr(trainer.validator, "seen", 0) or 0),
+        "curve": curve, "time_to_target_s": reached[0] if reached else None,
+        # Ultralytics' `time` replaces `epochs` by as many as fit the time
+        "stop_reason": "max_seconds" if "time" in job["overrides"] else "epochs",
+        "per_device_batch": trainer.args.batch // max(1, trainer.world_size), "grad_accum": trainer.accumulate,
         "train_seconds": total - trainer.eval_seconds, "eval_seconds": trainer.eval_seconds,
         "samples_seen": epochs_run * job["n_train"],
         "optimizer_steps": epochs_run * len(trainer.train_loader) // trainer.accumulate,

@@ -1,0 +1,251 @@
+"""Leaderboard data: runs -> cells (task, dataset, model, budget, mode; mean over seeds) -> Δ vs scratch with its
+95% interval, the best cell per budget, the verdicts and the suite timings. Writers (tables, html, plots, publish)
+import this module and only format what it computes, so every format shows the same numbers; it imports no writer."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+from . import fmt, headline
+from .merge import CELL_KEY, check_configs, store_folder
+from .planner import MIN_BUDGETS, fit_curves
+# EPS, welch_interval and within_std stay importable from here (this module's API before stats.py existed)
+from .stats import EPS, significant, welch_interval, within_std  # noqa: F401
+from .stats import best as _best
+from .stats import sign as _sign
+
+# transferbench.modes.MODES' order (a test keeps them equal), without importing torch for a report
+MODE_ORDER = ("scratch", "finetune", "lora", "linear-probe")
+
+
+@dataclasses.dataclass
+class Leaderboard:
+    title: str
+    sources: list[str]
+    records: list[dict]  # the runs, each run_id once
+    cells: list[dict]  # sorted: task, dataset, model, budget, mode
+    budget_verdicts: list[dict]  # per task, dataset, model, budget
+    crossovers: list[dict]  # per task, dataset, model
+    prices: list[dict]  # each (device, price, date) that priced a run
+    timings: list[dict] = dataclasses.field(default_factory=list)  # the last suite_timing.jsonl line per store
+    headlines: list[dict] = dataclasses.field(default_factory=list)  # one plain line per task, dataset, model
+    fits: dict = dataclasses.field(default_factory=dict)  # planner.CurveFit per (task, dataset, model, mode)
+
+    @property
+    def plannable(self) -> bool:
+        """Some curve has enough budgets for the planner: the report then writes plan.md and plan.json."""
+        return any(len(f.points) >= MIN_BUDGETS for f in self.fits.values())
+
+    def tables(self) -> list[tuple[tuple[str, str], list[dict]]]:
+        """Cells grouped per task and dataset (one table each)."""
+        groups: dict[tuple, list] = defaultdict(list)
+        for c in self.cells:
+            groups[(c["task"], c["dataset"])].append(c)
+        return list(groups.items())
+
+    def failed(self) -> list[dict]:
+        return [r for r in self.records if r.get("status") != "ok"]
+
+
+def _mean(xs) -> Optional[float]:
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def _std(xs) -> Optional[float]:
+    xs = [x for x in xs if x is not None]
+    return statistics.stdev(xs) if len(xs) > 1 else None
+
+
+def budget_of(r: dict) -> Optional[int]:
+    """The resolved training-set size; a run that failed before resolving it falls back to the suite's number."""
+    if r.get("train_samples") is not None:
+        return r["train_samples"]
+    return (r.get("config") or {}).get("train_samples")
+
+
+def _cell(key: tuple, rs: list[dict]) -> dict:
+    ok = [r for r in rs if r.get("status") == "ok"]
+    scored = [r for r in ok if r.get("metric") is not None]
+    bad = [r for r in rs if r.get("status") != "ok"]
+    head = (ok or rs)[0]
+    reached = [r["time_to_target_s"] for r in scored if r.get("time_to_target_s") is not None]
+    priced = ok and all(r.get("cost_usd") is not None for r in ok)
+    cell = dict(zip(CELL_KEY, key))
+    cell.update(
+        status="ok" if scored else "no eval" if ok else head.get("status", "failed"),
+        n=len(scored), runs=len(rs), failed=len(bad), no_eval=len(ok) - len(scored),
+        errors=[f"seed {r.get('seed')}: {r.get('status')}: {r.get('error')}" for r in bad],
+        seeds=sorted(r.get("seed") for r in scored),
+        metric_name=head.get("metric_name"), higher_is_better=head.get("higher_is_better", True),
+        metric_mean=_mean(r["metric"] for r in scored), metric_std=_std(r["metric"] for r in scored),
+        target=head.get("target"), target_reached=len(reached), time_to_target_s=_mean(reached),
+        train_seconds=_mean(r.get("train_seconds") for r in ok),
+        samples_per_second=_mean(r.get("samples_per_second") for r in ok),
+        # older stores have no `converged`: unknown counts as neither
+        converged_runs=sum(r.get("converged") is True for r in scored),
+        still_improving=sum(r.get("converged") is False for r in scored),
+        mfu=_mean(r.get("mfu") for r in ok),
+        trainable_share=_mean(r["params_trainable"] / r["params_total"] for r in ok
+                              if r.get("params_trainable") is not None and r.get("params_total")),
+        peak_memory_bytes=max((r["peak_memory_bytes"] for r in ok if r.get("peak_memory_bytes")), default=None),
+        # per run: what one more run of this cell costs; the totals include failed runs, which were paid too
+        device_hours=_mean(r.get("device_hours") for r in ok),
+        cost_usd=_mean(r["cost_usd"] for r in ok) if priced else None,
+        device_hours_total=sum(r.get("device_hours") or 0.0 for r in rs),
+        cost_usd_total=sum(r.get("cost_usd") or 0.0 for r in rs),
+        price_per_device_hour=head.get("price_per_device_hour"), price_date=head.get("price_date"),
+        device_name=" + ".join(sorted({str(r.get("device_name")) for r in ok or rs})),
+    )
+    return cell
+
+
+def _compare_to_scratch(cells: list[dict]) -> None:
+    scratch = {tuple(c[k] for k in CELL_KEY[:-1]): c for c in cells if c["mode"] == "scratch" and c["n"]}
+    for c in cells:
+        base = scratch.get(tuple(c[k] for k in CELL_KEY[:-1]))
+        c["delta_vs_scratch"] = c["delta_ci"] = c["delta_significant"] = None
+        if base is None or not c["n"]:
+            continue
+        c["delta_vs_scratch"] = c["metric_mean"] - base["metric_mean"]
+        if c is not base:
+            c["delta_ci"] = welch_interval(c, base)
+            c["delta_significant"] = significant(c["delta_ci"])
+
+
+def _mark_best(cells: list[dict]) -> None:
+    """The best mean per task, dataset and budget, across models and modes (ties all marked)."""
+    groups = defaultdict(list)
+    for c in cells:
+        c["best"] = False
+        groups[(c["task"], c["dataset"], c["train_samples"])].append(c)
+    for group in groups.values():
+        best = _best(group)
+        for c in group:
+            c["best"] = best is not None and c["n"] > 0 and c["metric_mean"] == best["metric_mean"]
+
+
+def _cost_per_point(cell: dict) -> Optional[float]:
+    """USD per run divided by metric points (1 point = 0.01 of the metric, a percentage point of accuracy)."""
+    if cell["cost_usd"] is None or not cell["n"] or not cell["higher_is_better"] or cell["metric_mean"] <= 0:
+        return None
+    return cell["cost_usd"] / (100 * cell["metric_mean"])
+
+
+def _budget_verdict(key: tuple, group: list[dict]) -> Optional[dict]:
+    best = _best(group)
+    if best is None:
+        return None
+    close = [c for c in group if c["n"] and within_std(c, best)]
+    by_cost = all(c["cost_usd"] is not None for c in close)
+    price = "cost_usd" if by_cost else "device_hours"
+    # a tie in price goes to the better metric
+    cheapest = min(close, key=lambda c: (c[price] is None, c[price] or 0.0, -_sign(c) * c["metric_mean"]))
+    spend = fmt.money(cheapest["cost_usd"]) if by_cost else f"{fmt.hours(cheapest['device_hours'])} device-h"
+    per_point = (f", {fmt.money(cheapest['cost_per_point'])} per {cheapest['metric_name']} point"
+                 if cheapest["cost_per_point"] is not None else "")
+    text = (f"{key[2]}, {key[3]} examples: best {best['mode']}, {best['metric_name']} "
+            f"{fmt.metric(best['metric_mean'])} {fmt.spread(best)}; cheapest within one std of it: "
+            f"{cheapest['mode']} ({fmt.metric(cheapest['metric_mean'])}, {spend} per run{per_point})"
+            + ("" if len(close) > 1 else "; no other mode is within one std") + _provisional(group))
+    return dict(zip(CELL_KEY[:-1], key), best_mode=best["mode"], within_one_std=[c["mode"] for c in close],
+                cheapest_mode=cheapest["mode"], cheapest_by=price, provisional=_still(group), text=text)
+
+
+def _still(cells: list[dict]) -> list[dict]:
+    """The cells with runs still improving when they ended: a verdict built on them may change with training."""
+    return [dict(mode=c["mode"], train_samples=c["train_samples"], still_improving=c["still_improving"], n=c["n"])
+            for c in cells if c["still_improving"]]
+
+
+def _provisional(cells: list[dict]) -> str:
+    text = fmt.still_improving(cells)
+    return f"; provisional: {text}" if text else ""
+
+
+def _crossover(key: tuple, group: list[dict]) -> dict:
+    """The smallest budget from which on scratch stays within one std of the best transfer mode."""
+    per_budget = defaultdict(list)
+    for c in group:
+        if c["n"] and c["train_samples"] is not None:
+            per_budget[c["train_samples"]].append(c)
+    holds = {}
+    for budget, cs in sorted(per_budget.items()):
+        scratch = [c for c in cs if c["mode"] == "scratch"]
+        transfer = _best([c for c in cs if c["mode"] != "scratch"])
+        if scratch and transfer:
+            holds[budget] = within_std(scratch[0], transfer)
+    crossover = None
+    for budget in sorted(holds, reverse=True):
+        if not holds[budget]:
+            break
+        crossover = budget
+    budgets = ", ".join(map(str, sorted(holds)))
+    prefix = f"{key[2]}: scratch within one std of the best transfer mode:"
+    if not holds:
+        text = f"{prefix} no budget has both scratch and a transfer mode to compare"
+    elif crossover is None:
+        text = f"{prefix} not reached within the budgets run ({budgets})"
+    else:
+        text = f"{prefix} from {crossover} examples on (budgets run: {budgets})"
+    compared = [c for cs in per_budget.values() for c in cs]
+    return dict(zip(CELL_KEY[:-2], key), crossover_budget=crossover, budgets=sorted(holds),
+                within_one_std=[b for b in sorted(holds) if holds[b]], provisional=_still(compared),
+                text=text + _provisional(compared))
+
+
+def build(records: list[dict], title: str = "Leaderboard", sources=(), timings=()) -> Leaderboard:
+    """The leaderboard of `records` (each run_id once: merge.load). Raises UserError when a cell's runs differ in
+    config (check_configs)."""
+    check_configs(records)
+    groups = defaultdict(list)
+    for r in records:
+        groups[(r.get("task"), r.get("dataset"), r.get("model"), budget_of(r), r.get("mode"))].append(r)
+    cells = [_cell(key, rs) for key, rs in groups.items()]
+    order = {m: i for i, m in enumerate(MODE_ORDER)}
+    cells.sort(key=lambda c: (str(c["task"]), str(c["dataset"]), str(c["model"]), c["train_samples"] or 0,
+                              order.get(c["mode"], 99), str(c["mode"])))
+    _compare_to_scratch(cells)
+    _mark_best(cells)
+    for c in cells:
+        c["cost_per_point"] = _cost_per_point(c)
+    by_budget, by_model = defaultdict(list), defaultdict(list)
+    for c in cells:
+        by_budget[tuple(c[k] for k in CELL_KEY[:-1])].append(c)
+        by_model[tuple(c[k] for k in CELL_KEY[:-2])].append(c)
+    verdicts = [v for key, g in by_budget.items() if (v := _budget_verdict(key, g))]
+    crossovers = [_crossover(key, g) for key, g in by_model.items()]
+    fits = fit_curves(records)  # curves with fewer than MIN_BUDGETS budgets return at once, unfitted
+    prices = sorted({(str(r.get("device_name")), r.get("price_per_device_hour"), r.get("price_date"))
+                     for r in records}, key=str)
+    return Leaderboard(
+        title=title, sources=[str(s) for s in sources], records=records, cells=cells, budget_verdicts=verdicts,
+        crossovers=crossovers,
+        prices=[dict(device_name=d, price_per_device_hour=p, price_date=t) for d, p, t in prices],
+        timings=list(timings), fits=fits, headlines=headline.lines(cells, verdicts, crossovers, fits))
+
+
+def last_timing(folder: Path) -> Optional[dict]:
+    """The last invocation's line of `suite_timing.jsonl` (written by run_suite), or None."""
+    path = Path(folder) / "suite_timing.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
+def suite_timings(paths) -> list[dict]:
+    """The last suite_timing.jsonl line of each store that has one, in the order given."""
+    return [t for p in paths if (t := last_timing(store_folder(p)))]
+
+
+def default_title(records: list[dict], paths) -> str:
+    names = sorted({str(r.get("suite")) for r in records}) or [Path(paths[0]).name]
+    return f"Leaderboard: {', '.join(names)}"

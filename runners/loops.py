@@ -1,0 +1,39 @@
+"""The training loops, by name. A task names the loop that trains it (`Task.loop`: "hf" by default); the
+runner looks it up here and never asks which kind of task it runs. Every loop returns a TrainOutcome."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from transferbench.errors import UserError, did_you_mean
+
+from . import hf_loop, ultralytics
+
+
+@dataclass(frozen=True)
+class Loop:
+    name: str
+    # (spec, task, model_ref, accelerator, save_to, work_dir) -> TrainOutcome
+    run: Callable
+    # (spec, num_processes) -> None: raises UserError for what it cannot train, before anything trains
+    check: Callable
+    # out of memory: retry at half the per-device batch with twice the accumulation (the loop owns the batch)
+    splits_batch: bool
+
+
+LOOPS: dict[str, Loop] = {}
+
+
+def register_loop(loop: Loop) -> Loop:
+    LOOPS[loop.name] = loop
+    return loop
+
+
+def get_loop(name: str) -> Loop:
+    if name not in LOOPS:
+        raise UserError(f"unknown training loop '{name}'{did_you_mean(name, LOOPS)}")
+    return LOOPS[name]
+
+
+register_loop(Loop("hf", hf_loop.run, hf_loop.check, splits_batch=True))
+register_loop(Loop("ultralytics", ultralytics.run, ultralytics.check, splits_batch=False))

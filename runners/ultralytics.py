@@ -1,0 +1,76 @@
+"""The Ultralytics loop: launch glue for tasks whose `loop` is "ultralytics" (object detection).
+
+The task describes the run as a JSON-able job (tasks/object_detection.py); here it gets its devices and is
+trained by runners/yolo_fit.py. Under a multi-process `accelerate launch` the main process trains in a child
+process whose environment lacks the launcher's rank variables (Ultralytics reads RANK/LOCAL_RANK and would
+believe it is already a DDP worker); on GPUs that child uses Ultralytics' own DDP over the same devices; the
+other processes wait for its result, so N processes never train N copies.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from transferbench.cache import cache_dir
+from transferbench.errors import UserError
+from transferbench.outcome import TrainOutcome
+from transferbench.tasks import yolo_env
+
+HF_LOOP_OPTIONS = ("compile", "channels_last", "gradient_checkpointing")  # speed options Ultralytics lacks
+LAUNCHER_VARIABLES = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                      "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"}
+
+
+def check(spec, num_processes: int) -> None:
+    options = [k for k in HF_LOOP_OPTIONS if getattr(spec.hyper, k)]
+    if options:
+        raise UserError(f"{', '.join(options)} apply to the Hugging Face loop only; {spec.task} trains with its "
+                        f"own loop: set {options[0]}: false for it")
+
+
+def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
+        work_dir: Optional[Path] = None) -> TrainOutcome:
+    work = Path(work_dir) if work_dir else cache_dir() / "work" / spec.run_id
+    job = task.job(spec, model_ref, work, save_to)
+    cuda = accelerator.device.type == "cuda"
+    job["overrides"] = {
+        "workers": 2 if cuda else 0,  # CPU: loader workers would take the cores training needs
+        **job["overrides"],
+        # N processes on GPUs: Ultralytics' own DDP over the same devices; on CPU it trains in one process
+        "device": ",".join(str(i) for i in range(accelerator.num_processes)) if cuda else "cpu",
+    }
+    if accelerator.num_processes > 1 or "LOCAL_RANK" in os.environ:
+        out = _fit_in_child(job, work, accelerator)
+    else:
+        from .yolo_fit import fit
+
+        out = fit(job)
+    return TrainOutcome(**out, dataset=job["dataset"], train_samples=job["n_train"])
+
+
+def _fit_in_child(job: dict, work: Path, accelerator) -> dict:
+    """The main process trains in a child process; the others poll for its result file (no collective that
+    could time out however long training takes)."""
+    job_file = work / "job.json"
+    result = job_file.with_suffix(".result.json")
+    if accelerator.is_main_process:
+        result.unlink(missing_ok=True)  # a result left by an earlier, interrupted invocation
+    accelerator.wait_for_everyone()  # every process is here now: none reads a stale result below
+    if accelerator.is_main_process:
+        job_file.write_text(json.dumps(job))
+        env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES and not k.startswith("ACCELERATE_")}
+        yolo_env.prepare_environment(env)
+        proc = subprocess.run([sys.executable, "-m", "transferbench.runners.yolo_fit", str(job_file)], env=env)
+        if proc.returncode and not result.exists():
+            raise RuntimeError(f"the Ultralytics child process exited with code {proc.returncode}")
+    while not result.exists():
+        time.sleep(0.5)
+    out = json.loads(result.read_text())
+    if "error" in out:
+        raise RuntimeError(out["error"])
+    return out["ok"]

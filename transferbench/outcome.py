@@ -1,0 +1,43 @@
+"""What a training loop returns: the contract between loops (runners/) and the result record (results.py).
+
+Every loop (the Accelerate loop, the Ultralytics adapter, a loop added later) fills a `TrainOutcome`;
+`Result.apply(outcome)` is the one place that turns it into record fields, so two loops can never fill the
+same field two ways.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class TrainOutcome:
+    metrics: dict[str, float] = field(default_factory=dict)  # the final evaluation (every metric of the task)
+    eval_samples: Optional[int] = None  # examples the final evaluation scored (all processes)
+    curve: list[dict] = field(default_factory=list)  # {step, samples_seen, seconds, metric, ...} per evaluation
+    time_to_target_s: Optional[float] = None  # from the first optimizer step, evaluations included (MLPerf)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    setup_seconds: float = 0.0  # data and model loading, mode preparation, loaders, prepare
+    samples_seen: int = 0
+    optimizer_steps: int = 0
+    epochs_run: float = 0.0
+    stop_reason: Optional[str] = None  # epochs | max_steps | max_seconds | target
+    per_device_batch: Optional[int] = None
+    grad_accum: Optional[int] = None
+    flops: Optional[float] = None  # training FLOPs, None when the loop has no estimate
+    losses: list[float] = field(default_factory=list)  # training loss per batch (or per epoch)
+    # Shared work another run did and this one uses (cached features), at this run's share, minus such work
+    # this run did for others: added to the measured wall time, so each run is billed what it would cost alone.
+    charged_seconds: float = 0.0
+    dataset: Optional[str] = None  # the data's identity as trained (what the record's `dataset` says)
+    train_samples: Optional[int] = None  # the budget, resolved
+    params_total: Optional[int] = None
+    params_trainable: Optional[int] = None
+    # Not recorded: what a caller may still need (a pretrain stage saves the model with its processor).
+    model: Any = None
+    data: Any = None
+
+
+class Diverged(RuntimeError):
+    """Raised by a loop when the training loss became NaN or infinite: the run's status is `diverged`."""
