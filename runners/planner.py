@@ -230,9 +230,19 @@ def by_curve(records: list[dict]) -> dict[tuple, list[dict]]:
     return dict(sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))))
 
 
+_FITS: dict[tuple, CurveFit] = {}  # the report and its plan fit the same curves: each is fitted once a process
+
+
 def fit_curves(records: list[dict]) -> dict[tuple, CurveFit]:
     """Every curve of the records, fitted or with the reason it is not: (task, dataset, model, mode) -> CurveFit."""
-    return {key: fit_curve(key, rows) for key, rows in by_curve(records).items()}
+    out = {}
+    for key, rows in by_curve(records).items():
+        data = (key, tuple((r["train_samples"], r["metric"], r.get("cost_usd"), r.get("device_hours"),
+                            r.get("metric_name"), r.get("higher_is_better")) for r in rows))
+        if data not in _FITS:
+            _FITS[data] = fit_curve(key, rows)
+        out[key] = _FITS[data]
+    return out
 
 
 def limit(fit: CurveFit, max_factor: float) -> float:
