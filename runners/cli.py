@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
 import sys
 import warnings
@@ -58,24 +60,40 @@ def _run(args) -> int:
     from transferbench.config import load_suite
 
     suite = load_suite(args.suite)  # before the heavy imports: a typo in the suite is reported at once
-    if args.price_per_device_hour is not None and args.price_per_device_hour < 0:
-        raise UserError("--price-per-device-hour must be >= 0")
+    price = args.price_per_device_hour
+    if price is not None and not (math.isfinite(price) and price >= 0):
+        raise UserError(f"--price-per-device-hour must be >= 0 and finite (got {price})")
     results_dir = Path(args.results_dir or Path("results") / suite.name)
-    if results_dir.exists() and not results_dir.is_dir():
+    try:
+        is_file = results_dir.exists() and not results_dir.is_dir()
+    except OSError as err:  # a name longer than the filesystem allows, a loop of symlinks...
+        what = "the filesystem cannot hold this name" if err.errno == errno.ENAMETOOLONG else err.strerror
+        raise UserError(f"--results-dir {str(results_dir)[:100]}...: {what}; give another folder") from None
+    if is_file:
         raise UserError(f"--results-dir {results_dir} is a file; give a folder (it holds runs.jsonl)")
 
-    from .execute import process_state
-    from .signals import Interrupted
-    from .suite import expand_runs, run_suite
+    from .suite import expand_runs, run_suite  # torch-free until a run trains: a dry run imports no torch
 
-    if args.dry_run:
+    if args.dry_run:  # everything `run` checks before training, checked here too; nothing written
+        from transferbench.results import Store
+
+        from .suite import check_writable, preflight
+
         runs = expand_runs(suite, args.shard)
+        done = Store(results_dir).completed(strict=True)
+        pending = [r for r in runs if r.run_id not in done]
+        if pending:
+            check_writable(results_dir, pending, keep=False)
+        preflight(pending, args.rebuild_stages)
         for spec in runs:
             budget = spec.train_samples if spec.train_samples is not None else spec.train_fraction or "all"
             print(f"{spec.run_id}  {spec.task}  {spec.dataset.source}  {spec.model}  {spec.mode}  "
                   f"budget={budget}  seed={spec.seed}")
         print(f"{len(runs)} runs")
         return 0
+    from .execute import process_state
+    from .signals import Interrupted
+
     try:
         results = run_suite(suite, results_dir, args.shard, args.price_per_device_hour, args.rebuild_stages)
     except Interrupted as stop:  # exit 128 + signal, as a shell reports it
@@ -90,14 +108,24 @@ def _run(args) -> int:
     return 1 if any(r.status != "ok" for r in results) else 0
 
 
+def _folder_arg(flag: str, value) -> None:
+    """An output folder flag that points at an existing file: one line, before anything is computed."""
+    if value is not None and Path(value).exists() and not Path(value).is_dir():
+        raise UserError(f"{flag} {value} is a file; give a folder (the leaderboard files go there)")
+
+
 def _report(args) -> int:
     from .report import report
+
+    _folder_arg("--out", args.out)
+    _folder_arg("--publish", args.publish)
 
     print(report(args.results_dirs, args.out and Path(args.out), args.publish and Path(args.publish), args.title))
     return 0
 
 
 def _plan(args) -> int:
+    _folder_arg("--out", args.out)
     from .planner_report import parse_budgets, write_plan
 
     print(write_plan(args.results_dirs, args.out and Path(args.out), args.target, parse_budgets(args.budgets),
@@ -110,7 +138,7 @@ def _stages(args) -> int:
 
     from transferbench.config import load_suite
 
-    from .stages import SHIPPED_STAGES, ensure_stage
+    from .stages import SHIPPED_STAGES, ensure_stage, stage_dir
     from .suite import expand_runs
 
     stages = {r.stage.stage_name: r.stage for r in expand_runs(load_suite(args.suite)) if r.stage}
@@ -121,8 +149,9 @@ def _stages(args) -> int:
         if args.ship and path.parent != SHIPPED_STAGES:
             for old in SHIPPED_STAGES.glob(f"{name}-*"):
                 shutil.rmtree(old)
-            shutil.copytree(path, SHIPPED_STAGES / path.name)
-            path = SHIPPED_STAGES / path.name
+            shipped = SHIPPED_STAGES / stage_dir(stage).name  # NAME-ID, not the cache's version folder
+            shutil.copytree(path, shipped)
+            path = shipped
         print(f"{name}: {path}")
     return 0
 

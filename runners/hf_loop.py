@@ -30,6 +30,7 @@ from . import features
 from .signals import check_stop
 
 LOG_EVERY = 10  # optimizer steps between divergence checks / progress-bar updates (each one syncs a GPU)
+EVAL_BATCH = 128  # the smallest per-device evaluation batch (2 x the training batch when that is larger)
 
 
 def evaluate(model, loader, task, accelerator) -> dict[str, float]:
@@ -57,9 +58,13 @@ def train_mode(model) -> None:
             m.eval()
 
 
-def check(spec, num_processes: int) -> None:
-    """What this loop cannot train as asked, found before anything trains: an uneven batch split."""
-    spec.hyper.per_device_batch(num_processes)
+def warm_up() -> None:
+    """What `run` imports on its first call (the suite calls this before its first run)."""
+    import accelerate.utils  # noqa: F401
+    import transformers.optimization  # noqa: F401 - get_scheduler
+
+
+from .hf_check import check  # noqa: E402, F401 - torch-free, so a dry run checks without importing torch
 
 
 def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None, work_dir=None) -> TrainOutcome:
@@ -93,8 +98,12 @@ def setup(spec, task, ref: str):
     if spec.hyper.eval_samples and spec.hyper.eval_samples < len(data.eval):  # seed 0: one subset for all runs
         keep = sorted(sources.subset_indices(len(data.eval), 0, spec.hyper.eval_samples))
         data = dataclasses.replace(data, eval=torch.utils.data.Subset(data.eval, keep))
-    size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
-    train_set = torch.utils.data.Subset(data.train, sources.subset_indices(len(data.train), spec.seed, size))
+    pool = list(range(len(data.train)))
+    if spec.hyper.early_stopping:  # carved before the budget is drawn: disjoint from every budget's subset
+        held, pool = sources.validation_split(len(data.train), spec.hyper.early_stopping.validation_samples)
+        data = dataclasses.replace(data, validation=torch.utils.data.Subset(data.train, held))
+    size = sources.budget_size(len(pool), spec.train_samples, spec.train_fraction)
+    train_set = torch.utils.data.Subset(data.train, [pool[i] for i in sources.subset_indices(len(pool), spec.seed, size)])
     set_seed(spec.seed)  # same seed -> same head/scratch init, dropout and shuffling
     model = task.build_model(ref, data.labels, pretrained=mode.pretrained)
     if spec.hyper.gradient_checkpointing:  # on the task's model, before peft wraps it
@@ -126,11 +135,16 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
     pin = accelerator.device.type == "cuda"  # page-locked batches copy to the GPU faster; no use on CPU
     train_dl = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=data.collate,
                           generator=torch.Generator().manual_seed(spec.seed), pin_memory=pin)
-    eval_dl = DataLoader(data.eval, batch_size=2 * per_device, collate_fn=data.eval_collate or data.collate,
+    # inference keeps no activations for backward: larger batches, fewer Python steps (as Trainer's eval batch)
+    eval_dl = DataLoader(data.eval, batch_size=max(2 * per_device, EVAL_BATCH),
+                         collate_fn=data.eval_collate or data.collate,
                          pin_memory=pin)
     # The fused kernel (HF Trainer's default): one pass over all parameters instead of a Python loop over them
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hyper.lr,
                                   weight_decay=hyper.weight_decay, fused=True)
+    stopper = EarlyStop(hyper.early_stopping, task, accelerator.prepare(DataLoader(  # scored like the eval split
+        data.validation, batch_size=eval_dl.batch_size, collate_fn=eval_dl.collate_fn, pin_memory=pin))) \
+        if hyper.early_stopping and data.validation is not None else None
     model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
 
     # Counted per process after prepare (each process sees 1/N of the batches).
@@ -142,7 +156,8 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
     scheduler = get_scheduler(hyper.scheduler, optimizer, num_warmup_steps=int(hyper.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     target = spec.target
-    out = TrainOutcome(flops=0.0, per_device_batch=per_device, grad_accum=hyper.grad_accum)
+    clip = hyper.max_grad_norm or None  # 0 or None: no clipping
+    out = TrainOutcome(flops=0.0, per_device_batch=per_device, grad_accum=hyper.grad_accum, max_grad_norm=clip)
     bar = tqdm(total=total_steps, desc=f"{spec.mode} s{spec.seed}", leave=False, dynamic_ncols=True,
                disable=None if accelerator.is_main_process else True)  # None: off when not a TTY
     # The sum of every loss so far: NaN or infinite as soon as one loss is (one in-place add per step, no sync;
@@ -159,6 +174,8 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
             with accelerator.accumulate(model):
                 loss, _ = task.loss_and_logits(model, batch)
                 accelerator.backward(loss)
+                if clip and accelerator.sync_gradients:  # on the accumulated gradients, unscaled (fp16), as Trainer
+                    accelerator.clip_grad_norm_(model.parameters(), clip)
                 optimizer.step()
                 optimizer.zero_grad()
             loss_sum.add_(loss.detach())
@@ -184,6 +201,8 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
             if step % eval_interval == 0 or out.stop_reason:
                 if _evaluate_point(model, eval_dl, task, accelerator, out, start, target):
                     out.stop_reason = out.stop_reason or "target"
+                if stopper is not None and stopper.done(model, accelerator, out):
+                    out.stop_reason = out.stop_reason or "early_stopping"
             if out.stop_reason:
                 break
     bar.close()
@@ -192,6 +211,26 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
     out.epochs_run = out.optimizer_steps / steps_per_epoch
     out.model = accelerator.unwrap_model(model, keep_torch_compile=False)
     return out
+
+
+class EarlyStop:
+    """Patience on the validation subset's metric (carved from the training pool; the eval split never decides)."""
+
+    def __init__(self, rule, task, loader):
+        self.rule, self.task, self.loader = rule, task, loader
+        self.best, self.waited = None, 0
+
+    def done(self, model, accelerator, out: TrainOutcome) -> bool:
+        t0 = time.perf_counter()
+        value = evaluate(model, self.loader, self.task, accelerator)[self.task.metric_name]
+        out.eval_seconds += time.perf_counter() - t0
+        out.curve[-1]["validation"] = value
+        gain = None if self.best is None else (value - self.best) * (1 if self.task.higher_is_better else -1)
+        if gain is None or gain > self.rule.min_delta:
+            self.best, self.waited = value, 0
+        else:
+            self.waited += 1
+        return self.waited >= self.rule.patience
 
 
 def _check_finite(loss_sum, loss, step: int, accelerator) -> None:

@@ -7,7 +7,7 @@ from typing import Callable
 
 from transferbench.errors import UserError, did_you_mean
 
-from . import hf_loop, ultralytics
+from . import hf_check, ultralytics  # torch-free at import (hf_loop is imported at its first run)
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class Loop:
     check: Callable
     # out of memory: retry at half the per-device batch with twice the accumulation (the loop owns the batch)
     splits_batch: bool
+    # () -> None: imports what `run` would import on its first call (the suite warms up before its first run)
+    warm_up: Callable = lambda: None
 
 
 LOOPS: dict[str, Loop] = {}
@@ -35,5 +37,15 @@ def get_loop(name: str) -> Loop:
     return LOOPS[name]
 
 
-register_loop(Loop("hf", hf_loop.run, hf_loop.check, splits_batch=True))
+def _hf(name: str) -> Callable:
+    """hf_loop's function `name`, its module (torch) imported at the first call: checks run in a dry run."""
+    def call(*args, **kwargs):
+        from . import hf_loop
+
+        return getattr(hf_loop, name)(*args, **kwargs)
+
+    return call
+
+
+register_loop(Loop("hf", _hf("run"), hf_check.check, splits_batch=True, warm_up=_hf("warm_up")))
 register_loop(Loop("ultralytics", ultralytics.run, ultralytics.check, splits_batch=False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transferbench.errors import UserError
-from transferbench.results import Store
+from transferbench.results import Store, dedupe
 
 # What identifies a cell of the leaderboard: its runs differ only by seed.
 CELL_KEY = ("task", "dataset", "model", "train_samples", "mode")
@@ -31,17 +31,16 @@ def store(arg: str | Path) -> Store:
 
 def load(paths) -> list[dict]:
     """Runs of all stores, in order. A run_id seen twice (concatenated shards, a run retried after failing)
-    counts once: its first `ok` record wins, else its last failure. Store.records skips lines without a string
-    run_id, so every record here has one."""
-    chosen: dict[str, dict] = {}
+    counts once: its first `ok` record wins, else its last failure (results.dedupe, the same rule `run` resumes
+    by). Store.records skips (with a warning naming the line) lines without a string run_id or with fields of the
+    wrong type or value, so every record here is usable."""
+    records = []
     for arg in paths:
         source = store(arg)
         for record in source.records():
             record["_store"] = str(source.dir)  # for messages only; exports drop "_" keys
-            old = chosen.get(record["run_id"])
-            if old is None or old.get("status") != "ok":
-                chosen[record["run_id"]] = record
-    return list(chosen.values())
+            records.append(record)
+    return dedupe(records)
 
 
 def _comparable(config: dict) -> dict:

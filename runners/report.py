@@ -9,11 +9,10 @@ from typing import Optional
 
 from transferbench.errors import UserError
 
-from . import html, plots, tables
+from . import html, tables
 from .leaderboard import build, default_title, suite_timings
 from .merge import load, store_folder
 from .planner_report import write_plan
-from .publish import publish as publish_to
 
 
 def report(paths, out: Optional[Path] = None, publish: Optional[Path] = None, title: Optional[str] = None) -> str:
@@ -27,12 +26,16 @@ def report(paths, out: Optional[Path] = None, publish: Optional[Path] = None, ti
     records = load(paths)
     board = build(records, title or default_title(records, paths), sources=paths, timings=suite_timings(paths))
     out = Path(out)
+    from . import plots  # matplotlib (~0.3 s): imported when the figures are drawn
+
     figures = plots.write_all(board, out / "plots")
     text = tables.write_all(board, out, figures)
     html.write(board, figures, out / "leaderboard.html")
     if board.plannable:  # fewer budgets: nothing to fit, so no plan and no word about one
         write_plan(paths, out)
     if publish is not None:
+        from .publish import publish as publish_to
+
         publish_to(board, Path(publish), figures, plan_from=out if board.plannable else None)
     return text
 

@@ -43,6 +43,11 @@ def graceful_stop():
         _requested.clear()
 
 
+def stop_requested() -> bool:
+    """Whether a stop was asked for (for loops that stop themselves: Ultralytics' trainer flag)."""
+    return bool(_requested)
+
+
 def check_stop() -> None:
     """Raise Interrupted if a stop was requested (called between steps and between runs)."""
     if _requested:

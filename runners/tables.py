@@ -79,7 +79,9 @@ def timing_line(t: dict) -> str:
     return (f"Suite {t.get('suite')} (invocation finished {t.get('finished_at')}, {t.get('runs')} runs): wall "
             f"{fmt.seconds(t.get('wall_seconds'))} (process start to last run), runs' train + eval "
             f"{fmt.seconds(work)}: {ratio}; setup {fmt.seconds(t.get('setup_seconds'))}, preflight "
-            f"{fmt.seconds(t.get('preflight_seconds'))}, start-up and imports {fmt.seconds(t.get('startup_seconds'))}.")
+            f"{fmt.seconds(t.get('preflight_seconds'))}, "
+            + (f"warm-up {fmt.seconds(t['warmup_seconds'])}, " if "warmup_seconds" in t else "")  # since issue 17
+            + f"start-up and imports {fmt.seconds(t.get('startup_seconds'))}.")
 
 
 def failed_lines(board: Leaderboard) -> list[str]:

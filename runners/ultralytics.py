@@ -21,12 +21,19 @@ from transferbench.errors import UserError
 from transferbench.outcome import TrainOutcome
 from transferbench.tasks import yolo_env
 
-HF_LOOP_OPTIONS = ("compile", "channels_last", "gradient_checkpointing")  # speed options Ultralytics lacks
+HF_LOOP_OPTIONS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples",
+                   "early_stopping")  # options of the HF loop that Ultralytics lacks
 LAUNCHER_VARIABLES = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
                       "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"}
 
 
+ULTRALYTICS_MAX_GRAD_NORM = 10.0  # Ultralytics' trainer clips every step at this norm, whatever it is told
+
+
 def check(spec, num_processes: int) -> None:
+    if spec.hyper.max_grad_norm != type(spec.hyper).model_fields["max_grad_norm"].default:
+        raise UserError(f"max_grad_norm: {spec.task} trains with Ultralytics' own loop, which always clips at "
+                        f"{ULTRALYTICS_MAX_GRAD_NORM:g}; leave max_grad_norm unset for it")
     options = [k for k in HF_LOOP_OPTIONS if getattr(spec.hyper, k)]
     if options:
         raise UserError(f"{', '.join(options)} apply to the Hugging Face loop only; {spec.task} trains with its "
@@ -35,7 +42,8 @@ def check(spec, num_processes: int) -> None:
 
 def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
         work_dir: Optional[Path] = None) -> TrainOutcome:
-    work = Path(work_dir) if work_dir else cache_dir() / "work" / spec.run_id
+    # absolute: Ultralytics resolves a relative `project` against its own runs dir, outside the results dir
+    work = (Path(work_dir) if work_dir else cache_dir() / "work" / spec.run_id).resolve()
     job = task.job(spec, model_ref, work, save_to)
     cuda = accelerator.device.type == "cuda"
     job["overrides"] = {
@@ -50,7 +58,8 @@ def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
         from .yolo_fit import fit
 
         out = fit(job)
-    return TrainOutcome(**out, dataset=job["dataset"], train_samples=job["n_train"])
+    return TrainOutcome(**out, dataset=job["dataset"], train_samples=job["n_train"],
+                        max_grad_norm=ULTRALYTICS_MAX_GRAD_NORM)
 
 
 def _fit_in_child(job: dict, work: Path, accelerator) -> dict:

@@ -6,6 +6,7 @@ multi-process launch, in a child process with a clean environment (`python -m tr
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -15,6 +16,8 @@ from copy import deepcopy
 from pathlib import Path
 
 from transferbench.tasks import yolo_env
+
+from .signals import check_stop, stop_requested
 
 # our metric name -> Ultralytics' validation key (box metrics)
 METRICS = {"map50_95": "metrics/mAP50-95(B)", "map50": "metrics/mAP50(B)",
@@ -51,6 +54,21 @@ def _load_source(init: dict):
     return model
 
 
+@contextlib.contextmanager
+def _rng_kept():
+    """Run the body without advancing torch's, numpy's or Python's random state."""
+    import random
+
+    import numpy as np
+    import torch
+
+    state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        yield
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+
+
 def _trainer_class():
     from torch import nn
     from ultralytics.models.yolo.detect import DetectionTrainer
@@ -67,7 +85,11 @@ def _trainer_class():
 
         def get_model(self, cfg=None, weights=None, verbose=True):
             job = self.job
-            init = _load_source(job["init"]) if job["init"] and job["pretrained"] else None
+            # The source model is built outside the run's random stream (its own random init would otherwise
+            # consume it): the target's fresh layers get the same initialisation for a seed in every mode, the
+            # one Ultralytics' trainer gives after its init_seeds(seed + 1).
+            with _rng_kept():
+                init = _load_source(job["init"]) if job["init"] and job["pretrained"] else None
             arch = deepcopy(job["arch"]) if isinstance(job["arch"], dict) else cfg  # cfg: a .pt's own architecture
             model = super().get_model(cfg=arch, weights=init, verbose=False)
             model.peft_in_place = True  # Ultralytics indexes its layers: LoRA goes in place, no wrapper
@@ -90,6 +112,8 @@ def _trainer_class():
                     m.eval()
 
         def validate(self):
+            if stop_requested():  # Ctrl-C/SIGTERM: the run is not recorded, so its metrics are not needed
+                return self.metrics, self.fitness
             epoch = self.epoch + 1
             if epoch % self.job["eval_every"] and epoch < self.epochs:
                 return self.metrics, self.fitness  # not an evaluation epoch
@@ -101,6 +125,11 @@ def _trainer_class():
 
         def final_eval(self):
             pass
+
+        def save_model(self):
+            # Ultralytics writes last.pt/best.pt (weights + optimizer state) every epoch and at the last one even
+            # with save=False; transferbench reads neither: written only when asked (task_args.ultralytics.save)
+            return super().save_model() if self.args.save else False
 
     return Trainer
 
@@ -120,8 +149,14 @@ def fit(job: dict) -> dict:
         marks["start"] = time.perf_counter()
         marks["params"] = count_parameters(t.model)
 
+    def on_batch_end(t):  # Ctrl-C/SIGTERM: Ultralytics' own stop flag ends the epoch after this batch
+        if stop_requested():
+            t.stop = True
+
     trainer.add_callback("on_train_start", on_train_start)
+    trainer.add_callback("on_train_batch_end", on_batch_end)
     trainer.train()
+    check_stop()  # stopped early by a signal: Interrupted, so the run is not recorded
     total = time.perf_counter() - marks["start"]
     trainer_metrics = trainer.metrics or {}
     rows = list(csv.DictReader(trainer.csv.read_text(encoding="utf-8").splitlines())) if trainer.csv.exists() else []

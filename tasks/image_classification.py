@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from typing import Literal, Optional
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from transferbench import flops, models, sources
 from transferbench.config import DatasetSpec
 from transferbench.errors import UserError
+from transferbench.lazy import lazy
 from transferbench.models import check_auto_class
 
 from . import Task, TaskData, class_labels, register_task, require_columns
@@ -31,24 +32,23 @@ class ImageArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image_size: Optional[int] = Field(None, gt=0)  # None: the model's image processor / timm data config
     augment: Literal["off", "light", "standard"] = "off"  # light: small crops; standard: crops, flips, colour
+    # BatchNorm running-statistics momentum for every mode (None: the model's own). TF-ported timm models
+    # (tf_*) keep TensorFlow's 0.01, made for long schedules: after a few dozen steps their running statistics
+    # have barely left ImageNet's, so evaluation of a short fine-tune measures that lag, not the mode
+    bn_momentum: Optional[float] = Field(None, gt=0, le=1)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# timm models behind the transformers calling convention, so the one loop drives both
-class TimmClassifier(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
+torch = lazy("torch")  # imported when the task prepares data or builds a model, not when it is registered
 
-    def forward(self, pixel_values, labels=None):
-        from transformers.modeling_outputs import ImageClassifierOutput
 
-        logits = self.model(pixel_values)
-        loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return ImageClassifierOutput(loss=loss, logits=logits)
+def __getattr__(name: str):
+    """TimmClassifier (timm models behind the transformers calling convention) and Examples live in
+    tasks/_image_torch.py, imported on first use so that the registry needs no torch."""
+    if name in ("TimmClassifier", "Examples"):
+        from . import _image_torch
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:  # the suite's gradient_checkpointing
-        self.model.set_grad_checkpointing(enable)
+        return getattr(_image_torch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _timm_name(ref: str) -> Optional[tuple[str, Optional[str]]]:
@@ -67,7 +67,12 @@ def _create_timm(name: str, file: Optional[str], num_classes: int, pretrained: b
 
     overlay = {"file": file} if file else None
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, pretrained_cfg_overlay=overlay)
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, pretrained_cfg_overlay=overlay)
+        # A new head starts as timm's own reset makes it (a plain nn.Linear init), in every mode: some families'
+        # construction-time init (EfficientNet's, uniform ±1/sqrt(classes)) gives logits ~50x larger, an initial
+        # loss near 16 for 10 classes, and gradients that wreck a pretrained backbone in the first steps
+        model.reset_classifier(num_classes)
+        return model
     except RuntimeError as err:
         if "Unknown model" in str(err):
             raise UserError(f"unknown timm model '{name}' (see timm.list_models())") from None
@@ -133,6 +138,9 @@ class ImageCollate:
                 "labels": torch.tensor([int(e["labels"]) for e in examples])}
 
 
+MAX_PIXELS = 64 * 2**20  # larger pictures are skipped as unreadable (a decompression bomb's header claims more)
+
+
 def _decode_resize(batch, image: str, size: int, bad: list):
     """Decode and resize once (cached by datasets); unreadable files are marked and reported, not fatal."""
     import io
@@ -142,12 +150,17 @@ def _decode_resize(batch, image: str, size: int, bad: list):
     out, ok = [], []
     for item in batch[image]:
         try:
-            img = item if isinstance(item, Image.Image) else Image.open(
-                io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
-            arr = np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+            with warnings.catch_warnings():  # a picture above MAX_PIXELS is a decompression bomb: skipped
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = item if isinstance(item, Image.Image) else Image.open(
+                    io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
+                if img.width * img.height > MAX_PIXELS:
+                    raise ValueError(f"{img.width}x{img.height} pixels is above the limit of {MAX_PIXELS}")
+                arr = np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
             out.append(arr)
             ok.append(True)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning):
             bad.append(item.get("path") if isinstance(item, dict) else "?")
             out.append(np.zeros((size, size, 3), np.uint8))
             ok.append(False)
@@ -187,23 +200,12 @@ def _prepared(dataset_json: str, size: int) -> tuple:
     return splits, labels, dataset.source + (f"/{dataset.config}" if dataset.config else "")
 
 
-class Examples(torch.utils.data.Dataset):
-    """A split held as tensors: indexing is a tensor slice, not an Arrow row decode (~50x faster per item)."""
-
-    def __init__(self, columns: dict[str, torch.Tensor]):
-        self.columns = columns
-
-    def __len__(self):
-        return len(next(iter(self.columns.values())))
-
-    def __getitem__(self, i):
-        return {k: v[i] for k, v in self.columns.items()}
-
-
 IN_MEMORY_BYTES = 4 * 2**30  # larger splits stay memory-mapped Arrow (e.g. ImageNet-sized data at 224 px)
 
 
 def _in_memory(split):
+    from ._image_torch import Examples
+
     nbytes = split.num_rows * int(np.prod(split.features["pixel_values"].shape))
     if nbytes > IN_MEMORY_BYTES:
         return split.with_format("torch")
@@ -237,6 +239,10 @@ class ImageClassification(Task):
 
     def build_model(self, model: str, labels: list[str], pretrained: bool):
         self._built = built = self._build(model, labels, pretrained)
+        if self.args.bn_momentum is not None:
+            for m in built.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.momentum = self.args.bn_momentum
         self._forward_flops: dict[tuple, float] = {}
         return built
 
@@ -253,6 +259,8 @@ class ImageClassification(Task):
         return 3.0 * self._forward_flops[shape] * len(x)
 
     def _build(self, model: str, labels: list[str], pretrained: bool):
+        from ._image_torch import TimmClassifier
+
         timm_ref = _timm_name(model)
         if timm_ref:
             return TimmClassifier(_create_timm(*timm_ref, num_classes=len(labels), pretrained=pretrained))
@@ -267,19 +275,25 @@ class ImageClassification(Task):
                                       ignore_mismatched_sizes=True)
 
     def model_type(self, model) -> Optional[str]:
-        if isinstance(model, TimmClassifier):
+        if _is_timm(model):
             return "timm:" + type(model.model).__module__.rsplit(".", 1)[-1]
         return super().model_type(model)
 
     def head_names(self, model) -> list[str]:
-        if isinstance(model, TimmClassifier):
+        if _is_timm(model):
             return ["model." + model.model.pretrained_cfg["classifier"]]
         return super().head_names(model)
 
     def save_checkpoint(self, model, data: TaskData, path) -> None:
-        if isinstance(model, TimmClassifier):
+        if _is_timm(model):
             import timm
 
             timm.models.save_for_hf(model.model, str(path), model_config={"label_names": data.labels})
         else:
             super().save_checkpoint(model, data, path)
+
+
+def _is_timm(model) -> bool:
+    from ._image_torch import TimmClassifier
+
+    return isinstance(model, TimmClassifier)

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferbench import sources
+from transferbench import safe_yaml, sources
 from transferbench.builtin import materialize
 from transferbench.errors import UserError
 from transferbench.modes import get_mode
@@ -36,6 +36,35 @@ IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"}
 OWNED = {"model", "data", "epochs", "time", "batch", "nbs", "lr0", "optimizer", "weight_decay", "warmup_epochs",
          "cos_lr", "imgsz", "seed", "device", "amp", "project", "name", "exist_ok", "freeze", "val", "pretrained",
          "fraction", "resume"}
+
+
+# what `task_args.ultralytics` may set: training hyper-parameters only (augmentation, loss gains, schedule
+# details), never a path, an output location or a behaviour that writes files (save_dir, project, name, cache,
+# save_period, ...): Ultralytics would write outside the results folder
+PASS_THROUGH = {
+    "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud", "fliplr", "bgr",
+    "mosaic", "mixup", "cutmix", "copy_paste", "copy_paste_mode", "auto_augment", "erasing", "close_mosaic",
+    "box", "cls", "dfl", "pose", "kobj", "momentum", "warmup_momentum", "warmup_bias_lr", "lrf", "dropout",
+    "label_smoothing", "multi_scale", "rect", "single_cls", "overlap_mask", "mask_ratio", "max_det", "iou", "conf",
+    "workers", "deterministic", "patience", "nms",
+}
+
+
+def check_pass_through(options: dict) -> None:
+    """task_args.ultralytics: known training hyper-parameters with plain, finite values; one line otherwise."""
+    clash = OWNED & set(options)
+    if clash:
+        raise UserError(f"task_args.ultralytics may not set {', '.join(sorted(clash))}: transferbench sets them "
+                        f"from the suite's own fields (epochs, batch_size, lr, seeds, ...) and its results folder")
+    for key, value in options.items():
+        if key not in PASS_THROUGH:
+            raise UserError(f"task_args.ultralytics.{key} is not a training hyper-parameter transferbench passes "
+                            f"through (paths and output locations are transferbench's: its results folder); "
+                            f"allowed: {', '.join(sorted(PASS_THROUGH))}")
+        plain = isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value))
+        if not plain or (isinstance(value, str) and ("/" in value or len(value) > 32)):
+            raise UserError(f"task_args.ultralytics.{key}: {value!r} is not a plain finite number, boolean or "
+                            f"short word")
 
 
 class Args(BaseModel):
@@ -85,6 +114,8 @@ def _label_problem(image: str, nc: int) -> Optional[str]:
             cls, coords = float(fields[0]), [float(v) for v in fields[1:]]
         except ValueError:
             return f"{label}:{n}: not numbers"
+        if not all(math.isfinite(v) for v in [cls, *coords]):
+            return f"{label}:{n}: not finite numbers ({line.strip()[:60]})"
         if len(coords) != 4 and (len(coords) < 6 or len(coords) % 2):
             return f"{label}:{n}: expected 'class cx cy w h' (or a polygon), got {len(fields)} fields"
         if cls != int(cls) or not 0 <= cls < nc:
@@ -111,9 +142,11 @@ def load_yolo_data(source: str, eval_split: Optional[str]) -> YoloData:
             raise UserError(f"dataset '{source}' not found: give a YOLO data.yaml, a folder holding one, or "
                             f"builtin:NAME")
     try:
-        spec = yaml.safe_load(yaml_file.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{yaml_file}: not valid YAML ({str(err).splitlines()[0]})") from None
+        spec = safe_yaml.load(yaml_file.read_text(), str(yaml_file)) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"{yaml_file}: not valid YAML (not UTF-8 text)") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{yaml_file}: a YOLO data.yaml must be a mapping with 'names', 'train' and 'val'")
     names = spec.get("names")
     if isinstance(names, dict):
         names = [str(names[k]) for k in sorted(names)]
@@ -204,6 +237,11 @@ class ObjectDetection(Task):
     def check_model(self, model: str) -> None:
         resolve_model(model)
 
+    def warm_up(self, model: str) -> None:
+        """Ultralytics' import (its trainer, validator and model code): metrics are its own."""
+        yolo_env.load()
+        import ultralytics.models.yolo.detect  # noqa: F401
+
     def load_data(self, dataset, model: str) -> TaskData:
         """The image lists (what budgets count); Ultralytics itself loads and augments the pictures."""
         data = load_yolo_data(dataset.source, dataset.eval_split)
@@ -217,10 +255,7 @@ class ObjectDetection(Task):
                             "max_seconds")
         if h.epochs != int(h.epochs):
             raise UserError(f"epochs must be a whole number (got {h.epochs})")
-        clash = OWNED & set(self.args.ultralytics)
-        if clash:
-            raise UserError(f"task_args.ultralytics may not set {', '.join(sorted(clash))}: they come from the "
-                            f"suite's own fields (epochs, batch_size, lr, seeds, ...)")
+        check_pass_through(self.args.ultralytics)
         if spec.stage is None:  # a stage's checkpoint exists only once it has trained: checked when used
             _check_weights(spec.mode, resolve_model(spec.model), spec.model)
 
@@ -241,6 +276,9 @@ class ObjectDetection(Task):
             {"path": str(work), "train": "train.txt", "val": "val.txt", "names": dict(enumerate(data.names))}))
         epochs = int(h.epochs)
         overrides = {
+            # no last.pt/best.pt (~30 MB each with optimizer state): transferbench reads neither (a stage saves
+            # its own safetensors); `task_args.ultralytics: {save: true}` keeps them under the run's work dir
+            "save": False,
             **self.args.ultralytics,
             "model": str(work / "arch.yaml"), "data": str(work / "data.yaml"), "epochs": epochs,
             "batch": h.batch_size, "nbs": h.batch_size * h.grad_accum,  # no hidden accumulation up to 64

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+from pathlib import Path
 from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +23,7 @@ class TextArgs(BaseModel):
 @functools.lru_cache(maxsize=8)
 def _tokenized(dataset_json: str, model: str, max_length: int) -> TaskData:
     """Tokenise once per (dataset, tokenizer, max_length) and process; datasets also caches the map on disk."""
+    import datasets
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
     dataset = DatasetSpec.model_validate_json(dataset_json)
@@ -29,14 +32,47 @@ def _tokenized(dataset_json: str, model: str, max_length: int) -> TaskData:
     require_columns(dd, {"text": text, "label": label}, dataset.source)
     dd, labels = class_labels(dd, label, dataset.source)
     tokenizer = models.from_pretrained(AutoTokenizer, model)
-    dd = dd.map(lambda b: tokenizer(b[text], truncation=True, max_length=max_length), batched=True,
-                remove_columns=[c for c in dd["train"].column_names if c != label])
+    tokenize = functools.partial(_tokenize, tokenizer=tokenizer, text=text, max_length=max_length)
+    drop = [c for c in dd["train"].column_names if c != label]
+    stamp = _tokenizer_stamp(tokenizer, model, max_length, text)
+    # A fingerprint given, not derived: datasets would otherwise pickle the tokenizer to hash the function
+    # (~1 s per process even when the map is cached on disk)
+    dd = datasets.DatasetDict({name: split.map(tokenize, batched=True, remove_columns=drop,
+                                               new_fingerprint=_fingerprint(split._fingerprint, stamp))
+                               for name, split in dd.items()})
     dd = dd.rename_column(label, "labels")
     # evaluation order does not change a metric; sorted by length, its batches carry ~15% less padding
     lengths = [len(ids) for ids in dd["eval"]["input_ids"]]
     dd["eval"] = dd["eval"].select(sorted(range(len(lengths)), key=lengths.__getitem__))
     return TaskData(dd["train"], dd["eval"], DataCollatorWithPadding(tokenizer), labels,
                     identity=dataset.source + (f"/{dataset.config}" if dataset.config else ""), processor=tokenizer)
+
+
+def _tokenize(batch, tokenizer, text: str, max_length: int):
+    return tokenizer(batch[text], truncation=True, max_length=max_length)
+
+
+def _tokenizer_stamp(tokenizer, model: str, max_length: int, text: str) -> str:
+    """What the tokenised split depends on besides the input split: the tokenizer (class, name or path, the
+    content of its files when it is a local folder, vocabulary size, transformers' version), max_length and the
+    text column."""
+    import transformers
+
+    h = hashlib.sha256()
+    for part in (type(tokenizer).__name__, tokenizer.name_or_path, models.resolve(model), len(tokenizer),
+                 max_length, text, transformers.__version__):
+        h.update(f"{part}|".encode())
+    folder = Path(models.resolve(model))
+    if folder.is_dir():
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and ((f.suffix in {".json", ".txt", ".model"} and "token" in f.name) or f.name.startswith(
+                    ("vocab", "merges", "special_tokens", "added_tokens"))):
+                h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def _fingerprint(split_fingerprint: str, stamp: str) -> str:
+    return hashlib.sha256(f"{split_fingerprint}|{stamp}".encode()).hexdigest()[:32]
 
 
 @register_task

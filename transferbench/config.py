@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer, model_validator
 
+from . import safe_yaml
 from .errors import UserError, did_you_mean
 
 Positive = Annotated[float, Field(gt=0)]
@@ -23,10 +23,21 @@ PositiveInt = Annotated[int, Field(gt=0)]
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+class EarlyStopping(BaseModel):
+    """Stop when the metric on a validation subset has not improved by more than `min_delta` for `patience`
+    evaluations in a row. The validation subset is carved from the training pool with a fixed seed, before
+    any budget is drawn, so it is disjoint from every budget's examples; the test split is never used to stop."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    patience: PositiveInt = 2
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    validation_samples: PositiveInt = 100
+
+
 class Hyper(BaseModel):
     """Everything the training loop reads. Defaults here are the suite's defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     epochs: Positive = 3  # may be fractional
     max_steps: Optional[PositiveInt] = None  # optimizer steps; when set it replaces epochs (as in HF Trainer)
@@ -35,6 +46,8 @@ class Hyper(BaseModel):
     grad_accum: PositiveInt = 1
     lr: Optional[Positive] = None  # None: the mode's default learning rate
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    # clip the gradients' global L2 norm to this before each optimizer step (HF Trainer's default 1.0); 0/None: off
+    max_grad_norm: Optional[Annotated[float, Field(ge=0)]] = 1.0
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     eval_every: Positive = 1.0  # in epochs (0.5 = twice per epoch); the end of training always evaluates
@@ -54,6 +67,7 @@ class Hyper(BaseModel):
     # Score on this many examples of the eval split (a fixed subset, the same for every run and seed) instead of
     # all of it: cheaper, noisier evaluations (a default-suite trade-off; None = the whole split)
     eval_samples: Optional[PositiveInt] = None
+    early_stopping: Optional[EarlyStopping] = None  # on the HF loop; evaluations every `eval_every` epochs
 
     def per_device_batch(self, num_processes: int) -> int:
         """batch_size is the effective batch: per-device x processes x grad_accum, so a run means the same
@@ -75,7 +89,8 @@ class Hyper(BaseModel):
         return data
 
 
-LATER_FIELDS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples")
+LATER_FIELDS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples",
+                "early_stopping", "max_grad_norm")
 
 
 def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:
@@ -84,7 +99,7 @@ def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:
         k: (Optional[Annotated[(f.annotation, *f.metadata)]] if f.metadata else Optional[f.annotation], None)
         for k, f in model.model_fields.items()
     }
-    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+    return create_model(name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields)
 
 
 HyperPatch = _optional(Hyper, "HyperPatch")
@@ -94,7 +109,7 @@ class Target(BaseModel):
     """Time-to-target is recorded for every run with a target; `stop: true` also ends the run at the first
     evaluation that reaches it (MLPerf style: the run's budget becomes "until the target")."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     metric: str
     value: float
     stop: bool = False
@@ -103,7 +118,7 @@ class Target(BaseModel):
 class DatasetSpec(BaseModel):
     """Where examples come from: `hub:ID`, a local file/folder, or `builtin:NAME`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     source: str
     config: Optional[str] = None  # the Hub dataset's configuration name (e.g. sst2 of nyu-mll/glue)
     train_split: str = "train"
@@ -188,7 +203,7 @@ class Stage(_Shared):
 
 
 class Suite(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(pattern=SAFE_NAME)
     description: str = ""
     imports: list[str] = []  # modules to import first: tasks defined outside transferbench register there
@@ -202,7 +217,7 @@ class Suite(BaseModel):
 class RunSpec(BaseModel):
     """One cell of the matrix: the unit that produces one result row."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     suite: str
     task: str
     dataset: DatasetSpec
@@ -299,12 +314,10 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise UserError(f"suite file not found: {path} (run `transferbench list` to see the shipped suites)")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "not valid YAML"
-        raise UserError(f"{path}: malformed YAML{at}: {problem}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"suite file {path} cannot be read ({type(err).__name__}: {err})") from None
+    data = safe_yaml.load(text, str(path))  # aliases and nesting bounded: a bomb is one line, not a hang
     return parse_suite(data, str(path))
 
 

@@ -18,8 +18,11 @@ LOSS_TOLERANCE = 0.10
 MIN_STEPS = 8
 
 
-def judge(curve: list[dict], losses: list[float], higher_is_better: bool) -> tuple[Optional[bool], str]:
+def judge(curve: list[dict], losses: list[float], higher_is_better: bool,
+          stop_reason: Optional[str] = None) -> tuple[Optional[bool], str]:
     """(converged, why) from the eval curve ({metric} points in order) and the per-step training losses."""
+    if stop_reason == "early_stopping":
+        return True, "stopped early: the validation subset's metric had stopped improving"
     if len(curve) >= 2:
         gain = curve[-1]["metric"] - curve[-2]["metric"]
         gain = gain if higher_is_better else -gain

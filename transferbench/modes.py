@@ -7,11 +7,15 @@ config randomly initialised when `mode.pretrained` is False); the mode then deci
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from .errors import UserError, did_you_mean
+from .lazy import lazy
+
+if TYPE_CHECKING:
+    from torch import nn
+else:
+    nn = lazy("torch.nn")  # the registry (`transferbench list`) needs no torch
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Mode:
     summary: str
     prepare: Callable[[nn.Module, list[str], list[str], object], nn.Module]
     head_only: bool = False  # only the head trains: it can train on cached features of the frozen backbone
+    imports: tuple[str, ...] = ()  # modules its `prepare` imports: the suite imports them before the first run
 
 
 MODES: dict[str, Mode] = {}
@@ -103,7 +108,8 @@ def merge_lora_in_place(model: nn.Module) -> nn.Module:
 register_mode(Mode("scratch", False, 5e-4, "same architecture and config, random init; all parameters train",
                    _train_all))
 register_mode(Mode("finetune", True, 5e-5, "pretrained weights; all parameters train", _train_all))
-register_mode(Mode("lora", True, 1e-3, "pretrained weights frozen; peft LoRA adapters and the head train", _lora))
+register_mode(Mode("lora", True, 1e-3, "pretrained weights frozen; peft LoRA adapters and the head train", _lora,
+                   imports=("peft",)))
 register_mode(Mode("linear-probe", True, 1e-2, "pretrained weights frozen; only the head trains",
                    _linear_probe, head_only=True))
 

@@ -25,6 +25,7 @@ class TrainOutcome:
     stop_reason: Optional[str] = None  # epochs | max_steps | max_seconds | target
     per_device_batch: Optional[int] = None
     grad_accum: Optional[int] = None
+    max_grad_norm: Optional[float] = None  # the gradient clipping applied (None: none)
     flops: Optional[float] = None  # training FLOPs, None when the loop has no estimate
     losses: list[float] = field(default_factory=list)  # training loss per batch (or per epoch)
     # Shared work another run did and this one uses (cached features), at this run's share, minus such work

@@ -1,9 +1,12 @@
 """The result record and its store: append-only JSONL, one atomic, locked append per finished run."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
+import math
+import numbers
 import os
 import sys
 from pathlib import Path
@@ -15,7 +18,8 @@ from .outcome import TrainOutcome
 # 2 added stop_reason, per_device_batch, grad_accum, oom_retries (with defaults: version-1 rows still load)
 # 3 added peak_flops, mfu, compile, channels_last, gradient_checkpointing (defaults: older rows still load)
 # 4 added converged, convergence, loss_curve
-SCHEMA_VERSION = 4
+# 5 added max_grad_norm (gradient clipping as trained; rows before 5 were trained without clipping: None)
+SCHEMA_VERSION = 5
 
 
 @dataclasses.dataclass
@@ -67,6 +71,7 @@ class Result:
     compile: bool = False  # torch.compile (the speed options as trained; also in config.hyper when set)
     channels_last: bool = False
     gradient_checkpointing: bool = False
+    max_grad_norm: Optional[float] = None  # gradient clipping as trained (None: none; Ultralytics clips at 10.0)
     wall_seconds: Optional[float] = None  # setup + train + eval: what device_hours is billed on
     device_hours: Optional[float] = None
     price_per_device_hour: Optional[float] = None
@@ -80,7 +85,8 @@ class Result:
     env: dict[str, Any] = dataclasses.field(default_factory=dict)  # versions, git commit, host
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=False, default=str)
+        """One JSON line; a non-finite number (a NaN metric) is written as null: the store holds valid JSON only."""
+        return json.dumps(_finite_or_none(dataclasses.asdict(self)), sort_keys=False, default=str, allow_nan=False)
 
     def apply(self, out: TrainOutcome) -> None:
         """Fill the training fields from a loop's outcome: the one place they are set, whatever the loop."""
@@ -99,11 +105,26 @@ class Result:
         self.samples_per_second = out.samples_seen / out.train_seconds if out.train_seconds else None
         self.optimizer_steps, self.epochs_run, self.stop_reason = out.optimizer_steps, out.epochs_run, out.stop_reason
         self.per_device_batch, self.grad_accum = out.per_device_batch, out.grad_accum
+        self.max_grad_norm = out.max_grad_norm
         self.flops_estimate = out.flops
-        self.converged, self.convergence = convergence.judge(out.curve, out.losses, self.higher_is_better)
+        self.converged, self.convergence = convergence.judge(out.curve, out.losses, self.higher_is_better,
+                                                             out.stop_reason)
         self.loss_curve = _thin(out.losses)
         self.peak_flops = flops.peak_flops(self.device_name, self.mixed_precision)
         self.mfu = flops.mfu(self.flops_estimate, self.train_seconds, self.peak_flops, self.device_count)
+
+
+def _finite_or_none(value):
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):  # numpy integers
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int)):  # numpy floats included
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def _thin(losses: list[float], points: int = 50) -> list[dict[str, float]]:
@@ -143,6 +164,9 @@ class Store:
                     # resume and merging key on run_id: a line without one is as unusable as a torn line
                     why = "its run_id is missing, null or not a string"
                     note = "has no run_id (missing, null or not a string)"
+                elif field_problem(record):
+                    why = field_problem(record)
+                    note = f"is not a usable result record ({why})"
                 else:
                     out.append(record)
                     continue
@@ -152,15 +176,24 @@ class Store:
                 print(f"transferbench: warning: {self.path}:{n} {note}; ignored", file=sys.stderr)
         return out
 
+    def runs(self, strict: bool = False) -> list[dict[str, Any]]:
+        """The store's runs, each run_id once (`dedupe`): what `run` resumes from and `report` tabulates."""
+        return dedupe(self.records(strict))
+
     def completed(self, strict: bool = False) -> set[str]:
-        return {r["run_id"] for r in self.records(strict) if r.get("status") == "ok"}
+        return {r["run_id"] for r in self.runs(strict) if r.get("status") == "ok"}
 
     def append(self, result: Result) -> None:
         """One whole line under an exclusive lock, then fsync: a run killed before this point leaves nothing;
         concurrent writers (shells, shards on one disk) never interleave."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         data = (result.to_json() + "\n").encode()
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise UserError(f"run {result.run_id} finished but cannot be recorded: {self.path}: {err.strerror}; "
+                            f"fix that, then rerun (the run trains again)") from None
+        size = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
@@ -169,6 +202,64 @@ class Store:
             while data:  # one write() in practice; the loop only guards against a short write
                 data = data[os.write(fd, data):]
             os.fsync(fd)
+        except OSError as err:  # ENOSPC, EFBIG, EIO...: cut back to the last whole line, say so in one line
+            if size is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+            raise UserError(f"run {result.run_id} finished but cannot be recorded: writing {self.path} failed "
+                            f"({err.strerror or err}); the store was cut back to its last whole line: free space "
+                            f"or fix the disk, then rerun (the run trains again)") from None
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def dedupe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run_id once, in order of first appearance: its first `ok` record wins, else its last failure (a
+    run retried after failing, concatenated shards, two invocations that both recorded it)."""
+    chosen: dict[str, dict] = {}
+    for record in records:
+        old = chosen.get(record["run_id"])
+        if old is None or old.get("status") != "ok":
+            chosen[record["run_id"]] = record
+    return list(chosen.values())
+
+
+_NUMBERS = ("metric", "best_metric", "time_to_target_s", "target", "train_seconds", "eval_seconds", "setup_seconds",
+            "samples_per_second", "wall_seconds", "device_hours", "price_per_device_hour", "cost_usd",
+            "train_samples", "seed", "params_total", "params_trainable", "peak_memory_bytes", "flops_estimate")
+_STRINGS = ("suite", "task", "dataset", "model", "mode", "metric_name", "status")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def field_problem(record: dict[str, Any]) -> Optional[str]:
+    """Why a parsed store line cannot be used as a result record (wrong types or values), or None."""
+    version = record.get("schema_version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+        return f"schema_version {version!r} is not a positive whole number"
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        return (f"schema_version {version} is newer than this transferbench reads ({SCHEMA_VERSION}); upgrade "
+                f"transferbench")
+    for key in _STRINGS:
+        if key in record and record[key] is not None and not isinstance(record[key], str):
+            return f"{key} {record[key]!r} is not a string"
+    for key in _NUMBERS:
+        if record.get(key) is not None and not _finite(record[key]):
+            return f"{key} {record[key]!r} is not a finite number"
+    curve = record.get("curve")
+    if curve is not None:
+        if not isinstance(curve, list) or not all(isinstance(p, dict) for p in curve):
+            return "curve is not a list of points"
+        for p in curve:
+            for key in ("step", "samples_seen", "seconds", "metric"):
+                if p.get(key) is not None and not _finite(p[key]):
+                    return f"a curve point's {key} {p[key]!r} is not a finite number"
+    for key in ("config", "env", "metrics"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            return f"{key} is not a mapping"
+    return None

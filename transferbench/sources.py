@@ -50,6 +50,12 @@ def load(spec: DatasetSpec):
         if not path.exists():
             raise UserError(f"dataset '{src}' not found: give an existing file/folder, `hub:ID` or `builtin:NAME`")
         builder, kwargs = _local(path)
+        for f in kwargs.get("data_files", {}).values():
+            head = Path(f).read_bytes()[:65536] if Path(f).is_file() else b"x"
+            if not head.strip():
+                raise UserError(f"dataset file {f} is empty; give a file with a header and rows")
+            if builder == "csv" and len(head) < 65536 and len([x for x in head.splitlines() if x.strip()]) < 2:
+                raise UserError(f"dataset file {f} has a header but no rows; add examples")
     try:
         dd = datasets.load_dataset(builder, **kwargs)
     except Exception as err:  # noqa: BLE001 - datasets raises many types; all mean "cannot load this"
@@ -65,6 +71,11 @@ def load(spec: DatasetSpec):
 def _train_eval(dd, spec: DatasetSpec):
     import datasets
 
+    empty = [name for name, split in dd.items() if split.num_rows == 0]
+    if empty:
+        raise UserError(f"dataset '{spec.source}': the {empty[0]} split has no rows (a header-only or empty file); "
+                        f"add examples")
+
     if spec.train_split not in dd:
         raise UserError(f"dataset '{spec.source}' has no split '{spec.train_split}' (splits: {', '.join(dd)}); "
                         f"set dataset.train_split")
@@ -76,6 +87,10 @@ def _train_eval(dd, spec: DatasetSpec):
     for name in EVAL_FALLBACKS:
         if name in dd and name != spec.train_split:
             return datasets.DatasetDict(train=dd[spec.train_split], eval=dd[name])
+    n = dd[spec.train_split].num_rows
+    if n < 2:
+        raise UserError(f"dataset '{spec.source}': {n} row cannot be split into training and evaluation examples "
+                        f"(it holds out {HELD_OUT:.0%}); add examples or give an eval split")
     parts = dd[spec.train_split].train_test_split(test_size=HELD_OUT, seed=0)
     return datasets.DatasetDict(train=parts["train"], eval=parts["test"])
 
@@ -86,6 +101,18 @@ def budget_size(n: int, train_samples: int | None, train_fraction: float | None)
             raise UserError(f"train_samples {train_samples} exceeds the {n} training examples available")
         return train_samples
     return n if train_fraction is None else max(1, round(n * train_fraction))
+
+
+VALIDATION_SEED = 12345  # one carve for every seed and budget: validation stays disjoint from every subset
+
+
+def validation_split(n: int, size: int) -> tuple[list[int], list[int]]:
+    """(validation indices, the training pool left): a fixed-seed carve taken before any budget is drawn."""
+    if size >= n:
+        raise UserError(f"early_stopping.validation_samples {size} leaves no training examples (the training "
+                        f"split has {n}); choose fewer")
+    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    return sorted(order[:size].tolist()), sorted(order[size:].tolist())
 
 
 def subset_indices(n: int, seed: int, size: int) -> list[int]:

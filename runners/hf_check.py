@@ -1,0 +1,13 @@
+"""What the Accelerate loop (runners/hf_loop.py) cannot train as asked, found before anything trains. Apart from
+the loop because the loop imports torch and a dry run (`transferbench run --dry-run`) checks without it."""
+from __future__ import annotations
+
+from transferbench.errors import UserError
+
+
+def check(spec, num_processes: int) -> None:
+    """What this loop cannot train as asked, found before anything trains: an uneven batch split."""
+    spec.hyper.per_device_batch(num_processes)
+    if spec.hyper.early_stopping and spec.hyper.cached_features:
+        raise UserError("early_stopping and cached_features do not combine yet: the probe on cached features has "
+                        "no validation features; drop one of them")
