@@ -77,7 +77,7 @@ def _run(args) -> int:
     if args.dry_run:  # everything `run` checks before training, checked here too; nothing written
         from transferbench.results import Store
 
-        from .suite import check_writable, preflight
+        from .preflight import check_writable, preflight
 
         runs = expand_runs(suite, args.shard)
         done = Store(results_dir).completed(strict=True)

@@ -3,22 +3,18 @@ the first one trains, then execute each and append its result (main process only
 not a crash."""
 from __future__ import annotations
 
-import contextlib
-import errno
 import importlib
-import os
 import time
 from pathlib import Path
 from typing import Optional
 
-from transferbench import checkpoints, models, sources
+from transferbench import models
 from transferbench.claims import Claim
 from transferbench.config import RunSpec, Suite, expand, shard
 from transferbench.errors import UserError
 from transferbench.modes import MODES
 from transferbench.results import Result, Store
-from transferbench.tasks import get_task
-
+from .preflight import check_writable, preflight, warm_up
 from .signals import check_stop, graceful_stop
 
 # .execute and .hf_loop import torch: imported where a suite trains, so `run --dry-run` stays torch-free
@@ -34,143 +30,6 @@ def expand_runs(suite: Suite, shard_spec: Optional[str] = None) -> list[RunSpec]
     models.trust_remote_code(suite.trust_remote_code)
     runs = expand(suite, {name: mode.default_lr for name, mode in MODES.items()})
     return shard(runs, shard_spec) if shard_spec else runs
-
-
-def preflight(runs: list[RunSpec], rebuild_stages: bool = False, num_processes: Optional[int] = None) -> None:
-    """Fail fast, before any training, on bad input: unknown task, bad task_args, unloadable dataset or model,
-    a model of the wrong kind, a missing column, a budget larger than the data, a target on a metric the task
-    does not compute. A run on a pretrain stage is checked with the stage's starting model (same
-    architecture and preprocessing); the stage itself is checked like a run when it will train (a cached or
-    shipped stage will not: loading its large source set would only cost time)."""
-    from .loops import get_loop
-    from .stages import usable_stage
-
-    if num_processes is None:  # a dry run: the launcher's count (what accelerate reads), without importing torch
-        num_processes = int(os.environ.get("WORLD_SIZE", "1"))
-
-    seen = set()
-    stages = [r.stage for r in runs if r.stage and (rebuild_stages or not usable_stage(r.stage))]
-    for spec in stages + runs:
-        model = spec.stage.model if spec.stage else spec.model
-        task = get_task(spec.task)(spec.task_args)
-        where = (f"pretrain stage '{spec.stage_name}'" if spec.stage_name else f"{spec.task} on {spec.dataset.source}"
-                 f" with {model} ({spec.mode})")
-        _about(where, get_loop(task.loop).check, spec, num_processes)
-        _about(where, task.check_run, spec)
-        key = (spec.task, spec.dataset.model_dump_json(), model, str(spec.task_args), spec.budget_key)
-        if key in seen:
-            continue
-        seen.add(key)
-        check_checkpoint(model)  # a truncated weights/config file is named before anything tries to load it
-        task.check_model(model)  # the model and the data must load (a foreign loop's task checks its own)
-        data = task.load_data(spec.dataset, model)
-        available = len(data.train)
-        if spec.hyper.early_stopping:  # the validation carve leaves the rest for the budgets
-            available = len(_about(where, sources.validation_split, available,
-                                   spec.hyper.early_stopping.validation_samples)[1])
-        _about(where, sources.budget_size, available, spec.train_samples, spec.train_fraction)
-        if spec.target and spec.target.metric not in task.metric_names:
-            raise UserError(f"target metric '{spec.target.metric}' is not computed by {spec.task} "
-                            f"(it computes {', '.join(task.metric_names)})")
-
-
-def warm_up(runs: list[RunSpec]) -> None:
-    """Pay the one-time costs of the pending runs before the first one starts its clock, so they land in the
-    suite's own timing, never in a run's setup/train/eval seconds or cost (the first run is scratch seed 0:
-    it would look costlier than its seeds 1-2): each loop's and mode's lazy imports, and once per (task,
-    task_args, model) the task's metric modules and model code (Task.warm_up). A warm-up that fails changes
-    nothing: the run itself then reports the error."""
-    from transferbench.modes import get_mode
-
-    from .loops import get_loop
-
-    done = set()  # what has been warmed: ("mode", name) and (task, task_args, model)
-    for spec in runs:
-        model = spec.stage.model if spec.stage else spec.model  # a stage's output has its starting architecture
-        for key in (("mode", spec.mode), (spec.task, str(spec.task_args), model)):
-            if key in done:
-                continue
-            done.add(key)
-            try:
-                if key[0] == "mode":
-                    for module in get_mode(spec.mode).imports:
-                        importlib.import_module(module)
-                else:
-                    task = get_task(spec.task)(spec.task_args)
-                    get_loop(task.loop).warm_up()
-                    task.warm_up(model)
-            except Exception:  # noqa: BLE001, S112 - the run reports it, with its own context
-                continue
-
-
-def check_checkpoint(model: str) -> None:
-    """A local model (folder or file) whose weights or config are truncated or corrupt: one line naming the file."""
-    if model.startswith(("pretrain:", "config:")) or not Path(model).expanduser().exists():
-        return
-    problem = checkpoints.problem(Path(model).expanduser())
-    if problem:
-        raise UserError(f"model {model}: corrupt checkpoint file {problem}; save or download it again")
-
-
-def check_writable(results_dir: Path, runs: list[RunSpec], keep: bool = True) -> None:
-    """Prove, before anything trains, that every folder a run writes to takes a file (create + fsync + remove a
-    probe), that the store can be appended to, and that the names the runs will create fit the filesystem. With
-    keep=False the folders this check had to create are removed again (a refused or dry run leaves nothing
-    behind; a run creates them when it first writes there)."""
-    from transferbench.cache import cache_dir
-
-    store = results_dir / "runs.jsonl"
-    if store.is_symlink() and not store.exists():
-        raise UserError(f"results store {store} is a symlink to {os.readlink(store)}, which does not exist; remove "
-                        f"it or point it at a file")
-    if store.exists() and not store.is_file():
-        raise UserError(f"results store {store} is not a file; give --results-dir a folder of your own")
-    folders = {results_dir: [f"{r.run_id}.claim" for r in runs[:1]] + ["suite_timing.jsonl"],
-               results_dir / "work": [r.run_id for r in runs[:1]]}
-    for stage in {r.stage.stage_name: r.stage for r in runs if r.stage}.values():
-        name = f"{stage.stage_name}-{stage.run_id}.v{time.time_ns()}.work.claim"  # the longest a stage creates
-        folders.setdefault(cache_dir() / "stages", []).append(name)
-    for folder, names in folders.items():
-        _probe(folder, names, keep)
-    if store.exists():
-        try:
-            os.close(os.open(store, os.O_WRONLY | os.O_APPEND))
-        except OSError as err:
-            raise UserError(f"results store {store} is not writable ({err.strerror}); fix its permissions or give "
-                            f"another --results-dir") from None
-
-
-def _probe(folder: Path, names: list[str], keep: bool) -> None:
-    created, p = [], folder
-    while not p.exists() and not p.is_symlink() and p != p.parent:
-        created.append(p)
-        p = p.parent
-    try:
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder} is a file, not a folder; give --results-dir a folder of your own")
-        folder.mkdir(parents=True, exist_ok=True)
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-        long = [n for n in names if len(os.fsencode(n)) > limit]
-        if long:
-            raise UserError(f"{folder}: the filesystem cannot hold the name '{long[0]}' ({len(os.fsencode(long[0]))} "
-                            f"bytes > {limit}); use a shorter suite or stage name")
-        probe = folder / f".write-probe-{os.getpid()}"
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, b"probe\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            probe.unlink(missing_ok=True)
-    except OSError as err:
-        what = ("the filesystem cannot hold this name" if err.errno == errno.ENAMETOOLONG else
-                f"it is not writable ({err.strerror})")
-        raise UserError(f"{folder}: {what}; give another --results-dir (or TRANSFERBENCH_CACHE for stages)") from None
-    finally:
-        if not keep:
-            for c in created:
-                with contextlib.suppress(OSError):
-                    c.rmdir()
 
 
 def _claim_run(spec: RunSpec, results_dir: Path, store: Store, since: int, state) -> tuple[str, Optional[Claim]]:
@@ -194,14 +53,6 @@ def _claim_run(spec: RunSpec, results_dir: Path, store: Store, since: int, state
 
         verdict = broadcast_object_list([verdict], from_process=0)[0]
     return verdict, claim
-
-
-def _about(where: str, check, *args):
-    """`check(*args)`, its UserError prefixed with the benchmark it is about."""
-    try:
-        return check(*args)
-    except UserError as err:
-        raise UserError(f"{where}: {err}") from None
 
 
 def run_suite(suite: Suite, results_dir: Path, shard_spec: Optional[str] = None,

@@ -1,0 +1,93 @@
+"""The hyper-parameters a run's training reads (`Hyper`), their defaults, and the layer of overrides a suite
+level may set (`HyperPatch`). Every field the loop reads lives here, so this is the one place defaults are set."""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_serializer
+
+from .errors import UserError
+
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+class EarlyStopping(BaseModel):
+    """Stop when the metric on a validation subset has not improved by more than `min_delta` for `patience`
+    evaluations in a row. The validation subset is carved from the training pool with a fixed seed, before
+    any budget is drawn, so it is disjoint from every budget's examples; the test split is never used to stop."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    patience: PositiveInt = 2
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    validation_samples: PositiveInt = 100
+
+
+class Hyper(BaseModel):
+    """Everything the training loop reads. Defaults here are the suite's defaults."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    epochs: Positive = 3  # may be fractional
+    max_steps: Optional[PositiveInt] = None  # optimizer steps; when set it replaces epochs (as in HF Trainer)
+    max_seconds: Optional[Positive] = None  # wall-time cap on training, evaluations included; stops earlier
+    batch_size: PositiveInt = 32  # the effective (global) batch: per-device x processes x grad_accum
+    grad_accum: PositiveInt = 1
+    lr: Optional[Positive] = None  # None: the mode's default learning rate
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    # clip the gradients' global L2 norm to this before each optimizer step (HF Trainer's default 1.0); 0/None: off
+    max_grad_norm: Optional[Annotated[float, Field(ge=0)]] = 1.0
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    eval_every: Positive = 1.0  # in epochs (0.5 = twice per epoch); the end of training always evaluates
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    lora_r: PositiveInt = 8
+    lora_alpha: Optional[PositiveInt] = None  # None: 2 x lora_r
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # None: the task's default for the model_type; a list matches module-name suffixes, a string is a regex
+    lora_targets: Optional[Union[list[str], str]] = None
+    # Speed options of the HF loop (the optimisation is the same; numerics may differ in the last bits)
+    compile: bool = False  # torch.compile (accelerate's dynamo backend "inductor")
+    channels_last: bool = False  # NHWC memory format for the model's 4-D weights and inputs (CNNs)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
+    # A head-only mode (linear-probe) trains on the frozen backbone's features, computed once per example and
+    # shared by the runs of a benchmark (runners/features.py); same subset, schedule and head init
+    cached_features: bool = False
+    # Score on this many examples of the eval split (a fixed subset, the same for every run and seed) instead of
+    # all of it: cheaper, noisier evaluations (a default-suite trade-off; None = the whole split)
+    eval_samples: Optional[PositiveInt] = None
+    early_stopping: Optional[EarlyStopping] = None  # on the HF loop; evaluations every `eval_every` epochs
+
+    def per_device_batch(self, num_processes: int) -> int:
+        """batch_size is the effective batch: per-device x processes x grad_accum, so a run means the same
+        optimisation on 1 GPU or 8. The one place that split is computed (and refused when it is not whole)."""
+        per_device, rest = divmod(self.batch_size, num_processes * self.grad_accum)
+        if rest or not per_device:
+            raise UserError(f"batch_size {self.batch_size} is not divisible by processes ({num_processes}) x "
+                            f"grad_accum ({self.grad_accum}); choose a multiple of {num_processes * self.grad_accum}")
+        return per_device
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler):
+        """Fields added after stores and shipped stage checkpoints existed are left out of the dump (hence of
+        run_id and the recorded config) while at their default, so every unchanged run keeps its identity."""
+        data = handler(self)
+        for name in LATER_FIELDS:
+            if getattr(self, name) == Hyper.model_fields[name].default:
+                data.pop(name, None)
+        return data
+
+
+LATER_FIELDS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples",
+                "early_stopping", "max_grad_norm")
+
+
+def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """The same fields, all optional and unset by default: one layer of overrides."""
+    fields = {
+        k: (Optional[Annotated[(f.annotation, *f.metadata)]] if f.metadata else Optional[f.annotation], None)
+        for k, f in model.model_fields.items()
+    }
+    return create_model(name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields)
+
+
+HyperPatch = _optional(Hyper, "HyperPatch")
