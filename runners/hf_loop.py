@@ -74,7 +74,7 @@ def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
     data, train_set, model = setup(spec, task, model_ref)
     params_total, params_trainable = count_parameters(model)
     setup_seconds = time.perf_counter() - t0
-    if spec.hyper.cached_features and get_mode(spec.mode).head_only:
+    if spec.hyper.cached_features:  # head-only modes only (hf_check refuses the others before training)
         key = (model_ref, data.identity, spec.dataset.model_dump_json(), repr(spec.task_args), spec.hyper.eval_samples)
         out = features.train_head(spec, task, model, train_set, data, accelerator, key, train)
     else:

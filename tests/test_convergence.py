@@ -110,3 +110,15 @@ def test_a_budget_larger_than_the_pool_left_by_the_carve_is_refused(tiny_bert):
 
     with pytest.raises(UserError, match="exceeds the 2336 training examples"):
         preflight(expand_runs(_es_suite(tiny_bert, [2350])))
+
+
+def test_cached_features_on_a_mode_that_trains_the_backbone_is_refused(tiny_bert, tmp_path, capsys):
+    from helpers import write_suite
+
+    from transferbench.runners.cli import main
+
+    suite = write_suite(tmp_path / "s.yaml", tiny_bert, modes="{finetune: {cached_features: true}}")
+    assert main(["run", str(suite), "--results-dir", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cached_features applies to a mode that trains only the head" in err[0]
+    assert not (tmp_path / "res" / "runs.jsonl").exists()
