@@ -14,11 +14,13 @@ import torch
 from transferbench import cost, provenance
 from transferbench.config import RunSpec
 from transferbench.errors import UserError
+from transferbench.energy import EnergyMeter
 from transferbench.memory import PeakMemory
 from transferbench.outcome import Diverged
 from transferbench.results import SCHEMA_VERSION, Result
 from transferbench.tasks import get_task
 
+from . import trackers
 from .loops import get_loop
 
 COMPILE_BACKEND = "inductor"  # torch.compile's default backend (tests swap in "eager": no C++ build)
@@ -41,7 +43,7 @@ def process_state():
     return PartialState(cpu=cpu)
 
 
-def accelerator_for(spec: RunSpec):
+def accelerator_for(spec: RunSpec, results_dir: Optional[Path] = None):
     """A fresh Accelerator per run (precision, accumulation and compilation may differ between runs); the process
     group created by `accelerate launch` is kept. The suite's settings win over the launcher's: they are part of
     the run's identity."""
@@ -52,7 +54,8 @@ def accelerator_for(spec: RunSpec):
     GradientState._reset_state()
     return Accelerator(mixed_precision=spec.hyper.mixed_precision, gradient_accumulation_steps=spec.hyper.grad_accum,
                        cpu=process_state().device.type == "cpu",
-                       dynamo_backend=COMPILE_BACKEND if spec.hyper.compile else "no")
+                       dynamo_backend=COMPILE_BACKEND if spec.hyper.compile else "no",
+                       **trackers.accelerator_kwargs(spec, results_dir))  # report_to: log_with, project_dir
 
 
 def execute(spec: RunSpec, price_override: Optional[float] = None, model_ref: Optional[str] = None,
@@ -89,20 +92,25 @@ def _attempt(spec: RunSpec, attempt: RunSpec, model_ref: Optional[str], save_to:
     of shared work charged to it beyond its own wall time)."""
     wall0 = time.perf_counter()
     charged = 0.0
-    accelerator = accelerator_for(attempt)
+    # the suite's results folder (work_dir is <results>/work/<run_id>): trackers and saved models go there
+    results_dir = work_dir.parent.parent if work_dir is not None and work_dir.parent.name == "work" else None
+    accelerator = accelerator_for(attempt, results_dir)
     device = accelerator.device
     res = new_result(spec, accelerator)
     task_cls = get_task(attempt.task)
     loop = get_loop(task_cls.loop)
     oom = False
+    energy = EnergyMeter(device, res.device_count)  # two counter reads: before and after the run
     try:
         if loop.splits_batch:  # as planned (an out-of-memory error names it); the outcome says what trained
             res.grad_accum = attempt.hyper.grad_accum
             res.per_device_batch = attempt.hyper.per_device_batch(accelerator.num_processes)
-        with PeakMemory(device) as mem:
+        saving = {"model_dir": results_dir / "models" / spec.run_id} \
+            if results_dir is not None and attempt.hyper.save_models == "final" else {}
+        with PeakMemory(device) as mem, energy:
             before = time.perf_counter() - wall0  # the accelerator and the record's provenance
             out = loop.run(attempt, task_cls(attempt.task_args), model_ref or attempt.model, accelerator, save_to,
-                           work_dir)
+                           work_dir, **saving)
         out.setup_seconds += before
         charged = out.charged_seconds
         res.apply(out)
@@ -116,6 +124,7 @@ def _attempt(spec: RunSpec, attempt: RunSpec, model_ref: Optional[str], save_to:
         if not isinstance(err, UserError):
             res.env["traceback"] = traceback.format_exc()[-4000:]
     finally:
+        res.apply_energy(energy.result())
         out = None
         if oom or device.type != "cpu":  # free the model, optimizer and loaders before the retry/next run
             from accelerate.utils.memory import clear_device_cache

@@ -3,15 +3,40 @@ the loop because the loop imports torch and a dry run (`transferbench run --dry-
 from __future__ import annotations
 
 from transferbench.errors import UserError
-from transferbench.modes import get_mode
+from transferbench.modes import apply, get_mode
+from transferbench.tasks import get_task
+
+_FITTED: set = set()  # (task, task_args, model, mode and its settings) already shown to fit
 
 
 def check(spec, num_processes: int) -> None:
     """What this loop cannot train as asked, found before anything trains: an uneven batch split."""
     spec.hyper.per_device_batch(num_processes)
-    if spec.hyper.cached_features and not get_mode(spec.mode).head_only:
+    if spec.hyper.cached_features and not get_mode(spec.mode, spec.hyper).head_only:
         raise UserError(f"cached_features applies to a mode that trains only the head (linear-probe), not "
                         f"{spec.mode}: the backbone's features change while it trains; remove it from that mode")
     if spec.hyper.early_stopping and spec.hyper.cached_features:
         raise UserError("early_stopping and cached_features do not combine yet: the probe on cached features has "
                         "no validation features; drop one of them")
+    check_fit(spec)
+
+
+def check_fit(spec) -> None:
+    """A mode that must fit the model's structure (partial's blocks, a peft method's target layers and their types)
+    is applied once to the model built from its config (random init: no weights read), so a misfit is one line
+    before anything trains instead of a failed run per seed. Only such modes pay this (a model built per model)."""
+    mode = get_mode(spec.mode, spec.hyper)
+    if not mode.checked_on_model:
+        return
+    model_ref = spec.stage.model if spec.stage else spec.model  # a stage's output has its starting architecture
+    key = (spec.task, str(spec.task_args), model_ref, spec.mode,
+           spec.hyper.model_dump_json(include={"peft", "partial_blocks", "lora_targets"}))
+    if key in _FITTED:
+        return
+    task = get_task(spec.task)(spec.task_args)
+    try:
+        model = task.build_model(model_ref, ["a", "b"], pretrained=False)
+    except Exception:  # noqa: BLE001 - loading the model is preflight's own check; its run reports anything else
+        return
+    apply(mode, model, task, spec.hyper)
+    _FITTED.add(key)

@@ -10,6 +10,7 @@ target says `stop: true`, the first evaluation that reaches it; `stop_reason` sa
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import shutil
 import time
@@ -20,13 +21,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from transferbench import sources, speed
+from transferbench import energy, sources, speed
 from transferbench.cache import atomic_dir
-from transferbench.modes import count_parameters, get_mode
+from transferbench.modes import adapter_bytes, apply, get_mode, parameter_counts
 from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.speed import batch_channels_last
 
-from . import features
+from . import features, trackers
 from .signals import check_stop
 
 LOG_EVERY = 10  # optimizer steps between divergence checks / progress-bar updates (each one syncs a GPU)
@@ -67,12 +68,25 @@ def warm_up() -> None:
 from .hf_check import check  # noqa: E402, F401 - torch-free, so a dry run checks without importing torch
 
 
-def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None, work_dir=None) -> TrainOutcome:
+def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None, work_dir=None,
+        model_dir: Optional[Path] = None) -> TrainOutcome:
     """One run through the Accelerate loop: the budget's subset, the mode applied to the model, training and
-    evaluation; `save_to`: the main process saves the trained model there (a pretrain stage's output)."""
+    evaluation; `save_to`: the main process saves the trained model there (a pretrain stage's output);
+    `model_dir`: the final weights saved there the model's own way (save_models: final). The accelerator's
+    trackers (report_to) get one run, closed however this one ends."""
+    tracking = trackers.start(accelerator, spec)
+    try:
+        return _run(spec, task, model_ref, accelerator, save_to, model_dir)
+    finally:
+        if tracking:
+            accelerator.end_training()
+
+
+def _run(spec, task, model_ref: str, accelerator, save_to: Optional[Path], model_dir: Optional[Path]) -> TrainOutcome:
     t0 = time.perf_counter()
     data, train_set, model = setup(spec, task, model_ref)
-    params_total, params_trainable = count_parameters(model)
+    params_total, params_trainable, trainable_bytes = parameter_counts(model)
+    adapter = adapter_bytes(model, trainable_bytes)  # from the tensors' sizes, which training does not change
     setup_seconds = time.perf_counter() - t0
     if spec.hyper.cached_features:  # head-only modes only (hf_check refuses the others before training)
         key = (model_ref, data.identity, spec.dataset.model_dump_json(), repr(spec.task_args), spec.hyper.eval_samples)
@@ -81,10 +95,12 @@ def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
         out = train(spec, task, model, train_set, data, accelerator, params_total)
     out.setup_seconds += setup_seconds
     out.dataset, out.train_samples = data.identity, len(train_set)
-    out.params_total, out.params_trainable = params_total, params_trainable
+    out.params_total, out.params_trainable, out.adapter_bytes = params_total, params_trainable, adapter
     out.data = data
     if save_to is not None:
         _save(task, out.model, data, save_to, accelerator)
+    if model_dir is not None:
+        out.saved_model = save_final(task, out.model, data, Path(model_dir), accelerator)
     return out
 
 
@@ -93,7 +109,7 @@ def setup(spec, task, ref: str):
     the loop is given. Also used by benchmarks/perf, so the hand-written loop trains the very same thing."""
     from accelerate.utils import set_seed
 
-    mode = get_mode(spec.mode)
+    mode = get_mode(spec.mode, spec.hyper)
     data = task.load_data(spec.dataset, ref)
     if spec.hyper.eval_samples and spec.hyper.eval_samples < len(data.eval):  # seed 0: one subset for all runs
         keep = sorted(sources.subset_indices(len(data.eval), 0, spec.hyper.eval_samples))
@@ -108,9 +124,7 @@ def setup(spec, task, ref: str):
     model = task.build_model(ref, data.labels, pretrained=mode.pretrained)
     if spec.hyper.gradient_checkpointing:  # on the task's model, before peft wraps it
         speed.enable_gradient_checkpointing(model)
-    model = mode.prepare(model, task.head_names(model),
-                         task.lora_targets_for(model, spec.hyper.lora_targets) if spec.mode == "lora" else [],
-                         spec.hyper)
+    model = apply(mode, model, task, spec.hyper)
     if spec.hyper.channels_last:  # after peft, so LoRA's own convolutions are converted too
         model = speed.to_channels_last(model)
     return data, train_set, model
@@ -125,6 +139,60 @@ def _save(task, model, data, path: Path, accelerator) -> None:
         with atomic_dir(path) as tmp:
             task.save_checkpoint(model, data, tmp)
     accelerator.wait_for_everyone()
+
+
+def save_final(task, model, data, path: Path, accelerator) -> str:
+    """The run's final weights the ecosystem's way (main process): a LoRA model as its peft adapter (adapter
+    weights + config, and the head peft keeps in full: PeftModel.from_pretrained(base, path)); any other model as
+    the task saves a checkpoint (transformers save_pretrained, timm save_for_hf: safetensors + config.json), with
+    its tokenizer or image processor. Replaces an older folder of the same run_id (a failed run tried again)."""
+    if accelerator.is_main_process:
+        if path.exists():
+            shutil.rmtree(path)
+        with atomic_dir(path) as tmp:
+            if hasattr(model, "peft_config"):
+                model.save_pretrained(tmp)
+                if data.processor is not None:
+                    data.processor.save_pretrained(tmp)
+            else:
+                task.save_checkpoint(model, data, tmp)
+    accelerator.wait_for_everyone()
+    return str(path)
+
+
+def _label(spec, n: int) -> str:
+    """The progress bar's name for a run: model, budget, mode, seed."""
+    model = spec.model if spec.model.startswith(("pretrain:", "config:")) else Path(spec.model).name or spec.model
+    return f"{model[:28]} n={n} {spec.mode} s{spec.seed}"
+
+
+def quiet() -> bool:
+    """`transferbench -q`: the logger is set above INFO, and progress bars are off too."""
+    return logging.getLogger("transferbench").level > logging.INFO
+
+
+class StepLog:
+    """Per-step training loss and learning rate for the trackers, buffered on the device and read every
+    LOG_EVERY steps (one sync, where the loop already syncs), so tracking adds no sync per step."""
+
+    def __init__(self, accelerator, losses: list):
+        self.accelerator, self.losses = accelerator, losses
+        self.steps: list[tuple[int, int, float]] = []  # (step, batches so far, learning rate of that step)
+        self.read = 0  # batches already logged
+
+    def step(self, step: int, lr: float) -> None:
+        self.steps.append((step, len(self.losses), lr))
+
+    def flush(self) -> None:
+        if not self.steps:
+            return
+        values = torch.stack(self.losses[self.read:self.steps[-1][1]]).float().tolist()
+        start = self.read
+        for step, end, lr in self.steps:
+            window = values[start - self.read:end - self.read]
+            self.accelerator.log({"train/loss": sum(window) / len(window), "train/learning_rate": lr}, step=step)
+            start = end
+        self.read, self.steps = self.steps[-1][1], []
 
 
 def train(spec, task, model, train_set, data, accelerator, params_total: int) -> TrainOutcome:
@@ -158,12 +226,14 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
     target = spec.target
     clip = hyper.max_grad_norm or None  # 0 or None: no clipping
     out = TrainOutcome(flops=0.0, per_device_batch=per_device, grad_accum=hyper.grad_accum, max_grad_norm=clip)
-    bar = tqdm(total=total_steps, desc=f"{spec.mode} s{spec.seed}", leave=False, dynamic_ncols=True,
-               disable=None if accelerator.is_main_process else True)  # None: off when not a TTY
+    bar = tqdm(total=total_steps, desc=_label(spec, len(train_set)), leave=False, dynamic_ncols=True,
+               disable=None if accelerator.is_main_process and not quiet() else True)  # None: off when not a TTY
     # The sum of every loss so far: NaN or infinite as soon as one loss is (one in-place add per step, no sync;
     # finite losses would need to exceed 3e38 together to overflow it). Read every LOG_EVERY steps.
     loss_sum = torch.zeros((), dtype=torch.float32, device=accelerator.device)
     losses = []  # on the device; read once at the end (no sync per step)
+    log = StepLog(accelerator, losses) if accelerator.is_main_process and accelerator.trackers else None
+    marks = []  # batches trained when each curve point was evaluated: its train_loss is the mean since the last
     train_mode(model)
     start = time.perf_counter()  # time-to-target and train time count from the first optimizer step
     out.setup_seconds = start - t_enter
@@ -187,6 +257,8 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
             check_stop()
             if not accelerator.sync_gradients:
                 continue
+            if log is not None:
+                log.step(out.optimizer_steps + 1, scheduler.get_last_lr()[0])  # the rate this step used
             scheduler.step()
             out.optimizer_steps += 1
             step = out.optimizer_steps
@@ -198,16 +270,26 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
             if step % LOG_EVERY == 0 or out.stop_reason or step % eval_interval == 0:
                 _check_finite(loss_sum, loss, step, accelerator)  # every process agrees, so all stop together
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                energy.poll()  # a wrapping energy counter is re-read every few seconds (one clock read otherwise)
+                if log is not None:
+                    log.flush()
             if step % eval_interval == 0 or out.stop_reason:
                 if _evaluate_point(model, eval_dl, task, accelerator, out, start, target):
                     out.stop_reason = out.stop_reason or "target"
+                marks.append(len(losses))
                 if stopper is not None and stopper.done(model, accelerator, out):
                     out.stop_reason = out.stop_reason or "early_stopping"
+                if log is not None:
+                    log.flush()
+                    accelerator.log(_eval_values(out, task), step=step)
             if out.stop_reason:
                 break
     bar.close()
     out.train_seconds = time.perf_counter() - start - out.eval_seconds
     out.losses = torch.stack(losses).float().tolist() if losses else []
+    for point, begin, end in zip(out.curve, [0] + marks, marks):
+        window = out.losses[begin:end]
+        point["train_loss"] = sum(window) / len(window) if window else None
     out.epochs_run = out.optimizer_steps / steps_per_epoch
     out.model = accelerator.unwrap_model(model, keep_torch_compile=False)
     return out
@@ -231,6 +313,14 @@ class EarlyStop:
         else:
             self.waited += 1
         return self.waited >= self.rule.patience
+
+
+def _eval_values(out: TrainOutcome, task) -> dict:
+    """One evaluation for the trackers: every metric of the task, and the validation subset's (early stopping)."""
+    values = {f"eval/{k}": float(v) for k, v in out.metrics.items()}
+    if out.curve[-1].get("validation") is not None:
+        values[f"validation/{task.metric_name}"] = float(out.curve[-1]["validation"])
+    return values
 
 
 def _check_finite(loss_sum, loss, step: int, accelerator) -> None:

@@ -9,10 +9,15 @@ from html import escape
 from pathlib import Path
 
 from .leaderboard import Leaderboard
-from .tables import COLUMNS, EXPLAIN, HEADLINE_EXPLAIN, PLAN_LINE, failed_lines, price_lines, table_intro
+from .tables import EXPLAIN, HEADLINE_EXPLAIN, PLAN_LINE, columns, failed_lines, price_lines, table_intro
 
 PRIMARY = ("model", "budget", "mode", "metric", "delta", "cost")  # what answers the question; the rest fold away
-ORDER = [c for key in PRIMARY for c in COLUMNS if c[0] == key] + [c for c in COLUMNS if c[0] not in PRIMARY]
+
+
+def _order(board: Leaderboard) -> list:
+    """The Markdown table's columns (tables.columns: energy, adapter size where recorded), primary ones first."""
+    cols = columns(board)
+    return [c for key in PRIMARY for c in cols if c[0] == key] + [c for c in cols if c[0] not in PRIMARY]
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1500px;padding:0 1em;
@@ -79,16 +84,16 @@ def _classes(key: str, c: dict) -> str:
     return " ".join(marks)
 
 
-def _table(cells: list[dict], index: int) -> list[str]:
-    more = [header for key, header, _, _ in ORDER if key not in PRIMARY]
+def _table(cells: list[dict], index: int, order: list) -> list[str]:
+    more = [header for key, header, _, _ in order if key not in PRIMARY]
     out = [f'<input type="checkbox" class="more" id="more-{index}"><label for="more-{index}">{len(more)} more '
            f'columns: {escape(", ".join(more))}</label>', '<div class="scroll"><table class="sortable"><thead><tr>']
     out += [f'<th data-col="{key}"{"" if key in PRIMARY else " class=secondary"}>{escape(header)}</th>'
-            for key, header, _, _ in ORDER]
+            for key, header, _, _ in order]
     out.append("</tr></thead><tbody>")
     for c in cells:
         row = f'<tr class="{escape(c["status"].replace(" ", "-"))}">'
-        for key, _, text, sort in ORDER:
+        for key, _, text, sort in order:
             row += f'<td class="{_classes(key, c)}" data-sort="{escape(_sort_value(sort(c)))}">{escape(text(c))}</td>'
         out.append(row + "</tr>")
     out.append("</tbody></table></div>")
@@ -116,9 +121,10 @@ def render(board: Leaderboard, figures: list[dict] = ()) -> str:
     out.append(f'<p class="explain">{len(board.records)} runs ({ok} ok, {len(board.records) - ok} failed). '
                f'{escape(HEADLINE_EXPLAIN)} {escape(EXPLAIN.replace("**Bold**", "Highlighted"))} Click a column '
                'header to sort.</p>')
+    order = _order(board)
     for i, ((task, dataset), cells) in enumerate(board.tables()):
         out += [f'<section class="task"><h2>{escape(f"{task} · {dataset}")}</h2>',
-                f"<p>{escape(table_intro(cells))}</p>"] + _table(cells, i)
+                f"<p>{escape(table_intro(cells))}</p>"] + _table(cells, i, order)
         verdicts = [v["text"] for v in board.budget_verdicts + board.crossovers
                     if (v["task"], v["dataset"]) == (task, dataset)]
         out += ['<h3>Verdicts</h3><ul class="verdicts">'] + [f"<li>{escape(v)}</li>" for v in verdicts] + ["</ul>"]

@@ -19,7 +19,7 @@ from .stats import best as _best
 from .stats import sign as _sign
 
 # transferbench.modes.MODES' order (a test keeps them equal), without importing torch for a report
-MODE_ORDER = ("scratch", "finetune", "lora", "linear-probe")
+MODE_ORDER = ("scratch", "finetune", "lora", "linear-probe", "partial")  # peft-family modes sort after
 
 
 @dataclasses.dataclass

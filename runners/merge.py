@@ -10,9 +10,10 @@ from transferbench.results import Store, dedupe
 CELL_KEY = ("task", "dataset", "model", "train_samples", "mode")
 # Config fields that may differ between the runs of one cell: the seed (what a cell averages over), the suite's
 # name (the same run may sit in two suites), the price (it changes the cost, not the run; the report prints
-# each price) and the stage's suite-local name. Everything else (hyper-parameters, dataset spec, target,
-# task_args, the pretrain stage's own spec) must match, or the cell would average two different experiments.
-MAY_DIFFER = frozenset({"seed", "suite", "price_per_device_hour", "stage_name"})
+# each price), the stage's suite-local name and the suite file it was read from (suite_source: provenance).
+# Everything else (hyper-parameters, dataset spec, target, task_args, the pretrain stage's own spec) must match,
+# or the cell would average two different experiments.
+MAY_DIFFER = frozenset({"seed", "suite", "price_per_device_hour", "stage_name", "suite_source"})
 
 
 def store_folder(arg: str | Path) -> Path:

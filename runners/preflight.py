@@ -74,7 +74,7 @@ def warm_up(runs: list[RunSpec]) -> None:
             done.add(key)
             try:
                 if key[0] == "mode":
-                    for module in get_mode(spec.mode).imports:
+                    for module in get_mode(spec.mode, spec.hyper).imports:
                         importlib.import_module(module)
                 else:
                     task = get_task(spec.task)(spec.task_args)

@@ -24,18 +24,21 @@ def within_std(cell: dict, best: dict) -> bool:
 
 
 def welch_interval(a: dict, b: dict, level: float = 0.95) -> Optional[tuple[float, float]]:
-    """Interval for mean(a) - mean(b) over seeds (Welch's t, unequal variances); None when a side has one seed."""
+    """Interval for mean(a) - mean(b) over seeds (Welch's t, unequal variances); None when a side has one seed.
+    The cells hold mean, std and n, not the seeds' values, and scipy's summary-statistics test
+    (ttest_ind_from_stats) returns neither its degrees of freedom nor an interval: the Welch-Satterthwaite degrees
+    of freedom are computed here, the interval is scipy.stats.t's."""
     from scipy.stats import t
 
     if a["n"] < 2 or b["n"] < 2:
         return None
     va, vb = a["metric_std"] ** 2 / a["n"], b["metric_std"] ** 2 / b["n"]
     diff, se = a["metric_mean"] - b["metric_mean"], math.sqrt(va + vb)
-    if se == 0:  # identical seeds on both sides: no spread to widen the interval
+    if se == 0:  # identical seeds on both sides: no spread to widen the interval (scipy wants a scale > 0)
         return diff, diff
     dof = (va + vb) ** 2 / (va**2 / (a["n"] - 1) + vb**2 / (b["n"] - 1))
-    half = t.ppf(0.5 + level / 2, dof) * se
-    return diff - half, diff + half
+    low, high = t.interval(level, dof, loc=diff, scale=se)
+    return float(low), float(high)
 
 
 def significant(interval: Optional[tuple[float, float]]) -> Optional[bool]:

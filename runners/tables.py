@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import fmt
-from .leaderboard import Leaderboard
+from .leaderboard import Leaderboard, budget_of
 
 EXPLAIN = ("Metric: mean ± sample std over seeds (n = seeds with an evaluation). Δ vs scratch: difference of means, "
            "with its 95% Welch t interval over seeds (none for n=1). **Bold**: the best cell of its budget. Time, "
@@ -50,6 +50,104 @@ COLUMNS: list[Column] = [
 METRIC_COLUMN = 3  # the one that carries the best-cell mark
 
 
+def energy_text(c: dict) -> str:
+    """kWh per run and its CO2e; — where the cell's runs were not all measured (the footer says why)."""
+    if c.get("energy_kwh") is None:
+        return fmt.NONE
+    return f"{fmt.significant(c['energy_kwh'])} kWh, {fmt.significant(c['co2_kg'] * 1000)} g CO2e"
+
+
+ENERGY_COLUMN: Column = ("energy", "energy/run", energy_text, lambda c: c.get("energy_kwh"))
+ENERGY_SOURCES = {"nvml": "NVML's total-energy counter of each GPU the run used (the whole board)",
+                  "rapl": "the RAPL counters of the CPU packages and their DRAM (the whole package: every process "
+                          "on it)",
+                  "nvml+rapl": "NVML's energy counter of each GPU used and the RAPL counters of the CPU packages "
+                               "and DRAM"}
+
+
+def with_energy(board: Leaderboard) -> bool:
+    """Whether the runs carry energy fields (schema 6 on; older stores have none, and their pages stay as they
+    were); when they do, each cell gets the mean energy_kwh and co2_kg of its ok runs (None unless every one of
+    them was measured). Idempotent: every writer calls it."""
+    if not any("energy_source" in r for r in board.records):
+        return False
+    runs: dict[tuple, list] = {}
+    for r in board.records:
+        if r.get("status") == "ok":
+            runs.setdefault(tuple(r.get(k) for k in ("task", "dataset", "model", "mode")) + (budget_of(r),),
+                            []).append(r)
+    for c in board.cells:
+        rs = runs.get(tuple(c[k] for k in ("task", "dataset", "model", "mode")) + (c["train_samples"],), [])
+        measured = bool(rs) and all(r.get("energy_kwh") is not None for r in rs)
+        for key in ("energy_kwh", "co2_kg"):
+            c[key] = sum(r[key] for r in rs) / len(rs) if measured else None
+    return True
+
+
+def adapter_text(c: dict) -> str:
+    nbytes = c.get("adapter_bytes")
+    if nbytes is None:
+        return fmt.NONE
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}" if nbytes < 100 * scale else f"{nbytes / scale:.0f} {unit}"
+    return f"{nbytes} B"
+
+
+# Bytes of what training adds to the base model (peft_modes.adapter_bytes): beside "trainable", as PEFT users compare
+ADAPTER_COLUMN: Column = ("adapter", "adapter size", adapter_text, lambda c: c.get("adapter_bytes"))
+
+
+def with_adapter(board: Leaderboard) -> bool:
+    """Whether the runs record adapter_bytes (older stores do not: their tables stay as they were); when they do,
+    each cell gets its ok runs' value (the same for every seed: it depends on shapes only). Idempotent."""
+    if not any(r.get("adapter_bytes") is not None for r in board.records):
+        return False
+    sizes: dict[tuple, list] = {}
+    for r in board.records:
+        if r.get("status") == "ok" and r.get("adapter_bytes") is not None:
+            sizes.setdefault(tuple(r.get(k) for k in ("task", "dataset", "model", "mode")) + (budget_of(r),),
+                             []).append(r["adapter_bytes"])
+    for c in board.cells:
+        got = sizes.get(tuple(c[k] for k in ("task", "dataset", "model", "mode")) + (c["train_samples"],))
+        c["adapter_bytes"] = max(got) if got else None
+    return True
+
+
+def columns(board: Leaderboard) -> list[Column]:
+    """The table's columns: COLUMNS, plus the adapter size where runs record it, plus energy per run when the runs
+    carry energy fields."""
+    cols = list(COLUMNS)
+    if with_adapter(board):
+        cols.insert(next(i for i, c in enumerate(cols) if c[0] == "trainable") + 1, ADAPTER_COLUMN)
+    return cols + [ENERGY_COLUMN] if with_energy(board) else cols
+
+
+def energy_lines(board: Leaderboard) -> list[str]:
+    """How the energy column was measured, and why it says — where it does (none for stores without energy)."""
+    if not with_energy(board):
+        return []
+    runs = [r for r in board.records if r.get("status") == "ok"]
+    lines = []
+    for source in sorted({r["energy_source"] for r in runs if r.get("energy_kwh") is not None}):
+        n = sum(r.get("energy_source") == source and r.get("energy_kwh") is not None for r in runs)
+        lines.append(f"Energy per run ({n} run{'s' * (n != 1)}): read from {ENERGY_SOURCES.get(source, source)} "
+                     f"before and after each run (setup, training and evaluation; no sampling, nothing estimated).")
+    reasons: dict[str, int] = {}
+    for r in runs:
+        if r.get("energy_kwh") is None:
+            reasons[r.get("energy_note") or "not recorded"] = reasons.get(r.get("energy_note") or "not recorded", 0) + 1
+    for why, n in sorted(reasons.items(), key=lambda x: -x[1])[:3]:
+        lines.append(f"Energy — ({n} run{'s' * (n != 1)}): {why}.")
+    grids = sorted({r["grid_gco2_per_kwh"] for r in runs if r.get("energy_kwh") is not None
+                    and r.get("grid_gco2_per_kwh") is not None})
+    if grids:
+        lines.append(f"CO2e = kWh × {' / '.join(f'{g:g}' for g in grids)} g CO2e per kWh (the grid intensity recorded "
+                     f"with each run: 475 is the IEA's 2019 world average, TRANSFERBENCH_GRID_GCO2_PER_KWH sets your "
+                     f"grid's). Cost stays device-hours × price.")
+    return lines
+
+
 def table_intro(cells: list[dict]) -> str:
     c = cells[0]
     direction = "higher" if c["higher_is_better"] else "lower"
@@ -69,7 +167,7 @@ def price_lines(board: Leaderboard) -> list[str]:
                  f"{fmt.hours(total_h)} device-h, {fmt.money(total_usd)}.")
     lines.append("MFU = training FLOPs (6 × parameters × tokens; 3 × a counted forward for vision models) / train "
                  "seconds / the device's stated dense peak (transferbench/peaks.yaml); — where no peak is stated (CPU).")
-    return lines + [timing_line(t) for t in board.timings]
+    return lines + energy_lines(board) + [timing_line(t) for t in board.timings]
 
 
 def timing_line(t: dict) -> str:
@@ -81,6 +179,8 @@ def timing_line(t: dict) -> str:
             f"{fmt.seconds(work)}: {ratio}; setup {fmt.seconds(t.get('setup_seconds'))}, preflight "
             f"{fmt.seconds(t.get('preflight_seconds'))}, "
             + (f"warm-up {fmt.seconds(t['warmup_seconds'])}, " if "warmup_seconds" in t else "")  # since issue 17
+            + (f"Ray start {fmt.seconds(t['ray_start_seconds'])} (runs in parallel: their train + eval may "
+               f"exceed the wall), " if "ray_start_seconds" in t else "")
             + f"start-up and imports {fmt.seconds(t.get('startup_seconds'))}.")
 
 
@@ -109,12 +209,13 @@ def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
     lines += [f"{len(board.records)} runs ({ok} ok, {len(board.records) - ok} failed)"
               + (f" from {', '.join(board.sources)}" if board.sources else "") + ". " + HEADLINE_EXPLAIN + " "
               + EXPLAIN, ""]
+    cols = columns(board)
     for (task, dataset), cells in board.tables():
         lines += [f"### {task} · {dataset}", "", table_intro(cells), ""]
-        lines.append("| " + " | ".join(header for _, header, _, _ in COLUMNS) + " |")
-        lines.append("|" + "---|" * len(COLUMNS))
+        lines.append("| " + " | ".join(header for _, header, _, _ in cols) + " |")
+        lines.append("|" + "---|" * len(cols))
         for c in cells:
-            texts = [_md(text(c)) for _, _, text, _ in COLUMNS]
+            texts = [_md(text(c)) for _, _, text, _ in cols]
             if c["best"]:
                 texts[METRIC_COLUMN] = f"**{texts[METRIC_COLUMN]}**"
             lines.append("| " + " | ".join(texts) + " |")
@@ -137,7 +238,8 @@ CSV_COLUMNS = ["row", "task", "dataset", "model", "train_samples", "mode", "seed
                "metric_name", "higher_is_better", "metric", "metric_std", "delta_vs_scratch", "delta_ci_low",
                "delta_ci_high", "delta_significant", "best", "target", "time_to_target_s", "target_reached",
                "train_seconds", "samples_per_second", "mfu", "peak_memory_bytes", "trainable_share", "device_hours",
-               "cost_usd", "cost_per_point", "price_per_device_hour", "price_date", "device_name", "converged",
+               "cost_usd", "cost_per_point", "price_per_device_hour", "price_date", "energy_kwh", "co2_kg",
+               "energy_source", "adapter_bytes", "device_name", "converged",
                "convergence", "converged_runs", "still_improving", "run_id"]
 
 
@@ -182,6 +284,8 @@ def write_markdown(text: str, out: Path) -> None:
 
 def write_all(board: Leaderboard, out: Path, figures: list[dict] = ()) -> str:
     """leaderboard.md, .csv and .json in `out`; returns the Markdown."""
+    with_energy(board)  # the cells' energy, in every format alike
+    with_adapter(board)
     text = to_markdown(board, figures)
     write_markdown(text, out)
     with open(out / "leaderboard.csv", "w", newline="", encoding="utf-8") as f:

@@ -9,6 +9,7 @@ other processes wait for its result, so N processes never train N copies.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from transferbench.cache import cache_dir
 from transferbench.errors import UserError
 from transferbench.outcome import TrainOutcome
 from transferbench.tasks import yolo_env
+
+from . import trackers
 
 HF_LOOP_OPTIONS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples",
                    "early_stopping")  # options of the HF loop that Ultralytics lacks
@@ -41,10 +44,16 @@ def check(spec, num_processes: int) -> None:
 
 
 def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
-        work_dir: Optional[Path] = None) -> TrainOutcome:
+        work_dir: Optional[Path] = None, model_dir: Optional[Path] = None) -> TrainOutcome:
+    """`model_dir`: the final weights saved there as an Ultralytics checkpoint (save_models: final). Trackers
+    (report_to) get the run's epochs when it returns: it may have trained in a child process."""
     # absolute: Ultralytics resolves a relative `project` against its own runs dir, outside the results dir
     work = (Path(work_dir) if work_dir else cache_dir() / "work" / spec.run_id).resolve()
     job = task.job(spec, model_ref, work, save_to)
+    name = spec.model if spec.model.startswith("pretrain:") else Path(spec.model).name
+    job["label"] = f"{name} n={job['n_train']} {spec.mode} s{spec.seed}"  # names each per-epoch line
+    job["log_level"] = logging.getLogger("transferbench").getEffectiveLevel()
+    job["model_dir"] = str(Path(model_dir).resolve()) if model_dir is not None else None
     cuda = accelerator.device.type == "cuda"
     job["overrides"] = {
         "workers": 2 if cuda else 0,  # CPU: loader workers would take the cores training needs
@@ -58,8 +67,13 @@ def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
         from .yolo_fit import fit
 
         out = fit(job)
-    return TrainOutcome(**out, dataset=job["dataset"], train_samples=job["n_train"],
-                        max_grad_norm=ULTRALYTICS_MAX_GRAD_NORM)
+    epochs = out.pop("epochs", [])
+    if out.get("saved_model"):
+        out["saved_model"] = str(model_dir)  # as the results folder was given (the child needed it absolute)
+    outcome = TrainOutcome(**out, dataset=job["dataset"], train_samples=job["n_train"],
+                           max_grad_norm=ULTRALYTICS_MAX_GRAD_NORM)
+    trackers.log_outcome(accelerator, spec, epochs)
+    return outcome
 
 
 def _fit_in_child(job: dict, work: Path, accelerator) -> dict:

@@ -9,15 +9,20 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import math
+import shutil
 import sys
 import time
 from copy import deepcopy
 from pathlib import Path
 
+from transferbench.cache import atomic_dir
 from transferbench.tasks import yolo_env
 
 from .signals import check_stop, stop_requested
+
+log = logging.getLogger("transferbench.runners.yolo_fit")  # also when run as __main__ (the child)
 
 # our metric name -> Ultralytics' validation key (box metrics)
 METRICS = {"map50_95": "metrics/mAP50-95(B)", "map50": "metrics/mAP50(B)",
@@ -95,7 +100,7 @@ def _trainer_class():
             model.peft_in_place = True  # Ultralytics indexes its layers: LoRA goes in place, no wrapper
             hyper = Hyper(**job["hyper"])
             targets = hyper.lora_targets or default_lora_targets(model)
-            model = get_mode(job["mode"]).prepare(model, head_names(model), targets, hyper)
+            model = get_mode(job["mode"], hyper).prepare(model, head_names(model), targets, hyper)
             self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
             return model
 
@@ -128,7 +133,7 @@ def _trainer_class():
 
         def save_model(self):
             # Ultralytics writes last.pt/best.pt (weights + optimizer state) every epoch and at the last one even
-            # with save=False; transferbench reads neither: written only when asked (task_args.ultralytics.save)
+            # with save=False; transferbench reads neither (save_models: final keeps one stripped copy: save_final)
             return super().save_model() if self.args.save else False
 
     return Trainer
@@ -139,22 +144,44 @@ def fit(job: dict) -> dict:
     mode, hyper, eval_every, target, n_train, save_to. Returns TrainOutcome's recorded fields."""
     wall0 = time.perf_counter()
     yolo_env.load()
-    from transferbench.modes import count_parameters, merge_lora_in_place
+    from transferbench.modes import adapter_bytes, count_parameters, merge_lora_in_place
 
     trainer = _trainer_class()(overrides=job["overrides"])
+    from ultralytics.utils import callbacks
+
+    # Only transferbench's callbacks: trackers are `report_to`'s (yolo_env also switches Ultralytics' logger
+    # integrations off in its settings), and its analytics and platform callbacks have nothing to do here
+    trainer.callbacks = callbacks.get_default_callbacks()
     trainer.job, trainer.eval_seconds, trainer.evaluated = job, 0.0, []
     marks = {}
+    epochs = {}  # epoch -> {epoch, step, train_loss, lr, metrics}: the per-epoch lines and the trackers' rows
 
     def on_train_start(t):
         marks["start"] = time.perf_counter()
         marks["params"] = count_parameters(t.model)
+        marks["adapter"] = adapter_bytes(t.model)
 
     def on_batch_end(t):  # Ctrl-C/SIGTERM: Ultralytics' own stop flag ends the epoch after this batch
         if stop_requested():
             t.stop = True
 
+    def on_fit_epoch_end(t):  # after the epoch's validation (when it had one): one line per epoch
+        epoch = t.epoch + 1
+        losses = t.label_loss_items(t.tloss) if t.tloss is not None else {}
+        row = {"epoch": epoch, "step": epoch * len(t.train_loader) // t.accumulate,
+               "train_loss": round(sum(losses.values()), 5) if losses else None, "lr": t.lr.get("lr/pg0"),
+               "metrics": {k: float(t.metrics[v]) for k, v in METRICS.items() if v in t.metrics}
+               if epoch in t.evaluated else {}}
+        epochs[epoch] = row
+        parts = [f"{k.split('/')[-1].removesuffix('_loss')} {v:.3f}" for k, v in losses.items()]
+        score = (f", mAP50-95 {row['metrics']['map50_95']:.4f}, mAP50 {row['metrics']['map50']:.4f}"
+                 if row["metrics"] else "")
+        loss = f"loss {row['train_loss']:.4f} ({', '.join(parts)})" if losses else "loss -"
+        log.info(f"{job.get('label', 'yolo')}: epoch {epoch}/{t.epochs} {loss}{score}")
+
     trainer.add_callback("on_train_start", on_train_start)
     trainer.add_callback("on_train_batch_end", on_batch_end)
+    trainer.add_callback("on_fit_epoch_end", on_fit_epoch_end)
     trainer.train()
     check_stop()  # stopped early by a signal: Interrupted, so the run is not recorded
     total = time.perf_counter() - marks["start"]
@@ -167,13 +194,16 @@ def fit(job: dict) -> dict:
             curve.append({"step": epoch * len(trainer.train_loader) // trainer.accumulate,
                           "samples_seen": epoch * job["n_train"], "seconds": float(row["time"]),
                           "metric": float(row[METRICS["map50_95"]]),
-                          **{k: float(row[v]) for k, v in METRICS.items() if k != "map50_95" and v in row}})
+                          **{k: float(row[v]) for k, v in METRICS.items() if k != "map50_95" and v in row},
+                          # this epoch's mean training loss (box + cls + dfl, as Ultralytics sums them)
+                          "train_loss": epochs.get(epoch, {}).get("train_loss")})
     target = job["target"]
     reached = [p["seconds"] for p in curve if target is not None and p["metric"] >= target]
     epochs_run = trainer.epoch + 1
     if job["save_to"]:
         model = merge_lora_in_place(deepcopy(trainer.ema.ema).float())
         save_stage(model, trainer.data["names"], Path(job["save_to"]))
+    saved = save_final(trainer, Path(job["model_dir"])) if job.get("model_dir") else None
     metrics = {k: float(trainer_metrics.get(v, math.nan)) for k, v in METRICS.items()}
     return {
         "metrics": metrics, "eval_samples": int(getattr(trainer.validator, "seen", 0) or 0),
@@ -185,8 +215,35 @@ def fit(job: dict) -> dict:
         "samples_seen": epochs_run * job["n_train"],
         "optimizer_steps": epochs_run * len(trainer.train_loader) // trainer.accumulate,
         "epochs_run": float(epochs_run), "params_total": marks["params"][0], "params_trainable": marks["params"][1],
-        "setup_seconds": marks["start"] - wall0,
+        "adapter_bytes": marks["adapter"],
+        "setup_seconds": marks["start"] - wall0, "saved_model": saved,
+        "epochs": [epochs[e] for e in sorted(epochs)],  # for the trackers (popped by the launcher)
     }
+
+
+def save_final(trainer, folder: Path) -> str:
+    """The final weights as Ultralytics keeps a run's weights: its trainer's own checkpoint of the EMA model (what
+    every evaluation scored), stripped of the optimizer as Ultralytics strips the weights it ships, as
+    `last.pt` (the final epoch's, not best.pt: picking the best epoch would select on the eval split).
+    `YOLO(folder / "last.pt")` loads it; LoRA adapters are merged first, so loading needs no peft."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    from transferbench.modes import merge_lora_in_place
+
+    ema = trainer.ema.ema
+    trainer.ema.ema = merge_lora_in_place(deepcopy(ema))
+    try:
+        DetectionTrainer.save_model(trainer)  # writes the trainer's last.pt (and best.pt when this epoch is best)
+    finally:
+        trainer.ema.ema = ema
+    if folder.exists():
+        shutil.rmtree(folder)
+    with atomic_dir(folder) as tmp:
+        strip_optimizer(trainer.last, str(tmp / "last.pt"))
+    for f in (trainer.last, trainer.best):  # nothing else keeps a .pt (save: false)
+        Path(f).unlink(missing_ok=True)
+    return str(folder)
 
 
 def save_stage(model, names: dict, folder: Path) -> None:
@@ -209,6 +266,10 @@ def main(argv: list[str]) -> int:
     last so a waiting process never reads half a file)."""
     job_file = Path(argv[0])
     job = json.loads(job_file.read_text())
+    # the parent's verbosity; the per-epoch lines go to stderr, which the child shares with the terminal
+    logger = logging.getLogger("transferbench")
+    logger.setLevel(job.get("log_level", logging.INFO))
+    logger.addHandler(logging.StreamHandler(sys.stderr))
     try:
         out = {"ok": fit(job)}
     except Exception as err:  # noqa: BLE001 - reported to the parent, which records the run as failed

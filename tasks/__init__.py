@@ -113,6 +113,9 @@ class Task:
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy",)  # everything evaluated
     higher_is_better: ClassVar[bool] = True
     lora_targets: ClassVar[dict] = {}  # model_type -> default LoRA targets (name suffixes, or one regex)
+    # model_type -> the feed-forward layers (suffixes or a regex) that peft methods with feed-forward targets
+    # (IA3: it scales their input) adapt besides lora_targets; a model_type without one: none
+    feedforward_targets: ClassVar[dict] = {}
     Args: ClassVar[type[BaseModel]] = NoArgs  # schema of the suite's task_args for this task
     # The training loop that trains this task, by name (runners/loops.py): "hf", the one Accelerate loop, or a
     # foreign loop such as "ultralytics", which then asks the task for what it needs (e.g. `job`).
@@ -172,6 +175,9 @@ class Task:
             raise UserError(f"{self.name}: no default LoRA targets for model_type '{model_type}'; set lora_targets "
                             f"in the suite (known: {', '.join(sorted(self.lora_targets))})")
         return self.lora_targets[model_type]
+
+    def feedforward_targets_for(self, model: torch.nn.Module):
+        return self.feedforward_targets.get(self.model_type(model))
 
     def loss_and_logits(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(**batch)

@@ -220,10 +220,14 @@ class ImageClassification(Task):
     metric_names = ("accuracy", "f1")
     Args = ImageArgs
     lora_targets = {  # by the installed libraries' module names (a list: name suffixes; a str: a regex)
-        "vit": ["q_proj", "v_proj"], "deit": ["q_proj", "v_proj"], "dinov2": ["query", "value"],
-        "swin": ["query", "value"], "convnext": ["pwconv1", "pwconv2"], "resnet": ["convolution"],
+        "vit": ["q_proj", "v_proj"], "deit": ["q_proj", "v_proj"], "dinov2": ["q_proj", "v_proj"],
+        "swin": ["q_proj", "v_proj"], "convnext": ["pwconv1", "pwconv2"], "resnet": ["convolution"],
         "timm:efficientnet": ["conv_pw", "conv_pwl"], "timm:resnet": r".*layer\d+\.\d+\.conv\d",  # a regex: block convs only (some stems are Sequential)
         "timm:vision_transformer": ["qkv"],
+    }
+    feedforward_targets = {  # the feed-forward block's second layer (ResNets have none: IA3 scales their convs)
+        "vit": ["mlp.fc2"], "deit": ["mlp.fc2"], "dinov2": ["mlp.fc2"], "swin": ["mlp.fc2"], "convnext": ["pwconv2"],
+        "timm:efficientnet": ["conv_pwl"], "timm:vision_transformer": ["mlp.fc2"],  # conv_pwl: the 1x1 projection
     }
 
     def load_data(self, dataset: DatasetSpec, model: str) -> TaskData:
@@ -288,7 +292,9 @@ class ImageClassification(Task):
         if _is_timm(model):
             import timm
 
-            timm.models.save_for_hf(model.model, str(path), model_config={"label_names": data.labels})
+            # safetensors (timm's default is a pickled pytorch_model.bin): loading it runs no code
+            timm.models.save_for_hf(model.model, str(path), model_config={"label_names": data.labels},
+                                    safe_serialization=True)
         else:
             super().save_checkpoint(model, data, path)
 

@@ -211,12 +211,13 @@ def resolve_model(ref: str) -> YoloRef:
                     f"pretrain stage")
 
 
-def _check_weights(mode_name: str, ref: YoloRef, name: str) -> None:
+def _check_weights(mode_name: str, ref: YoloRef, name: str, hyper=None) -> None:
     """The weights a mode starts from exist (or, for scratch, at least the architecture)."""
-    if get_mode(mode_name).pretrained and ref.init is None:
+    pretrained = get_mode(mode_name, hyper).pretrained
+    if pretrained and ref.init is None:
         raise UserError(f"mode {mode_name} needs pretrained weights, but '{name}' is an architecture only; "
                         f"use scratch, a .pt checkpoint or a pretrain stage")
-    if (get_mode(mode_name).pretrained and ref.init.get("missing")) or ref.arch is None:
+    if (pretrained and ref.init.get("missing")) or ref.arch is None:
         raise _missing_checkpoint(name)  # (arch None: scratch from a released .pt that is not on disk)
 
 
@@ -257,14 +258,14 @@ class ObjectDetection(Task):
             raise UserError(f"epochs must be a whole number (got {h.epochs})")
         check_pass_through(self.args.ultralytics)
         if spec.stage is None:  # a stage's checkpoint exists only once it has trained: checked when used
-            _check_weights(spec.mode, resolve_model(spec.model), spec.model)
+            _check_weights(spec.mode, resolve_model(spec.model), spec.model, spec.hyper)
 
     def job(self, spec, model_ref: str, work: Path, save_to: Optional[Path]) -> dict:
         """The run as a plain, JSON-able job for runners/yolo_fit: the budget's images written as an image list
         with its own data.yaml under `work`, the Ultralytics arguments the suite's hyper-parameters map to, and
         what the trainer subclass needs to apply the mode. The launcher adds the devices and loader workers."""
         ref = resolve_model(model_ref)
-        _check_weights(spec.mode, ref, model_ref)
+        _check_weights(spec.mode, ref, model_ref, spec.hyper)
         data = load_yolo_data(spec.dataset.source, spec.dataset.eval_split)
         size = sources.budget_size(len(data.train), spec.train_samples, spec.train_fraction)
         h = spec.hyper
@@ -277,7 +278,7 @@ class ObjectDetection(Task):
         epochs = int(h.epochs)
         overrides = {
             # no last.pt/best.pt (~30 MB each with optimizer state): transferbench reads neither (a stage saves
-            # its own safetensors); `task_args.ultralytics: {save: true}` keeps them under the run's work dir
+            # its own safetensors; `save_models: final` keeps one stripped last.pt under <results>/models/<run_id>)
             "save": False,
             **self.args.ultralytics,
             "model": str(work / "arch.yaml"), "data": str(work / "data.yaml"), "epochs": epochs,
@@ -296,7 +297,8 @@ class ObjectDetection(Task):
         else:  # a .pt: Ultralytics reads the architecture from the checkpoint itself
             overrides["model"] = ref.arch
         return {
-            "overrides": overrides, "arch": ref.arch, "init": ref.init, "pretrained": get_mode(spec.mode).pretrained,
+            "overrides": overrides, "arch": ref.arch, "init": ref.init,
+            "pretrained": get_mode(spec.mode, spec.hyper).pretrained,
             "mode": spec.mode, "hyper": spec.hyper.model_dump(mode="json"),
             "eval_every": max(1, math.ceil(h.eval_every - 1e-9)), "target": spec.target.value if spec.target else None,
             "n_train": size, "dataset": spec.dataset.source, "save_to": str(save_to) if save_to else None,

@@ -75,6 +75,9 @@ def _fingerprint(split_fingerprint: str, stamp: str) -> str:
     return hashlib.sha256(f"{split_fingerprint}|{stamp}".encode()).hexdigest()[:32]
 
 
+_FFN_OUT = r".*layer\.\d+\.output\.dense"  # the FFN's down projection (a regex: not attention.output.dense)
+
+
 @register_task
 class TextClassification(Task):
     name = "text-classification"
@@ -84,6 +87,10 @@ class TextClassification(Task):
         "bert": ["query", "value"], "roberta": ["query", "value"], "xlm-roberta": ["query", "value"],
         "electra": ["query", "value"], "albert": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
         "deberta-v2": ["query_proj", "value_proj"], "mpnet": ["q", "v"], "modernbert": ["Wqkv"],
+    }
+    feedforward_targets = {  # the feed-forward block's second layer (its input is the FFN's hidden activation)
+        "bert": _FFN_OUT, "roberta": _FFN_OUT, "xlm-roberta": _FFN_OUT, "electra": _FFN_OUT, "deberta-v2": _FFN_OUT,
+        "mpnet": _FFN_OUT, "albert": ["ffn_output"], "distilbert": ["lin2"], "modernbert": ["mlp.Wo"],
     }
 
     def load_data(self, dataset: DatasetSpec, model: str) -> TaskData:

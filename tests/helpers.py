@@ -52,7 +52,8 @@ from transferbench.tasks import Task, TaskData, register_task
 
 class Net(torch.nn.Module):
     """XOR classifier. Its name injects a fault: nan (loss), oom (always, in training), oom-above-N (a training
-    batch larger than N rows), cpu-oom (the CPU allocator's message), slow (FAULT_SLEEP seconds a batch); any
+    batch larger than N rows), cpu-oom (the CPU allocator's message), slow (FAULT_SLEEP seconds a batch), die
+    (SIGKILL of its own process in training), die-once (the same, only while FAULT_MARKER does not exist); any
     other name trains normally."""
 
     def __init__(self, fault):
@@ -69,6 +70,11 @@ class Net(torch.nn.Module):
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} rows (injected)")
         if self.training and self.fault == "cpu-oom":
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes (injected)")
+        if self.training and self.fault == "die-once" and not pathlib.Path(os.environ["FAULT_MARKER"]).exists():
+            pathlib.Path(os.environ["FAULT_MARKER"]).touch()
+            os.kill(os.getpid(), 9)  # the process running it killed mid-run (kill -9), once
+        if self.training and self.fault == "die":
+            os.kill(os.getpid(), 9)
         if self.fault == "slow":
             pathlib.Path(os.environ["FAULT_MARKER"]).touch()
             time.sleep(float(os.environ.get("FAULT_SLEEP", "0.05")))

@@ -90,3 +90,92 @@ def test_shards_partition_the_runs():
     assert sorted(ids) == sorted(r.run_id for r in runs) and len(set(ids)) == len(ids)
     with pytest.raises(UserError):
         shard(runs, "4/3")
+
+
+# The same suite spelled with Hugging Face TrainingArguments / peft LoraConfig names
+HF_NAMES = {
+    "name": "t",
+    "defaults": {"seeds": [0, 1], "num_train_epochs": 2, "learning_rate": 1e-3, "task_args": {"max_length": 16}},
+    "benchmarks": [{
+        "task": "text-classification", "dataset": "builtin:topics", "models": ["a", "b"],
+        "modes": {"scratch": None, "finetune": {"learning_rate": 5e-5},
+                  "lora": {"r": 4, "lora_alpha": 16, "target_modules": ["query"]}},
+        "train_samples": [256, 64], "num_train_epochs": 3, "task_args": {"extra": 1},
+        "gradient_accumulation_steps": 2, "lr_scheduler_type": "cosine", "weight_decay": 0.0, "warmup_ratio": 0.2,
+    }],
+}
+
+
+def test_hugging_face_names_are_aliases_and_leave_run_ids_unchanged():
+    own = {**SUITE, "benchmarks": [{**SUITE["benchmarks"][0], "grad_accum": 2, "scheduler": "cosine",
+                                    "weight_decay": 0.0, "warmup_ratio": 0.2,
+                                    "modes": {"scratch": None, "finetune": {"lr": 5e-5},
+                                              "lora": {"lora_r": 4, "lora_alpha": 16, "lora_targets": ["query"]}}}]}
+    hf, ours = expand(parse_suite(HF_NAMES), LRS), expand(parse_suite(own), LRS)
+    assert [r.run_id for r in hf] == [r.run_id for r in ours]  # resolved before the run spec is hashed
+    lora = next(r for r in hf if r.mode == "lora")
+    assert (lora.hyper.lora_r, lora.hyper.lora_alpha, lora.hyper.lora_targets, lora.hyper.grad_accum,
+            lora.hyper.scheduler, lora.hyper.epochs) == (4, 16, ["query"], 2, "cosine", 3)
+    assert "lora_r" in lora.model_dump(mode="json")["hyper"] and "r" not in lora.model_dump(mode="json")["hyper"]
+    # run_ids as the code before aliases and suite_source computed them (stores written then still resume)
+    assert [r.run_id for r in expand(parse_suite(SUITE), LRS)[:3]] == [
+        "419cf7ea9325915e", "eb0400e2745cec87", "c10be3dd336735e1"]
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"lr": 1e-3, "learning_rate": 1e-3}, "defaults: 'learning_rate' is another name for 'lr': give one of them"),
+    ({"per_device_train_batch_size": 8}, "unknown key 'defaults.per_device_train_batch_size' (batch_size is the "
+                                         "effective batch, per-device x processes x grad_accum"),
+    ({"seed": 3}, "unknown key 'defaults.seed' (seeds takes a list"),
+    ({"bf16": True}, "(mixed_precision: bf16)"),
+    ({"learning_rat": 1e-3}, "(did you mean 'learning_rate'?)"),
+])
+def test_familiar_names_with_another_meaning_say_what_to_write(layer, message):
+    with pytest.raises(UserError) as err:
+        parse_suite({**SUITE, "defaults": layer})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_one_letter_key_gets_no_guess():
+    with pytest.raises(UserError) as err:  # 'r' is close to 'lr' by spelling only
+        parse_suite({**SUITE, "x": 1})
+    assert "did you mean" not in str(err.value) and "choose from:" in str(err.value)
+    from transferbench.errors import did_you_mean
+
+    assert "lr" not in did_you_mean("r", ["lr", "epochs"]).split("(")[0] and "did you" not in did_you_mean("r", ["lr"])
+    assert did_you_mean("epocs", ["lr", "epochs"]) == " (did you mean 'epochs'?)"
+
+
+def test_set_overrides_dotted_paths_with_yaml_values(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**SUITE, "benchmarks": [{**SUITE["benchmarks"][0], "modes": ["scratch", "lora"]}]}))
+    base = expand(load_suite(path), LRS)
+    suite = load_suite(path, ["benchmarks.0.epochs=5", "defaults.seeds=[7]", "benchmarks.0.modes.lora.r=16",
+                              "defaults.learning_rate=2.0e-3", "benchmarks.0.train_samples=32"])
+    runs = expand(suite, LRS)
+    assert len(base) == 2 * 2 * 2 * 2 and len(runs) == 2 * 1 * 1 * 2
+    assert {r.seed for r in runs} == {7} and {r.train_samples for r in runs} == {32}
+    assert {r.hyper.epochs for r in runs} == {5.0} and {r.hyper.lr for r in runs} == {2e-3}  # replaced `lr: 1e-3`
+    assert {r.mode: r.hyper.lora_r for r in runs} == {"scratch": 8, "lora": 16}
+    # the file and its overrides are recorded with every run (the published card's "Reproduce"), not hashed
+    source = runs[0].suite_source
+    assert source["file"] == str(path.resolve()) and source["set"][0] == "benchmarks.0.epochs=5"
+    assert len(source["sha256"]) == 64 and runs[0].model_dump(mode="json")["suite_source"] == source
+    same = expand(parse_suite(yaml.safe_load(path.read_text())), LRS)
+    assert [r.run_id for r in same] == [r.run_id for r in base] and same[0].suite_source is None
+    assert "suite_source" not in same[0].model_dump(mode="json")  # nothing recorded: the dump is as before
+
+
+@pytest.mark.parametrize("item, message", [
+    ("benchmarks.2.epochs=1", "--set benchmarks.2.epochs: benchmarks is a list of 1; '2' is not an index"),
+    ("defaults.epoch=2", "--set defaults.epoch=2: unknown key 'defaults.epoch' (did you mean 'epochs'?)"),
+    ("defaults.epochs=-1", "--set defaults.epochs=-1: defaults.epochs: Input should be greater than 0"),
+    ("benchmarks.0.learning_rate=zero", "--set benchmarks.0.learning_rate=zero: benchmarks[0].lr: Input should be"),
+    ("defaults.seeds=[0", "--set defaults.seeds: malformed YAML"),
+    ("defaults.epochs", "--set 'defaults.epochs': give KEY=VALUE"),
+    ("name.x=1", "--set name.x: 'name' is 't', not a mapping or a list"),
+])
+def test_bad_set_items_name_the_key(item, message):
+    with pytest.raises(UserError) as err:
+        parse_suite(SUITE, "s.yaml", [item])
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -88,6 +88,27 @@ CASES = {
     "shard 4 of 3": (GOOD, ["--shard", "4/3"], "(got '4/3')"),
     "shard not a fraction": (GOOD, ["--shard", "half"], "(got 'half')"),
     "negative price": (GOOD, ["--price-per-device-hour", "-1"], "--price-per-device-hour must be >= 0"),
+    # Hugging Face names (TrainingArguments / peft): aliases where the meaning is the same, a pointer where not
+    "alias and its key together": (_with("epochs: 1", "epochs: 1, num_train_epochs: 2"), [],
+                                   "defaults: 'num_train_epochs' is another name for 'epochs': give one of them"),
+    "per-device batch name": (_with("epochs: 1", "epochs: 1, per_device_train_batch_size: 8"), [],
+                              "unknown key 'defaults.per_device_train_batch_size' (batch_size is the effective batch"),
+    "one-letter key, no guess": ("r: 8\n" + GOOD, [], "unknown key 'r' (choose from: benchmarks, defaults"),
+    "alias with a bad value": (GOOD + "\n    learning_rate: -1.0", [], "benchmarks[0].lr: Input should be greater"),
+    # --set KEY=VALUE: validated like the file, the message names the --set item
+    "--set past the list": (GOOD, ["--set", "benchmarks.1.epochs=2"],
+                            "--set benchmarks.1.epochs: benchmarks is a list of 1; '1' is not an index"),
+    "--set unknown key": (GOOD, ["--set", "defaults.epoch=2"],
+                          "--set defaults.epoch=2: unknown key 'defaults.epoch' (did you mean 'epochs'?)"),
+    "--set bad value": (GOOD, ["--set", "benchmarks.0.epochs=-3"],
+                        "--set benchmarks.0.epochs=-3: benchmarks[0].epochs: Input should be greater than 0"),
+    "--set bad alias value": (GOOD, ["--set", "defaults.learning_rate=fast"],
+                              "--set defaults.learning_rate=fast: defaults.lr: Input should be a valid number"),
+    "--set without a value": (GOOD, ["--set", "defaults.epochs"], "--set 'defaults.epochs': give KEY=VALUE"),
+    "--set malformed value": (GOOD, ["--set", "defaults.seeds=[0,"], "--set defaults.seeds: malformed YAML"),
+    "--set into a scalar": (GOOD, ["--set", "name.first=1"], "--set name.first: 'name' is 'bad', not a mapping"),
+    "--set an unknown mode": (GOOD, ["--set", "benchmarks.0.modes=[finetune, lroa]"], "unknown mode 'lroa' (did you "
+                                                                                      "mean 'lora'?)"),
 }
 
 

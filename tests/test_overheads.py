@@ -110,6 +110,33 @@ def test_commands_that_train_nothing_import_no_torch(tmp_path):
     assert not (tmp_path / "dry").exists()
 
 
+@pytest.mark.slow
+def test_a_dry_run_of_the_default_suite_imports_no_torch_of_its_own(tmp_path):
+    """The quickstart's dry run checks its shipped stage checkpoints (safetensors headers, read without torch), its
+    models' configs and its data. transferbench brings no torch in; what does is transformers 5, whose
+    configuration module imports torch whenever it is installed (AutoConfig, AutoTokenizer), and timm."""
+    from transferbench.runners.cli import DEFAULT_SUITE
+
+    heavy, source = _imported("run", DEFAULT_SUITE, "--dry-run", "--results-dir", tmp_path / "dry")
+    assert "/site-packages/transformers/" in source or "/site-packages/timm/" in source, source
+    assert not (tmp_path / "dry").exists()
+
+
+def test_checkpoint_check_reads_safetensors_headers_without_torch(tmp_path):
+    """checkpoints.problem is what a dry run runs on every shipped stage: in a fresh interpreter it must not
+    import torch, and it still finds a truncated file."""
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
+    save_file({"w": np.zeros((3, 4), np.float32)}, str(good))
+    bad.write_bytes(good.read_bytes()[:-5])
+    code = ("import sys; from transferbench import checkpoints; "
+            f"print(checkpoints.problem({str(good)!r}), bool(checkpoints.problem({str(bad)!r})), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["None", "True", "False"], out.stderr[-2000:]
+
+
 def test_warm_up_keeps_start_up_costs_out_of_the_first_run(tiny_bert, tmp_path):
     """In a fresh process (as `transferbench run`), the first run (seed 0) pays no import of the model's module or
     of the metric modules: its setup and eval seconds are within noise of seeds 1-2; the suite's timing has them."""

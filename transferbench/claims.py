@@ -3,16 +3,15 @@ invocations on one results folder (two shells, shards on a shared filesystem, Ra
 the same run twice.
 
 A claim is created atomically (written to a private file, then hard-linked to its name: the link fails when the
-name exists, on local disks and NFS alike) and holds the claimer's host, pid and process start time. It is
-released (removed) when the run is recorded or abandoned. A claim whose process is gone (same host, pid not
-running, or running but started at another time: a reused pid) is stale: the next claimer removes it, under a
-lock so that two of them never remove each other's fresh claim. A claim from another host cannot be checked
+name exists, on local disks and NFS alike) and holds the claimer's host, pid and process start time (psutil's
+create_time). It is released (removed) when the run is recorded or abandoned. A claim whose process is gone (same
+host, pid not running, or running but started at another time: a reused pid) is stale: the next claimer removes
+it, under a lock (filelock) so that two of them never remove each other's fresh claim. A claim from another host cannot be checked
 from here: it is honoured; `describe()` names the file to delete if that host crashed.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -21,26 +20,45 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
+import psutil
+from filelock import FileLock
+
 HOST = socket.gethostname()
+# psutil's create_time is the kernel's start ticks plus the boot time, and the boot time the kernel reports can
+# move by a second (clock adjustments): starts this close are the same process. A process that reuses a dead
+# claimer's pid starts later than that: a claimer imports and plans for seconds before it claims.
+SAME_START_S = 1.0
 
 
-def _start_ticks(pid: int) -> Optional[str]:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid from the claimer."""
+def _started(pid: int) -> Optional[float]:
+    """The process's start time (seconds since the epoch), to tell a reused pid from the claimer."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        return psutil.Process(pid).create_time()
+    except psutil.Error:  # gone, a zombie psutil cannot read, or not ours to inspect
         return None
 
 
-def _alive(pid: int, ticks: Optional[str]) -> bool:
+def _legacy_started(ticks) -> Optional[float]:
+    """Claims written before psutil (field `ticks`) hold the start in clock ticks since boot; None if unreadable."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return int(ticks) / os.sysconf("SC_CLK_TCK") + psutil.boot_time()
+    except (TypeError, ValueError):
+        return None
+
+
+def _alive(pid: int, holder: dict) -> bool:
+    if not psutil.pid_exists(pid):  # True for a live process of another user too
         return False
-    except PermissionError:  # another user's live process
-        return True
-    now = _start_ticks(pid)
-    return ticks is None or now is None or now == ticks
+    now = _started(pid)
+    if isinstance(holder.get("started"), (int, float)):
+        then = holder["started"]
+    elif holder.get("ticks") is not None:
+        then = _legacy_started(holder["ticks"])
+        if then is None:  # not a start time: it cannot be this process's
+            return now is None
+    else:
+        return True  # no start recorded: the pid alone decides
+    return now is None or abs(now - then) <= SAME_START_S
 
 
 class Claim:
@@ -52,7 +70,7 @@ class Claim:
         self.held = False
 
     def holder(self) -> Optional[dict]:
-        """The claimer's {host, pid, ticks, since}, {} when the file is unreadable, None when unclaimed."""
+        """The claimer's {host, pid, started, since}, {} when the file is unreadable, None when unclaimed."""
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -71,13 +89,13 @@ class Claim:
                 return False
         if holder.get("host") != HOST or not isinstance(holder.get("pid"), int):
             return False
-        return not _alive(holder["pid"], holder.get("ticks"))
+        return not _alive(holder["pid"], holder)
 
     def try_acquire(self) -> bool:
         if self.held:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        mine = {"host": HOST, "pid": os.getpid(), "ticks": _start_ticks(os.getpid()), "token": self.token,
+        mine = {"host": HOST, "pid": os.getpid(), "started": _started(os.getpid()), "token": self.token,
                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         tmp = self.path.parent / f".{self.path.name}.{self.token}"
         tmp.write_text(json.dumps(mine))
@@ -117,15 +135,9 @@ class Claim:
         h = self.holder()
         return bool(h) and h.get("host") != HOST
 
-    @contextlib.contextmanager
-    def _lock(self):
-        fd = os.open(self.path.parent / ".claims.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def _lock(self) -> FileLock:
+        """One lock per claims folder (the file stays, as waiters must share its inode)."""
+        return FileLock(self.path.parent / ".claims.lock", mode=0o644)
 
     def __enter__(self):
         return self

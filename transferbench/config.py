@@ -10,11 +10,12 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_serializer, model_validator
+from pydantic_core import PydanticCustomError
 
-from . import safe_yaml
+from . import peft_modes, safe_yaml
 from .errors import UserError, did_you_mean
 from .hyper import Hyper, HyperPatch, PositiveInt
 
@@ -43,6 +44,57 @@ class DatasetSpec(BaseModel):
     columns: dict[str, str] = {}  # task role -> column name, e.g. {text: sentence, label: topic}
 
 
+# The names Hugging Face users type (TrainingArguments, peft's LoraConfig), accepted where they mean exactly what
+# the suite key means. They are renamed before validation, so the run spec, its run_id and the record only ever
+# hold the suite's own name. (weight_decay, warmup_ratio, max_steps, max_grad_norm, lora_alpha and lora_dropout
+# are already spelled the same.)
+KEY_ALIASES = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "gradient_accumulation_steps": "grad_accum",
+    "lr_scheduler_type": "scheduler",  # the same names: both go to transformers.get_scheduler
+    "r": "lora_r",  # peft LoraConfig(r=...)
+    "target_modules": "lora_targets",  # a list matches module-name suffixes, a string is a regex, as in peft
+}
+# Familiar names whose meaning differs here: the error says what to write instead of guessing a spelling.
+KEY_HINTS = {
+    "per_device_train_batch_size": "batch_size is the effective batch, per-device x processes x grad_accum, so a "
+                                   "run means the same on 1 GPU or 8: set batch_size to per_device_train_batch_size "
+                                   "x processes x gradient_accumulation_steps",
+    "train_batch_size": "batch_size is the effective batch (per-device x processes x grad_accum)",
+    "seed": "seeds takes a list, one run per seed: seeds: [0]",
+    "bf16": "mixed_precision: bf16", "fp16": "mixed_precision: fp16",
+    "warmup_steps": "warmup_ratio: the warm-up as a fraction of the training steps (e.g. 0.1)",
+    "eval_steps": "eval_every: in epochs (0.5 = twice per epoch)",
+    "eval_strategy": "eval_every: in epochs (0.5 = twice per epoch)",
+    "max_length": "task_args: {max_length: N}", "max_seq_length": "task_args: {max_length: N}",
+}
+
+
+def _aliases_renamed(data: Any) -> Any:
+    """`data` with KEY_ALIASES renamed to the suite's keys; the same key given twice (lr and learning_rate in one
+    layer) is refused: which one would win is not obvious."""
+    if not isinstance(data, dict) or not any(k in KEY_ALIASES for k in data):
+        return data
+    out = dict(data)
+    for alias, key in KEY_ALIASES.items():
+        if alias in out:
+            if key in out:
+                raise PydanticCustomError("alias_twice", "'{alias}' is another name for '{key}': give one of them",
+                                          {"alias": alias, "key": key})
+            out[key] = out.pop(alias)
+    return out
+
+
+class ModePatch(HyperPatch):
+    """A mode's own hyper-parameters (`modes: {lora: {lr: 1e-3, r: 16}}`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        return _aliases_renamed(data)
+
+
 def _dataset_shorthand(data: Any) -> Any:
     if isinstance(data, dict) and isinstance(data.get("dataset"), str):
         data = {**data, "dataset": {"source": data["dataset"]}}
@@ -58,6 +110,11 @@ class _Shared(HyperPatch):
     # gradient accumulation (the effective batch, hence the optimisation, stays the same)
     oom_retries: Optional[Annotated[int, Field(ge=0)]] = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        return _aliases_renamed(data)
+
 
 class Defaults(_Shared):
     pass
@@ -67,7 +124,7 @@ class Benchmark(_Shared):
     task: str
     dataset: DatasetSpec
     models: list[str] = Field(min_length=1)
-    modes: dict[str, Optional[HyperPatch]]
+    modes: dict[str, Optional[ModePatch]]
     train_samples: Optional[list[PositiveInt]] = None
     train_fraction: Optional[list[Annotated[float, Field(gt=0, le=1)]]] = None
 
@@ -129,6 +186,14 @@ class Suite(BaseModel):
     defaults: Defaults = Defaults()
     pretrain: dict[Annotated[str, Field(pattern=SAFE_NAME)], Stage] = {}
     benchmarks: list[Benchmark] = Field(min_length=1)
+    # where it came from (load_suite): the file, its sha256, the --set overrides; recorded with every run
+    _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def source(self) -> Optional[dict[str, Any]]:
+        """What a reader needs to run this suite again: its file, the modules its `imports:` names, the --set
+        overrides given with it. None for a suite built in Python with no imports."""
+        out = {**self._origin, **({"imports": list(self.imports)} if self.imports else {})}
+        return out or None
 
 
 class RunSpec(BaseModel):
@@ -150,11 +215,23 @@ class RunSpec(BaseModel):
     stage: Optional["RunSpec"] = None  # the pretrain stage that produces `model` (pretrain:NAME)
     stage_name: Optional[str] = None
     oom_retries: int = 1  # a fault policy, not part of what the run measures
+    # the suite file this run came from, its imports and --set overrides (Suite.source): provenance for the
+    # published card's "Reproduce", not identity (the same run may come from two files)
+    suite_source: Optional[dict[str, Any]] = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_source(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and data.get("suite_source", 0) is None:
+            del data["suite_source"]  # records from before it existed and suites built in Python look alike
+        return data
 
     @property
     def run_id(self) -> str:
-        """Hash of what determines the result (not the suite's name, not the price, not fault handling)."""
-        ident = self.model_dump(mode="json", exclude={"suite", "price_per_device_hour", "stage_name", "oom_retries"})
+        """Hash of what determines the result (not the suite's name, not the price, not fault handling, not the
+        file it was read from)."""
+        ident = self.model_dump(mode="json", exclude={"suite", "price_per_device_hour", "stage_name", "oom_retries",
+                                                      "suite_source"})
         if ident["stage"] is not None:
             ident["stage"] = self.stage.run_id
         if ident["target"] is not None and not ident["target"]["stop"]:
@@ -185,8 +262,16 @@ def _format_error(err: ValidationError, where: str) -> str:
     if e["type"] == "extra_forbidden":
         key = e["loc"][-1]
         parent = _model_at(Suite, e["loc"][:-1])
-        hint = did_you_mean(key, parent.model_fields) if parent else ""
+        if key in KEY_HINTS and parent and "lr" in parent.model_fields:
+            hint = f" ({KEY_HINTS[key]})"
+        elif parent:
+            known = set(parent.model_fields) | ({*KEY_ALIASES} if "lr" in parent.model_fields else set())
+            hint = did_you_mean(key, known)
+        else:
+            hint = ""
         return f"{where}: unknown key '{loc}'{hint}"
+    if e["type"] == "alias_twice":
+        return f"{where}: {loc}: {e['msg']}"
     if e["type"] == "missing":
         return f"{where}: missing required key '{loc}'"
     return f"{where}: {loc}: {e['msg']} (got {e.get('input')!r})"
@@ -217,25 +302,81 @@ def _model_at(model, loc) -> Optional[type[BaseModel]]:
     return model
 
 
-def parse_suite(data: Any, where: str = "suite") -> Suite:
+def parse_suite(data: Any, where: str = "suite", overrides: Sequence[str] = ()) -> Suite:
+    """Validate a suite (a mapping, as YAML gives it) after applying `overrides` (`--set KEY=VALUE`). An error
+    at or under a key that --set gave names that --set item rather than the file."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: a suite must be a YAML mapping with 'name' and 'benchmarks'")
+    data, given = apply_overrides(data, overrides)
     try:
-        return Suite.model_validate(data)
+        suite = Suite.model_validate(data)
     except ValidationError as err:
-        raise UserError(_format_error(err, where)) from None
+        e = next((x for x in err.errors() if x["type"] == "extra_forbidden"), err.errors()[0])
+        at = [str(p) for p in e["loc"] if p != "[key]"]
+        item = next((item for path, item in given.items() if at[:len(path)] == list(path)), None)
+        raise UserError(_format_error(err, f"--set {item}" if item else where)) from None
+    if overrides:
+        suite._origin["set"] = list(overrides)
+    return suite
 
 
-def load_suite(path: str | Path) -> Suite:
+def apply_overrides(data: dict, overrides: Sequence[str]) -> tuple[dict, dict[tuple[str, ...], str]]:
+    """`--set a.b.0.c=VALUE` items applied to a copy of the suite's data: dotted keys walk mappings, integers
+    index lists (benchmarks.0), a missing mapping key is created; VALUE is YAML (3, 1.0e-3, [0, 1], {r: 16}).
+    A key set under a Hugging Face name replaces the suite's own spelling there, and the other way round.
+    Returns (the new data, {path: item} of what was set)."""
+    import copy
+
+    data, given = copy.deepcopy(data), {}
+    for item in overrides:
+        key, eq, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or not all(p.strip() for p in parts):
+            raise UserError(f"--set {item!r}: give KEY=VALUE with a dotted KEY, e.g. --set benchmarks.0.epochs=3")
+        value = safe_yaml.load(raw, f"--set {key}")
+        parent, node, walked = None, data, []
+        for i, part in enumerate(parts):
+            if isinstance(node, list) and node and all(isinstance(x, str) for x in node) and part in node:
+                node = {name: None for name in node}  # `modes: [lora, ...]`, the shorthand of a mapping
+                parent[walked[-1] if isinstance(parent, dict) else int(walked[-1])] = node
+            if isinstance(node, list):
+                if not re.fullmatch(r"-?\d+", part) or not -len(node) <= int(part) < len(node):
+                    raise UserError(f"--set {key}: {'.'.join(walked) or 'the suite'} is a list of {len(node)}; "
+                                    f"'{part}' is not an index into it (0 to {len(node) - 1})")
+                part = str(int(part) % len(node))
+                slot = int(part)
+            elif isinstance(node, dict):
+                slot = part
+                if i == len(parts) - 1:
+                    for spelling in [k for k in node if k != part and KEY_ALIASES.get(k, k) == KEY_ALIASES.get(part, part)]:
+                        del node[spelling]  # `--set defaults.learning_rate=...` over the file's `lr:`
+                elif node.get(part) is None:
+                    node[part] = {}  # a layer the file does not have, or a mode listed without a patch
+            else:
+                raise UserError(f"--set {key}: '{'.'.join(walked)}' is {node!r}, not a mapping or a list to set "
+                                f"'{part}' in")
+            if i == len(parts) - 1:
+                node[slot] = value
+            parent, node = node, node[slot]
+            walked.append(part)
+        given[tuple(KEY_ALIASES.get(p, p) for p in walked)] = f"{key}={raw}"  # as validation names it
+    return data, given
+
+
+def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
+    """A suite file, validated (with `--set` overrides applied first), remembering where it came from."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"suite file not found: {path} (run `transferbench list` to see the shipped suites)")
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"suite file {path} cannot be read ({type(err).__name__}: {err})") from None
     data = safe_yaml.load(text, str(path))  # aliases and nesting bounded: a bomb is one line, not a hang
-    return parse_suite(data, str(path))
+    suite = parse_suite(data, str(path), overrides)
+    suite._origin.update(file=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest())
+    return suite
 
 
 def _set(model: Optional[BaseModel]) -> dict[str, Any]:
@@ -260,11 +401,30 @@ def _stage_spec(suite: Suite, name: str, mode_lrs: dict[str, float]) -> RunSpec:
     if isinstance(stage.model, str) and stage.model.startswith("pretrain:"):
         raise UserError(f"pretrain.{name}.model: a stage cannot start from another stage")
     base, shared, task_args = _layers(suite, stage)
+    _no_shared_peft(suite, None, f"pretrain.{name}")
+    base = _peft_checked(base, stage.mode, mode_lrs, f"pretrain.{name}")
     base.setdefault("lr", mode_lrs[stage.mode])
     model = stage.model if isinstance(stage.model, str) else "config:" + json.dumps(stage.model, sort_keys=True)
     return RunSpec(suite=suite.name, task=stage.task, dataset=stage.dataset, model=model, mode=stage.mode,
                    seed=stage.seed, train_samples=stage.train_samples, train_fraction=stage.train_fraction,
                    hyper=Hyper(**base), task_args=task_args, stage_name=name, **_policy(shared))
+
+
+def _no_shared_peft(suite: Suite, bench: Optional[BaseModel], where: str) -> None:
+    if suite.defaults.peft is not None or (bench is not None and bench.peft is not None):
+        raise UserError(f"{where}: peft belongs to a mode, e.g. modes: {{dora: {{peft: {{method: lora, use_dora: "
+                        f"true}}}}}}, not to {'the defaults' if suite.defaults.peft is not None else 'a benchmark'}")
+
+
+def _peft_checked(patch: dict, mode: str, mode_lrs: dict[str, float], where: str) -> dict:
+    """`patch` with its `peft:` mapping checked by peft's config class (transferbench/peft_modes.py). A mode the
+    registry does not know becomes a peft-family mode by carrying one; `lora` may carry one too."""
+    if patch.get("peft") is None:
+        return patch
+    if mode in mode_lrs and mode != "lora":
+        raise UserError(f"{where}.peft: '{mode}' is a built-in mode without adapters; name a new mode for a peft "
+                        f"method, e.g. modes: {{dora: {{peft: {{method: lora, use_dora: true}}}}}}")
+    return {**patch, "peft": peft_modes.validate(patch["peft"], f"{where}.peft")}
 
 
 def _policy(shared: dict) -> dict:
@@ -281,10 +441,12 @@ def expand(suite: Suite, mode_lrs: dict[str, float]) -> list[RunSpec]:
     """
     runs = []
     for i, bench in enumerate(suite.benchmarks):
-        unknown = [m for m in bench.modes if m not in mode_lrs]
+        unknown = [m for m, p in bench.modes.items() if m not in mode_lrs and (p is None or p.peft is None)]
         if unknown:
             raise UserError(f"benchmarks[{i}].modes: unknown mode '{unknown[0]}'{did_you_mean(unknown[0], mode_lrs)}")
         base, shared, task_args = _layers(suite, bench)
+        _no_shared_peft(suite, bench, f"benchmarks[{i}]")
+        patches = {m: _peft_checked(_set(p), m, mode_lrs, f"benchmarks[{i}].modes.{m}") for m, p in bench.modes.items()}
         seeds = shared.get("seeds") or [0]
         stages = {}
         for model in bench.models:
@@ -303,14 +465,14 @@ def expand(suite: Suite, mode_lrs: dict[str, float]) -> list[RunSpec]:
         for model in bench.models:
             for kind, budget in budgets:
                 for seed in seeds:
-                    for mode, patch in bench.modes.items():
-                        hyper = {**base, **_set(patch)}
-                        hyper.setdefault("lr", mode_lrs[mode])
+                    for mode, patch in patches.items():
+                        hyper = {**base, **patch}
+                        hyper.setdefault("lr", mode_lrs.get(mode, peft_modes.DEFAULT_LR))  # else a peft-family mode
                         runs.append(RunSpec(
                             suite=suite.name, task=bench.task, dataset=bench.dataset, model=model,
                             mode=mode, seed=seed, **{kind: budget}, hyper=Hyper(**hyper),
                             target=shared.get("target"), task_args=task_args, stage=stages.get(model),
-                            **_policy(shared),
+                            suite_source=suite.source(), **_policy(shared),
                         ))
     return runs
 

@@ -9,7 +9,8 @@ class UserError(Exception):
 def did_you_mean(word: str, choices) -> str:
     """' (did you mean 'x'?)' when a close choice exists, else a list of the valid ones."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(str(word), choices, n=1)
+    # one or two letters are close to too much ('r' to 'lr'): a guess there misleads more than the list helps
+    close = difflib.get_close_matches(str(word), choices, n=1) if len(str(word)) > 2 else []
     if close:
         return f" (did you mean '{close[0]}'?)"
     return f" (choose from: {', '.join(choices)})"

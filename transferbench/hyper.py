@@ -2,11 +2,12 @@
 level may set (`HyperPatch`). Every field the loop reads lives here, so this is the one place defaults are set."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, Union
+import importlib.util
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_serializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_serializer
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -20,6 +21,46 @@ class EarlyStopping(BaseModel):
     patience: PositiveInt = 2
     min_delta: Annotated[float, Field(ge=0)] = 0.0
     validation_samples: PositiveInt = 100
+
+
+# accelerate's experiment trackers (accelerate.utils.LoggerType, "all" aside; a test keeps the two equal), and the
+# import names accelerate itself checks for each. transferbench names a tracker run by its run_id for those in
+# TRACKERS (runners/trackers.py); the others would need their own naming and are refused with the reason.
+ACCELERATE_TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",), "wandb": ("wandb",),
+                       "mlflow": ("mlflow",), "comet_ml": ("comet_ml",), "aim": ("aim",), "clearml": ("clearml",),
+                       "dvclive": ("dvclive",), "swanlab": ("swanlab",)}
+TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")
+
+
+def _tracker_list(value):
+    """`report_to` as Trainer takes it: a name, a list of names, "none" (or null) for none, "all" for every one
+    installed."""
+    if value is None or value == "none" or value == ["none"]:
+        return ()
+    if value == "all" or value == ["all"]:
+        return tuple(name for name in TRACKERS if _installed(name))
+    return (value,) if isinstance(value, str) else value
+
+
+def _installed(name: str) -> bool:
+    return any(importlib.util.find_spec(module) is not None for module in ACCELERATE_TRACKERS[name])
+
+
+def _check_trackers(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Known to accelerate, wired here and installed; checked when the suite is read (before anything trains).
+    accelerate itself would drop a tracker whose package is missing with a debug message only."""
+    for name in names:
+        if name not in ACCELERATE_TRACKERS:
+            raise ValueError(f"unknown tracker '{name}'{did_you_mean(name, TRACKERS)}")
+        if name not in TRACKERS:
+            raise ValueError(f"accelerate supports '{name}', but transferbench does not name its runs yet; use one "
+                             f"of {', '.join(TRACKERS)}")
+        if not _installed(name):
+            raise ValueError(f"tracker '{name}' is not installed: pip install {name}")
+    return tuple(dict.fromkeys(names))
+
+
+Trackers = Annotated[tuple[str, ...], BeforeValidator(_tracker_list), AfterValidator(_check_trackers)]
 
 
 class Hyper(BaseModel):
@@ -45,6 +86,10 @@ class Hyper(BaseModel):
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # None: the task's default for the model_type; a list matches module-name suffixes, a string is a regex
     lora_targets: Optional[Union[list[str], str]] = None
+    # A peft-family mode's method and its peft config fields ({method: lora, use_dora: true, r: 8}), validated by
+    # peft's own config class when the suite is expanded (transferbench/peft_modes.py); set on a mode only
+    peft: Optional[dict[str, Any]] = None
+    partial_blocks: PositiveInt = 2  # mode partial: how many of the model's last blocks train (with the head)
     # Speed options of the HF loop (the optimisation is the same; numerics may differ in the last bits)
     compile: bool = False  # torch.compile (accelerate's dynamo backend "inductor")
     channels_last: bool = False  # NHWC memory format for the model's 4-D weights and inputs (CNNs)
@@ -56,6 +101,12 @@ class Hyper(BaseModel):
     # all of it: cheaper, noisier evaluations (a default-suite trade-off; None = the whole split)
     eval_samples: Optional[PositiveInt] = None
     early_stopping: Optional[EarlyStopping] = None  # on the HF loop; evaluations every `eval_every` epochs
+    # What a run writes besides its record, not what it measures: never dumped (exclude), so neither run_id nor
+    # the recorded config change with them, and turning a tracker on does not retrain a finished suite.
+    # Experiment trackers through accelerate's `log_with` (runners/trackers.py), one tracker run per run
+    report_to: Trackers = Field((), exclude=True)
+    # "final": the trained weights, saved the model's own way under <results>/models/<run_id>
+    save_models: Literal["none", "final"] = Field("none", exclude=True)
 
     def per_device_batch(self, num_processes: int) -> int:
         """batch_size is the effective batch: per-device x processes x grad_accum, so a run means the same
@@ -78,7 +129,7 @@ class Hyper(BaseModel):
 
 
 LATER_FIELDS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples",
-                "early_stopping", "max_grad_norm")
+                "early_stopping", "max_grad_norm", "peft", "partial_blocks")
 
 
 def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:

@@ -1,20 +1,19 @@
 """Peak memory of one run: CUDA's allocator peak on GPU, this process's peak RSS on CPU."""
 from __future__ import annotations
 
-import os
 import re
 import threading
 
+import psutil
 import torch
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
+    return psutil.Process().memory_info().rss  # this process, also in a child forked after import
 
 
+# psutil reports the current RSS but neither the kernel's peak (VmHWM) nor a way to reset it, and getrusage's
+# ru_maxrss cannot be reset (it keeps the peak of every thread that exited): these two stay on /proc.
 def _reset_high_water_mark() -> bool:
     """Linux resets a process's peak RSS (VmHWM) to its current RSS on `5` in clear_refs; False where it cannot."""
     try:

@@ -14,7 +14,9 @@ from typing import Any, Optional
 class TrainOutcome:
     metrics: dict[str, float] = field(default_factory=dict)  # the final evaluation (every metric of the task)
     eval_samples: Optional[int] = None  # examples the final evaluation scored (all processes)
-    curve: list[dict] = field(default_factory=list)  # {step, samples_seen, seconds, metric, ...} per evaluation
+    # {step, samples_seen, seconds, metric, train_loss, ...} per evaluation; train_loss: the mean training loss
+    # of the batches since the evaluation before (None where the loop has none)
+    curve: list[dict] = field(default_factory=list)
     time_to_target_s: Optional[float] = None  # from the first optimizer step, evaluations included (MLPerf)
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -35,6 +37,8 @@ class TrainOutcome:
     train_samples: Optional[int] = None  # the budget, resolved
     params_total: Optional[int] = None
     params_trainable: Optional[int] = None
+    adapter_bytes: Optional[int] = None  # what training adds to the base model, in bytes (modes.adapter_bytes)
+    saved_model: Optional[str] = None  # where the final weights were saved (save_models: final), else None
     # Not recorded: what a caller may still need (a pretrain stage saves the model with its processor).
     model: Any = None
     data: Any = None

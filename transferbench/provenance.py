@@ -38,6 +38,8 @@ def git_commit() -> str | None:
 
 
 def cpu_name() -> str:
+    """The CPU's model name. psutil has no API for it (counts and frequencies only), and py-cpuinfo spends
+    ~1.2 s per process probing CPUID in a subprocess, so Linux's /proc/cpuinfo is read; elsewhere platform's."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

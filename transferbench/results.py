@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import math
 import numbers
@@ -12,6 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from filelock import lock_descriptor, unlock_descriptor
+
+from .energy import Energy
 from .errors import UserError
 from .outcome import TrainOutcome
 
@@ -19,7 +21,9 @@ from .outcome import TrainOutcome
 # 3 added peak_flops, mfu, compile, channels_last, gradient_checkpointing (defaults: older rows still load)
 # 4 added converged, convergence, loss_curve
 # 5 added max_grad_norm (gradient clipping as trained; rows before 5 were trained without clipping: None)
-SCHEMA_VERSION = 5
+# 6 added energy_kwh, co2_kg, grid_gco2_per_kwh, energy_source, energy_note (transferbench/energy.py), saved_model;
+#   curve points carry train_loss (older rows: no energy fields, no train_loss; they still load); adapter_bytes
+SCHEMA_VERSION = 6
 
 
 @dataclasses.dataclass
@@ -59,6 +63,9 @@ class Result:
     oom_retries: int = 0  # out-of-memory errors survived by halving per_device_batch
     params_total: Optional[int] = None
     params_trainable: Optional[int] = None
+    # bytes of what training adds to the base model, in the weights' dtype: a peft model's saved adapter tensors
+    # (adapters + the head kept in full), else the trainable parameters (transferbench/peft_modes.adapter_bytes)
+    adapter_bytes: Optional[int] = None
     peak_memory_bytes: Optional[int] = None
     peak_memory_kind: Optional[str] = None  # cuda_max_allocated | cpu_peak_rss
     flops_estimate: Optional[float] = None  # training FLOPs: 6 x params x tokens, or 3 x a counted forward
@@ -77,6 +84,14 @@ class Result:
     price_per_device_hour: Optional[float] = None
     price_date: Optional[str] = None
     cost_usd: Optional[float] = None
+    # read from hardware energy counters over the run (NVML on GPU, RAPL on CPU where readable); None: not
+    # measured, energy_note says why. co2_kg = energy_kwh x grid_gco2_per_kwh / 1000 (transferbench/energy.py)
+    energy_kwh: Optional[float] = None
+    co2_kg: Optional[float] = None
+    grid_gco2_per_kwh: Optional[float] = None
+    energy_source: Optional[str] = None  # nvml | rapl | nvml+rapl
+    energy_note: Optional[str] = None  # the counters read and their kWh, or why nothing was measured
+    saved_model: Optional[str] = None  # the folder holding the final weights (save_models: final)
     status: str = "ok"  # ok | failed | diverged
     error: Optional[str] = None
     started_at: Optional[str] = None
@@ -95,6 +110,7 @@ class Result:
         self.dataset = out.dataset or self.dataset
         self.train_samples = out.train_samples
         self.params_total, self.params_trainable = out.params_total, out.params_trainable
+        self.adapter_bytes = out.adapter_bytes
         self.eval_samples = out.eval_samples
         self.metrics = dict(out.metrics)
         self.metric = out.metrics.get(self.metric_name)
@@ -112,6 +128,12 @@ class Result:
         self.loss_curve = _thin(out.losses)
         self.peak_flops = flops.peak_flops(self.device_name, self.mixed_precision)
         self.mfu = flops.mfu(self.flops_estimate, self.train_seconds, self.peak_flops, self.device_count)
+        self.saved_model = out.saved_model
+
+    def apply_energy(self, energy: Energy) -> None:
+        """The energy fields from a run's meter (transferbench/energy.py)."""
+        self.energy_kwh, self.co2_kg, self.grid_gco2_per_kwh = energy.kwh, energy.co2_kg, energy.grid_gco2_per_kwh
+        self.energy_source, self.energy_note = energy.source, energy.note
 
 
 def _finite_or_none(value):
@@ -195,7 +217,9 @@ class Store:
                             f"fix that, then rerun (the run trains again)") from None
         size = None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            # filelock's primitive (flock on POSIX) on the store's own descriptor: writers of every version
+            # contend on runs.jsonl itself, and no lock file appears beside it
+            lock_descriptor(fd, poll_interval=0.01)
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data  # a torn last line (disk full, hand edit) must not swallow this record
@@ -212,7 +236,7 @@ class Store:
                             f"or fix the disk, then rerun (the run trains again)") from None
         finally:
             with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                unlock_descriptor(fd)
             os.close(fd)
 
 
@@ -228,7 +252,8 @@ def dedupe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 _NUMBERS = ("metric", "best_metric", "time_to_target_s", "target", "train_seconds", "eval_seconds", "setup_seconds",
-            "samples_per_second", "wall_seconds", "device_hours", "price_per_device_hour", "cost_usd",
+            "samples_per_second", "wall_seconds", "device_hours", "price_per_device_hour", "cost_usd", "energy_kwh",
+            "co2_kg", "grid_gco2_per_kwh",
             "train_samples", "seed", "params_total", "params_trainable", "peak_memory_bytes", "flops_estimate")
 _STRINGS = ("suite", "task", "dataset", "model", "mode", "metric_name", "status")
 
@@ -256,7 +281,7 @@ def field_problem(record: dict[str, Any]) -> Optional[str]:
         if not isinstance(curve, list) or not all(isinstance(p, dict) for p in curve):
             return "curve is not a list of points"
         for p in curve:
-            for key in ("step", "samples_seen", "seconds", "metric"):
+            for key in ("step", "samples_seen", "seconds", "metric", "train_loss"):
                 if p.get(key) is not None and not _finite(p[key]):
                     return f"a curve point's {key} {p[key]!r} is not a finite number"
     for key in ("config", "env", "metrics"):

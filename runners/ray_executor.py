@@ -1,0 +1,245 @@
+"""The `ray` executor: one Ray task per pending run, on the CPUs or GPUs Ray assigns (Ray sets
+CUDA_VISIBLE_DEVICES for a task that reserves GPUs, and OMP_NUM_THREADS to its CPUs). Runs are independent, so a
+grid of small runs keeps every device busy, where data-parallelising each small run over all devices would not.
+
+- Pretrain stages: one Ray task per stage, submitted first; the runs that use a stage take its ObjectRef as an
+  argument, so Ray starts them only once the stage is built. What travels is the stage's checkpoint *path* in the
+  transferbench cache (TRANSFERBENCH_CACHE): on a cluster that folder must be on a filesystem every node sees.
+- One writer: workers return their record; the driver alone appends it to the store (same run_id resume, same
+  schema; the record's env says which host, Ray node and GPUs ran it).
+- A worker process that dies (killed, out of host memory, node lost) is retried once by Ray (max_retries=1); a
+  second death becomes a `failed` row naming the cause, and the suite goes on.
+- Ctrl-C / SIGTERM on the driver cancels the outstanding tasks, records nothing half-done (exit 130/143); the next
+  invocation runs what is missing, each run exactly once (the driver holds each submitted run's claim).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+from typing import Callable, Optional
+
+from transferbench.config import RunSpec
+from transferbench.errors import UserError
+
+RETRIES = 1  # Ray re-executes a task once when its worker process dies; a second death is a failed row
+# What a worker needs from the driver's environment on a cluster (a local instance inherits it anyway).
+PASS_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "TRANSFERBENCH_CACHE",
+            "TRANSFORMERS_NO_ADVISORY_WARNINGS", "PYTHONPATH", "YOLO_CONFIG_DIR")
+CONNECT_TIMEOUT_S = 5.0  # an unreachable --address is reported within this, not after Ray's long retries
+
+
+@dataclasses.dataclass(frozen=True)
+class RayOptions:
+    """`--executor ray` options. `jobs`: start a local instance with that many run slots; `address`: join a
+    running cluster ('auto', or HOST:PORT of its head); neither: a local instance over every CPU/GPU here."""
+    address: Optional[str] = None
+    jobs: Optional[int] = None
+    gpus_per_run: Optional[float] = None  # default: 1 where the instance has GPUs
+    cpus_per_run: float = 1.0
+
+    def check(self) -> None:
+        """Bad options, in one line each, before Ray starts or anything trains."""
+        if self.jobs is not None and self.jobs < 1:
+            raise UserError(f"--jobs must be >= 1 (got {self.jobs}): how many runs train at once")
+        if self.jobs is not None and self.address is not None:
+            raise UserError("--jobs starts a local Ray instance and --address joins a running one; give one of them")
+        if not self.cpus_per_run > 0:
+            raise UserError(f"--cpus-per-run must be > 0 (got {self.cpus_per_run})")
+        if self.gpus_per_run is not None and self.gpus_per_run < 0:
+            raise UserError(f"--gpus-per-run must be >= 0 (got {self.gpus_per_run})")
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install 'transferbench[ray]' (or pip install ray)") from None
+    return ray
+
+
+def _reachable(address: str) -> None:
+    """HOST:PORT must accept a TCP connection within CONNECT_TIMEOUT_S (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: give 'auto' or HOST:PORT of the Ray head (ray start --head prints it)")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise UserError(f"--address {address}: no Ray head answers there ({err.strerror or err}); start one with "
+                        f"`ray start --head` or check the address") from None
+
+
+def check_early(options: RayOptions) -> None:
+    """Everything about the options that can be found before the suite is checked or Ray starts."""
+    options.check()
+    import_ray()
+    if options.address not in (None, "auto"):
+        _reachable(options.address)
+    if options.address is None and options.gpus_per_run:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--gpus-per-run {options.gpus_per_run:g}: this machine has no GPUs; drop the flag to "
+                            "run on CPUs")
+    if options.gpus_per_run is not None and options.gpus_per_run > 1:
+        raise UserError(f"--gpus-per-run {options.gpus_per_run:g}: multi-GPU runs inside Ray are not supported yet; "
+                        "use --gpus-per-run 1 (one run per GPU), or `accelerate launch` for data-parallel runs")
+
+
+def connect(options: RayOptions) -> tuple[object, bool]:
+    """Ray, initialised for this driver: (the ray module, whether this call started the instance)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network at run time; no usage report either
+    common = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
+    address = options.address
+    try:
+        if address is None:  # a local instance: its workers inherit this process's environment
+            import torch
+
+            cpus = options.jobs * options.cpus_per_run if options.jobs else None
+            ray.init(num_cpus=cpus, num_gpus=torch.cuda.device_count(), _node_ip_address="127.0.0.1",
+                     object_store_memory=200 * 1024**2, **common)
+        else:
+            env_vars = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+            ray.init(address=address, runtime_env={"env_vars": env_vars} if env_vars else None, **common)
+    except ConnectionError as err:  # 'auto' with no running instance
+        raise UserError(f"--address {address}: {str(err).splitlines()[0][:200]}") from None
+    return ray, True
+
+
+def resources(ray, options: RayOptions) -> dict:
+    """What each run reserves: K GPUs where the instance has GPUs (default 1), else C CPUs."""
+    gpus_here = ray.cluster_resources().get("GPU", 0)
+    gpus = options.gpus_per_run
+    if gpus and not gpus_here:
+        raise UserError(f"--gpus-per-run {gpus:g}: the Ray instance has no GPUs; drop the flag to run on CPUs")
+    if gpus is not None and gpus > 1:
+        raise UserError(f"--gpus-per-run {gpus:g}: multi-GPU runs inside Ray are not supported yet; use "
+                        "--gpus-per-run 1 (one run per GPU), or `accelerate launch` for data-parallel runs")
+    if gpus is None:
+        gpus = 1 if gpus_here else 0
+    return {"num_gpus": gpus, "num_cpus": options.cpus_per_run, "max_retries": RETRIES}
+
+
+# --- worker side -------------------------------------------------------------------------------------------
+
+_warmed: set = set()
+
+
+def _prepare(imports: tuple[str, ...], trust_remote_code: bool, spec: RunSpec) -> None:
+    """Once per worker process: the suite's task modules, its trust setting, and the runs' one-time imports (so
+    they land outside the run's timed fields, as in the local executor)."""
+    import importlib
+
+    from transferbench import models
+
+    from .preflight import warm_up
+
+    for module in imports:
+        importlib.import_module(module)
+    models.trust_remote_code(trust_remote_code)
+    key = (spec.task, str(spec.task_args), spec.mode, spec.model)
+    if key not in _warmed:
+        _warmed.add(key)
+        warm_up([spec])
+
+
+def _where(ray) -> dict:
+    """Which worker ran a run: host, Ray node, process and the GPUs Ray assigned it."""
+    ctx = ray.get_runtime_context()
+    return {"name": "ray", "host": socket.gethostname(), "node_id": ctx.get_node_id(), "pid": os.getpid(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+
+def train_stage(stage: RunSpec, rebuild: bool, price: Optional[float], imports: tuple, trust: bool):
+    """A pretrain stage's checkpoint folder, or the StageFailed that its runs then report."""
+    from .stages import StageFailed, ensure_stage
+
+    _prepare(imports, trust, stage)
+    try:
+        return ensure_stage(stage, rebuild, price)
+    except StageFailed as err:
+        return err
+
+
+def train_run(spec: RunSpec, stage, price: Optional[float], work_dir: str, imports: tuple, trust: bool):
+    """One run on a worker: the same execute() as the local executor; returns its record."""
+    import ray
+
+    from .execute import execute, failed_result
+    from .stages import StageFailed
+
+    _prepare(imports, trust, spec)
+    if isinstance(stage, StageFailed):
+        res = failed_result(spec, str(stage), price)
+    else:
+        res = execute(spec, price, model_ref=stage, work_dir=Path(work_dir))
+    res.env["executor"] = _where(ray)
+    return res
+
+
+# --- driver side -------------------------------------------------------------------------------------------
+
+def run_pending(ray, options: RayOptions, queue: list[tuple[int, RunSpec]], claim: Callable, finish: Callable,
+                failed: Callable, results_dir: Path, price: Optional[float], rebuild_stages: bool,
+                imports: tuple, trust: bool, log, check_stop: Callable) -> None:
+    """Submit every run of `queue` that this invocation can claim, then record each as it finishes.
+    `claim(i, spec)` -> (verdict, claim) as in the local executor; `finish(i, spec, result)` appends and logs;
+    `failed(spec, error)` builds a failed record."""
+    need = resources(ray, options)
+    stage_task = ray.remote(train_stage).options(**need)
+    run_task = ray.remote(train_run).options(**need)
+    stages, running = {}, {}  # stage name -> ObjectRef; run ObjectRef -> (i, spec, claim)
+    try:
+        for i, spec in queue:
+            check_stop()
+            verdict, held = claim(i, spec)
+            if verdict != "run":
+                continue
+            stage = None
+            if spec.stage is not None:
+                name = spec.stage.stage_name
+                if name not in stages:
+                    stages[name] = stage_task.remote(spec.stage, rebuild_stages, price, imports, trust)
+                stage = stages[name]
+            ref = run_task.remote(spec, stage, price, str((results_dir / "work" / spec.run_id).resolve()),
+                                  imports, trust)
+            running[ref] = (i, spec, held)
+        log(f"ray: {len(running)} run(s) submitted, {need['num_gpus']:g} GPU / {need['num_cpus']:g} CPU each, "
+            f"on {ray.cluster_resources().get('CPU', 0):g} CPUs and {ray.cluster_resources().get('GPU', 0):g} GPUs")
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            check_stop()
+            for ref in done:
+                i, spec, held = running.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except ray.exceptions.RayError as err:  # the worker died twice, or its node was lost
+                    res = failed(spec, f"ray worker died: {type(err).__name__}: {_cause(err)}")
+                try:
+                    finish(i, spec, res)
+                finally:
+                    if held is not None:
+                        held.release()
+    finally:  # Ctrl-C, or a failure in the driver: nothing keeps training for a driver that stopped listening
+        for ref, (_, _, held) in running.items():
+            ray.cancel(ref, force=True)
+            if held is not None:
+                held.release()
+        for ref in stages.values():
+            ray.cancel(ref, force=True)
+
+
+def _cause(err) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else "no message")[:300]
+
+
+def shutdown(ray, started: bool) -> None:
+    """Stop the local instance this driver started (a cluster joined with --address keeps running)."""
+    if started:
+        ray.shutdown()

@@ -1,0 +1,140 @@
+"""The ray executor (`--jobs N`, `--executor ray`): one Ray task per run on a local Ray instance with 2 CPUs, the
+driver alone writing the store. Same numbers as the local executor; a killed worker is retried once, then a
+failed row; a stopped driver leaves a whole store that the next invocation completes, each run exactly once."""
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from helpers import bench, cli, faulty_suite, run_main, start_cli, write_suite
+
+pytestmark = pytest.mark.slow  # each test starts a Ray instance (~5 s) and worker processes
+
+
+def _reap_ray_agents(started: float) -> None:
+    """After a driver's kill -9, Ray's own DashboardAgent/RuntimeEnvAgent of its local instance outlive it
+    (orphans of init; the raylet, GCS and workers do exit): a user clears them with `ray stop`. The test kills
+    the ones that instance started, so they don't pile up."""
+    import psutil
+
+    time.sleep(2)
+    since = time.time() - (time.perf_counter() - started) - 300
+    for p in psutil.process_iter(["name", "ppid", "create_time", "cmdline"]):
+        if p.info["ppid"] == 1 and p.info["create_time"] > since and \
+                " ".join(p.info["cmdline"] or []).startswith("ray::"):
+            p.kill()
+
+
+def records(folder):
+    return [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+
+
+def test_jobs_2_gives_the_sequential_numbers(tiny_bert, tmp_path, capsys):
+    suite = write_suite(tmp_path / "s.yaml", tiny_bert, budget="[32, 64]")  # 4 modes x 2 budgets = 8 runs
+    assert run_main("run", suite, "--results-dir", tmp_path / "seq") == 0
+    par = cli("run", suite, "--results-dir", tmp_path / "par", "--jobs", "2")
+    assert par.returncode == 0, par.stderr[-3000:]
+    assert "8 to run on Ray" in par.stdout and "0 GPU / 1 CPU each, on 2 CPUs" in par.stdout
+    seq, ray = {r["run_id"]: r for r in records(tmp_path / "seq")}, records(tmp_path / "par")
+    assert len(seq) == 8 and sorted(r["run_id"] for r in ray) == sorted(seq)  # each run once, same run_ids
+    for r in ray:
+        s = seq[r["run_id"]]
+        assert r["status"] == s["status"] == "ok"
+        assert round(r["metric"], 4) == round(s["metric"], 4), (r["mode"], r["train_samples"])
+        assert [round(p["metric"], 4) for p in r["curve"]] == [round(p["metric"], 4) for p in s["curve"]]
+        assert r["params_trainable"] == s["params_trainable"] and set(r) == set(s)  # same schema
+        where = r["env"]["executor"]
+        assert where["name"] == "ray" and where["host"] and where["node_id"] and where["gpu_ids"] == []
+        assert r["setup_seconds"] < 5  # the worker's imports and warm-up stay outside the run's clock
+    assert len({r["env"]["executor"]["pid"] for r in ray}) == 2  # two worker processes shared the runs
+    assert all("executor" not in r["env"] for r in seq.values())
+
+
+def test_a_killed_worker_is_retried_once_then_a_failed_row(tmp_path):
+    suite = faulty_suite(tmp_path, bench("[a, die-once, b, die, c, d, e, f]"))
+    env = {"PYTHONPATH": str(tmp_path), "FAULT_MARKER": str(tmp_path / "marker")}
+    res = cli("run", suite, "--results-dir", tmp_path / "res", "--jobs", "2", env=env)
+    assert res.returncode == 1, res.stderr[-3000:]  # a failed run: exit 1, the suite went on
+    rows = records(tmp_path / "res")
+    assert Counter(r["run_id"] for r in rows).most_common(1)[0][1] == 1 and len(rows) == 8  # no duplicate line
+    status = {r["model"]: r["status"] for r in rows}
+    assert status == {**{m: "ok" for m in "abcdef"}, "die-once": "ok", "die": "failed"}
+    (dead,) = [r for r in rows if r["model"] == "die"]
+    assert dead["error"].startswith("ray worker died: ") and "died" in dead["error"].lower()[17:]
+    assert (tmp_path / "marker").exists()  # die-once really was killed once before its retry succeeded
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_stopped_driver_leaves_a_whole_store_and_the_rerun_completes_each_run_once(tmp_path, sig):
+    suite = faulty_suite(tmp_path, bench("[slow]"),  # 8 runs of ~2 s each
+                         defaults="seeds: [0, 1, 2, 3, 4, 5, 6, 7], epochs: 2, batch_size: 20, lr: 0.05")
+    store = tmp_path / "res" / "runs.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "FAULT_MARKER": str(tmp_path / "marker"),
+           "FAULT_SLEEP": "0.05"}
+    proc = start_cli("run", suite, "--results-dir", tmp_path / "res", "--jobs", "2", stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    deadline = time.time() + 240
+    while not (store.exists() and store.read_text().count("\n") >= 1) and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    sent = time.perf_counter()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and time.perf_counter() - sent < 30, err[-3000:]
+        assert "stopped by SIGINT" in err and "Traceback" not in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        _reap_ray_agents(started=sent)
+    first = [json.loads(line) for line in store.read_text().splitlines()]  # every line whole
+    assert 1 <= len(first) < 8 and all(r["status"] == "ok" for r in first)
+
+    again = cli("run", suite, "--results-dir", tmp_path / "res", "--jobs", "2",
+                env={"PYTHONPATH": str(tmp_path), "FAULT_MARKER": str(tmp_path / "marker"), "FAULT_SLEEP": "0"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{len(first)} already in" in again.stdout
+    rows = records(tmp_path / "res")
+    assert sorted(Counter(r["run_id"] for r in rows).values()) == [1] * 8  # each run exactly once
+    assert [r["run_id"] for r in rows[:len(first)]] == [r["run_id"] for r in first]  # nothing lost or rewritten
+
+
+STORE = '{"run_id": "keep", "status": "ok"}\n'
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--jobs", "0"], "--jobs must be >= 1 (got 0)"),
+    (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray head answers there"),
+    (["--address", "somewhere"], "give 'auto' or HOST:PORT of the Ray head"),
+    (["--jobs", "2", "--gpus-per-run", "2"], "--gpus-per-run 2: this machine has no GPUs"),
+    (["--jobs", "2", "--address", "auto"], "give one of them"),
+    (["--executor", "local", "--jobs", "2"], "--jobs and --address schedule runs on Ray"),
+    (["--gpus-per-run", "1"], "--gpus-per-run applies to the ray executor"),
+    (["--jobs", "2", "--cpus-per-run", "0"], "--cpus-per-run must be > 0"),
+])
+def test_bad_executor_options_are_one_line_and_leave_the_store(tiny_bert, tmp_path, capfd, args, says):
+    suite = write_suite(tmp_path / "s.yaml", tiny_bert)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "runs.jsonl").write_text(STORE)
+    t0 = time.perf_counter()
+    assert run_main("run", suite, "--results-dir", tmp_path / "res", *args) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("transferbench: ") and says in err[0], err
+    assert time.perf_counter() - t0 < 15  # an unreachable head is reported within the connect timeout
+    assert (tmp_path / "res" / "runs.jsonl").read_text() == STORE
+
+
+def test_ray_not_installed_is_one_line(tiny_bert, tmp_path):
+    shim = tmp_path / "shim" / "ray"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    suite = write_suite(tmp_path / "s.yaml", tiny_bert)
+    res = cli("run", suite, "--results-dir", tmp_path / "res", "--jobs", "2",
+              env={"PYTHONPATH": str(tmp_path / "shim")})
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "transferbench: error: --executor ray needs Ray: pip install 'transferbench[ray]' (or pip install ray)"]
+    assert not (tmp_path / "res").exists()
