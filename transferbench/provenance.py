@@ -59,5 +59,10 @@ def device_name(device) -> str:
 
 
 def env() -> dict:
+    """Versions, commit, host, and torch's CPU thread count: on CPU a convolution's sums follow the thread count,
+    so a run repeats to the last digit only with as many threads (Ray runs get their --cpus-per-run)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # a record is made where torch already runs; never imported for it
     return {"versions": versions(), "git_commit": git_commit(), "host": platform.node(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "torch_threads": torch.get_num_threads() if torch else None}

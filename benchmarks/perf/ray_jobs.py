@@ -51,8 +51,12 @@ def invoke(suite: Path, results: Path, extra: list[str]) -> float:
     return wall
 
 
+described: dict[str, dict] = {}  # run_id -> model, mode, budget, seed (for the differing runs' list)
+
+
 def metrics(results: Path) -> dict[str, float]:
     rows = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    described.update({r["run_id"]: {k: r[k] for k in ("model", "mode", "train_samples", "seed")} for r in rows})
     return {r["run_id"]: round(r["metric"], 4) for r in rows}
 
 
@@ -63,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     sides = {"local": [], f"--jobs {args.jobs}": ["--jobs", str(args.jobs)]}
     walls: dict[str, list[float]] = {name: [] for name in sides}
-    same = True
+    same, details = True, []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         suite = suite_file(tmp)
@@ -81,6 +85,10 @@ def main() -> None:
                 print(f"repeat {rep} {name}: {walls[name][-1]:.1f} s for {runs} runs", flush=True)
             a, b = seen.values()
             same &= a == b
+            differ = sorted(k for k in a if a[k] != b.get(k))
+            details.append({"repeat": rep, "runs_compared": len(a), "differing": len(differ),
+                            "differing_runs": [{"run_id": k, **described[k], "local": a[k], "jobs": b[k]}
+                                               for k in differ]})
     med = {name: statistics.median(w) for name, w in walls.items()}
     local, ray = med["local"], med[f"--jobs {args.jobs}"]
     row = dict(date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -89,7 +97,7 @@ def main() -> None:
                hardware=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, no GPU",
                load_average_after=os.getloadavg(), runs=runs, seeds=SEEDS, walls=walls, medians=med,
                speedup=round(local / ray, 3), runs_per_hour={k: round(runs * 3600 / v, 1) for k, v in med.items()},
-               same_metrics_per_run_id=same)
+               same_metrics_per_run_id=same, comparison=details)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "ray_jobs.json").write_text(json.dumps(row, indent=1) + "\n")
     lines = [
@@ -100,7 +108,11 @@ def main() -> None:
         *[f"| {k} | {runs} | {', '.join(f'{w:.1f}' for w in walls[k])} | {med[k]:.1f} | "
           f"{row['runs_per_hour'][k]} |" for k in sides],
         "", f"Speed-up of `--jobs {args.jobs}` over local: **{row['speedup']}x**; same metric per run_id on both "
-        f"sides (4 decimals): {same}.",
+        f"sides (4 decimals): {same}" + ("." if same else
+        f" ({', '.join(str(d['differing']) for d in details)} of {runs} runs differ per repeat: "
+        + ", ".join(sorted({f"{r['model']} {r['mode']}" for d in details for r in d['differing_runs']}))
+        + "; the local runs use all cores' threads, each Ray run --cpus-per-run threads, and CPU convolutions sum "
+          "in a thread-count-dependent order: see the README's Running at scale)."),
         "", "GPU (vision suite, `--jobs 1` vs `--jobs N` vs `accelerate launch --num_processes N`): not measured: "
         "no GPU was lent to this task.",
     ]
