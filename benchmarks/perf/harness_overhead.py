@@ -310,9 +310,10 @@ loop >= 0.97 on both. How it works: `benchmarks/perf/harness_overhead.py` (docst
 Raw per-round samples/s, samples/CPU-s and each call's wall seconds: `harness_overhead.json`
 (`rows[].samples_per_second`, `rows[].samples_per_cpu_second`, `rows[].call_seconds`); flat: `harness_overhead.csv`.
 
-Caveat: this 2-core VM was shared with other engineers' test runs while it measured (the load average after
-each case is in the commands above); repeat-to-repeat noise under such load is about +-15% or more, so the
-ratios are medians of alternating rounds, and a re-measurement on an idle machine is the better number.
+Caveat: on this 2-core VM other processes may share the CPU while a case is measured; the load average after
+each case is in the commands above (about 1 is the benchmark alone, 2 and more means shared). Under shared load
+repeat-to-repeat noise is about +-15% or more, so the ratios are medians of alternating rounds, and a case
+measured on an idle machine is the better number.
 No GPU was lent to this task: the GPU cases (ViT-B/16, BERT-base, bf16, MFU) are not measured.
 """
 
