@@ -83,9 +83,14 @@ def check_early(options: RayOptions) -> None:
         if not torch.cuda.is_available():
             raise UserError(f"--gpus-per-run {options.gpus_per_run:g}: this machine has no GPUs; drop the flag to "
                             "run on CPUs")
-    if options.gpus_per_run is not None and options.gpus_per_run > 1:
-        raise UserError(f"--gpus-per-run {options.gpus_per_run:g}: multi-GPU runs inside Ray are not supported yet; "
-                        "use --gpus-per-run 1 (one run per GPU), or `accelerate launch` for data-parallel runs")
+    _at_most_one_gpu(options.gpus_per_run)
+
+
+def _at_most_one_gpu(gpus: Optional[float]) -> None:
+    """K > 1 would need Ray Train around the Accelerate loop: refused until that path exists and is tested."""
+    if gpus is not None and gpus > 1:
+        raise UserError(f"--gpus-per-run {gpus:g}: multi-GPU runs inside Ray are not supported yet; use "
+                        "--gpus-per-run 1 (one run per GPU), or `accelerate launch` for data-parallel runs")
 
 
 def connect(options: RayOptions) -> tuple[object, bool]:
@@ -117,9 +122,7 @@ def resources(ray, options: RayOptions) -> dict:
     gpus = options.gpus_per_run
     if gpus and not gpus_here:
         raise UserError(f"--gpus-per-run {gpus:g}: the Ray instance has no GPUs; drop the flag to run on CPUs")
-    if gpus is not None and gpus > 1:
-        raise UserError(f"--gpus-per-run {gpus:g}: multi-GPU runs inside Ray are not supported yet; use "
-                        "--gpus-per-run 1 (one run per GPU), or `accelerate launch` for data-parallel runs")
+    _at_most_one_gpu(gpus)
     if gpus is None:
         gpus = 1 if gpus_here else 0
     return {"num_gpus": gpus, "num_cpus": options.cpus_per_run, "max_retries": RETRIES}
