@@ -49,7 +49,6 @@ def test_jobs_2_gives_the_sequential_numbers(tiny_bert, tmp_path, capsys):
         assert r["params_trainable"] == s["params_trainable"] and set(r) == set(s)  # same schema
         where = r["env"]["executor"]
         assert where["name"] == "ray" and where["host"] and where["node_id"] and where["gpu_ids"] == []
-        assert r["setup_seconds"] < 5  # the worker's imports and warm-up stay outside the run's clock
     assert len({r["env"]["executor"]["pid"] for r in ray}) == 2  # two worker processes shared the runs
     assert all("executor" not in r["env"] for r in seq.values())
 
