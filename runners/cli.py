@@ -246,7 +246,8 @@ def _list(args) -> int:
         print(f"  {name:22s} metric {cls.metric_name} ({', '.join(cls.metric_names)})")
     print("modes:")
     for name, mode in MODES.items():
-        print(f"  {name:22s} {mode.summary} (default lr {mode.default_lr:g})")
+        grid = ", ".join(f"{x:g}" for x in mode.auto_grid)
+        print(f"  {name:22s} {mode.summary} (lr: auto searches {grid}; default lr {mode.default_lr:g})")
     print("built-in datasets:")
     for name, card in builtin.describe().items():
         print(f"  builtin:{name:14s} {card}")

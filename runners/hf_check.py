@@ -2,6 +2,9 @@
 the loop because the loop imports torch and a dry run (`transferbench run --dry-run`) checks without it."""
 from __future__ import annotations
 
+import os
+from typing import Optional
+
 from transferbench.errors import UserError
 from transferbench.modes import apply, get_mode
 from transferbench.tasks import get_task
@@ -9,16 +12,19 @@ from transferbench.tasks import get_task
 _FITTED: set = set()  # (task, task_args, model, mode and its settings) already shown to fit
 
 
-def check(spec, num_processes: int) -> None:
-    """What this loop cannot train as asked, found before anything trains: an uneven batch split."""
-    spec.hyper.per_device_batch(num_processes)
+def check(spec, num_processes: Optional[int]) -> None:
+    """What this loop cannot train as asked, found before anything trains: an uneven batch split. num_processes
+    None: a dry run, which counts the launcher's processes (WORLD_SIZE, what accelerate reads) and imports no torch,
+    so a mode's fit (check_fit builds the model) is left to the real run's preflight."""
+    spec.hyper.per_device_batch(num_processes or int(os.environ.get("WORLD_SIZE", "1")))
     if spec.hyper.cached_features and not get_mode(spec.mode, spec.hyper).head_only:
         raise UserError(f"cached_features applies to a mode that trains only the head (linear-probe), not "
                         f"{spec.mode}: the backbone's features change while it trains; remove it from that mode")
     if spec.hyper.early_stopping and spec.hyper.cached_features:
         raise UserError("early_stopping and cached_features do not combine yet: the probe on cached features has "
                         "no validation features; drop one of them")
-    check_fit(spec)
+    if num_processes is not None:
+        check_fit(spec)
 
 
 def check_fit(spec) -> None:

@@ -10,6 +10,7 @@ target says `stop: true`, the first evaluation that reaches it; `stop_reason` sa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import shutil
@@ -23,31 +24,41 @@ from tqdm.auto import tqdm
 
 from transferbench import energy, sources, speed
 from transferbench.cache import atomic_dir
+from transferbench.errors import UserError
 from transferbench.modes import adapter_bytes, apply, get_mode, parameter_counts
 from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.speed import batch_channels_last
 
-from . import features, trackers
+from . import features, lr_search, trackers
 from .signals import check_stop
 
 LOG_EVERY = 10  # optimizer steps between divergence checks / progress-bar updates (each one syncs a GPU)
 EVAL_BATCH = 128  # the smallest per-device evaluation batch (2 x the training batch when that is larger)
 
 
-def evaluate(model, loader, task, accelerator) -> dict[str, float]:
-    """The task's metrics over the whole eval split, plus `eval_samples`: how many examples were scored."""
+def evaluate(model, loader, task, accelerator, with_loss: bool = False) -> dict[str, float]:
+    """The task's metrics over the whole eval split, plus `eval_samples`: how many examples were scored, and with
+    `with_loss` the mean loss (`loss`; the learning-rate search breaks ties with it)."""
     model.eval()
     preds, refs = [], []
+    loss_sum = torch.zeros(2, device=accelerator.device)  # (sum of per-example losses, examples) on this process
     with torch.inference_mode():
         for batch in loader:
             check_stop()
-            _, logits = task.loss_and_logits(model, batch)
+            loss, logits = task.loss_and_logits(model, batch)
+            if with_loss:
+                n = len(batch["labels"])
+                loss_sum += torch.stack([loss.detach().float() * n, loss_sum.new_tensor(n)])
             p, r = accelerator.gather_for_metrics((task.predictions(logits), batch["labels"]))
             preds.append(p.cpu())
             refs.append(r.cpu())
     train_mode(model)
     preds, refs = torch.cat(preds).tolist(), torch.cat(refs).tolist()
-    return {**task.compute_metrics(preds, refs), "eval_samples": len(refs)}
+    extra = {}
+    if with_loss:
+        total, n = accelerator.reduce(loss_sum, reduction="sum").tolist()
+        extra["loss"] = total / n
+    return {**task.compute_metrics(preds, refs), **extra, "eval_samples": len(refs)}
 
 
 def train_mode(model) -> None:
@@ -84,16 +95,30 @@ def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
 
 def _run(spec, task, model_ref: str, accelerator, save_to: Optional[Path], model_dir: Optional[Path]) -> TrainOutcome:
     t0 = time.perf_counter()
-    data, train_set, model = setup(spec, task, model_ref)
+    data, train_set, held = load(spec, task, model_ref)
+    key = (model_ref, data.identity, spec.dataset.model_dump_json(), repr(spec.task_args), spec.hyper.eval_samples)
+    searched, search_seconds, charged = None, 0.0, 0.0
+    if held is not None:  # lr: auto / a grid: the rate is chosen first, on the held-out examples
+        t1 = time.perf_counter()
+        scoring = dataclasses.replace(data, eval=held, validation=None)
+        held_key = key + ("lr-search", tuple(held.indices))  # cached features of the held-out examples: apart
+        lr, searched, charged = lr_search.search(
+            spec, planned_steps(spec.hyper, len(train_set), accelerator.num_processes),
+            lambda c: _candidate(c, task, model_ref, scoring, train_set, accelerator, held_key),
+            task.metric_name, task.higher_is_better, len(held))
+        spec = lr_search.chosen(spec, lr)
+        search_seconds = time.perf_counter() - t1
+    model = build(spec, task, model_ref, data)
     params_total, params_trainable, trainable_bytes = parameter_counts(model)
     adapter = adapter_bytes(model, trainable_bytes)  # from the tensors' sizes, which training does not change
-    setup_seconds = time.perf_counter() - t0
+    setup_seconds = time.perf_counter() - t0 - search_seconds
     if spec.hyper.cached_features:  # head-only modes only (hf_check refuses the others before training)
-        key = (model_ref, data.identity, spec.dataset.model_dump_json(), repr(spec.task_args), spec.hyper.eval_samples)
         out = features.train_head(spec, task, model, train_set, data, accelerator, key, train)
     else:
         out = train(spec, task, model, train_set, data, accelerator, params_total)
     out.setup_seconds += setup_seconds
+    out.lr, out.lr_search = spec.hyper.lr, searched
+    out.charged_seconds += charged
     out.dataset, out.train_samples = data.identity, len(train_set)
     out.params_total, out.params_trainable, out.adapter_bytes = params_total, params_trainable, adapter
     out.data = data
@@ -107,9 +132,12 @@ def _run(spec, task, model_ref: str, accelerator, save_to: Optional[Path], model
 def setup(spec, task, ref: str):
     """(data, the budget's training subset, the model with its mode and speed options applied): everything
     the loop is given. Also used by benchmarks/perf, so the hand-written loop trains the very same thing."""
-    from accelerate.utils import set_seed
+    data, train_set, _ = load(spec, task, ref)
+    return data, train_set, build(spec, task, ref, data)
 
-    mode = get_mode(spec.mode, spec.hyper)
+
+def load(spec, task, ref: str):
+    """(data, the budget's training subset, the examples a learning-rate search scores on or None)."""
     data = task.load_data(spec.dataset, ref)
     if spec.hyper.eval_samples and spec.hyper.eval_samples < len(data.eval):  # seed 0: one subset for all runs
         keep = sorted(sources.subset_indices(len(data.eval), 0, spec.hyper.eval_samples))
@@ -119,7 +147,24 @@ def setup(spec, task, ref: str):
         held, pool = sources.validation_split(len(data.train), spec.hyper.early_stopping.validation_samples)
         data = dataclasses.replace(data, validation=torch.utils.data.Subset(data.train, held))
     size = sources.budget_size(len(pool), spec.train_samples, spec.train_fraction)
-    train_set = torch.utils.data.Subset(data.train, [pool[i] for i in sources.subset_indices(len(pool), spec.seed, size)])
+    extra = spec.hyper.lr_search.validation_samples if spec.hyper.searched else 0
+    # the budget is a prefix of the seed's permutation of the pool; a search scores on the examples after it
+    order = sources.subset_indices(len(pool), spec.seed, min(len(pool), size + extra))
+    train_set = torch.utils.data.Subset(data.train, [pool[i] for i in order[:size]])
+    if not extra:
+        return data, train_set, None
+    if len(order) - size < extra:
+        raise UserError(f"lr: {spec.hyper.lr if spec.hyper.lr == 'auto' else 'a grid'} scores its candidate rates on "
+                        f"{extra} training examples beyond the budget, and only {len(order) - size} of the "
+                        f"{len(pool)} are left after {size}: set lr_search.validation_samples lower, or give lr")
+    return data, train_set, torch.utils.data.Subset(data.train, [pool[i] for i in order[size:]])
+
+
+def build(spec, task, ref: str, data):
+    """The model with its mode and speed options applied, initialised from the run's seed."""
+    from accelerate.utils import set_seed
+
+    mode = get_mode(spec.mode, spec.hyper)
     set_seed(spec.seed)  # same seed -> same head/scratch init, dropout and shuffling
     model = task.build_model(ref, data.labels, pretrained=mode.pretrained)
     if spec.hyper.gradient_checkpointing:  # on the task's model, before peft wraps it
@@ -127,7 +172,23 @@ def setup(spec, task, ref: str):
     model = apply(mode, model, task, spec.hyper)
     if spec.hyper.channels_last:  # after peft, so LoRA's own convolutions are converted too
         model = speed.to_channels_last(model)
-    return data, train_set, model
+    return model
+
+
+def _candidate(spec, task, model_ref: str, data, train_set, accelerator, key: tuple) -> TrainOutcome:
+    """One candidate of a learning-rate search: built and trained as the run would be at that rate, scored on
+    data.eval (the held-out examples) with its loss."""
+    model = build(spec, task, model_ref, data)
+    if spec.hyper.cached_features:
+        return features.train_head(spec, task, model, train_set, data, accelerator, key,
+                                   functools.partial(train, search=True))
+    return train(spec, task, model, train_set, data, accelerator, parameter_counts(model)[0], search=True)
+
+
+def planned_steps(hyper, examples: int, num_processes: int) -> int:
+    """The optimizer steps `train` will plan for `examples` (each process sees 1/N of the batches)."""
+    batches = math.ceil(math.ceil(examples / hyper.per_device_batch(num_processes)) / num_processes)
+    return hyper.max_steps or max(1, math.ceil(hyper.epochs * max(1, math.ceil(batches / hyper.grad_accum))))
 
 
 def _save(task, model, data, path: Path, accelerator) -> None:
@@ -195,8 +256,9 @@ class StepLog:
         self.read, self.steps = self.steps[-1][1], []
 
 
-def train(spec, task, model, train_set, data, accelerator, params_total: int) -> TrainOutcome:
-    """Train `model` on `train_set` (the budget's subset of data.train), evaluating on data.eval."""
+def train(spec, task, model, train_set, data, accelerator, params_total: int, search: bool = False) -> TrainOutcome:
+    """Train `model` on `train_set` (the budget's subset of data.train), evaluating on data.eval; `search`: a
+    learning-rate search's candidate (evaluations with their loss, nothing sent to the trackers)."""
     t_enter = time.perf_counter()
     hyper = spec.hyper
     per_device = hyper.per_device_batch(accelerator.num_processes)
@@ -226,13 +288,14 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
     target = spec.target
     clip = hyper.max_grad_norm or None  # 0 or None: no clipping
     out = TrainOutcome(flops=0.0, per_device_batch=per_device, grad_accum=hyper.grad_accum, max_grad_norm=clip)
-    bar = tqdm(total=total_steps, desc=_label(spec, len(train_set)), leave=False, dynamic_ncols=True,
+    label = _label(spec, len(train_set)) + (f" lr search {hyper.lr:g}" if search else "")
+    bar = tqdm(total=total_steps, desc=label, leave=False, dynamic_ncols=True,
                disable=None if accelerator.is_main_process and not quiet() else True)  # None: off when not a TTY
     # The sum of every loss so far: NaN or infinite as soon as one loss is (one in-place add per step, no sync;
     # finite losses would need to exceed 3e38 together to overflow it). Read every LOG_EVERY steps.
     loss_sum = torch.zeros((), dtype=torch.float32, device=accelerator.device)
     losses = []  # on the device; read once at the end (no sync per step)
-    log = StepLog(accelerator, losses) if accelerator.is_main_process and accelerator.trackers else None
+    log = StepLog(accelerator, losses) if accelerator.is_main_process and accelerator.trackers and not search else None
     marks = []  # batches trained when each curve point was evaluated: its train_loss is the mean since the last
     train_mode(model)
     start = time.perf_counter()  # time-to-target and train time count from the first optimizer step
@@ -274,7 +337,7 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int) ->
                 if log is not None:
                     log.flush()
             if step % eval_interval == 0 or out.stop_reason:
-                if _evaluate_point(model, eval_dl, task, accelerator, out, start, target):
+                if _evaluate_point(model, eval_dl, task, accelerator, out, start, target, search):
                     out.stop_reason = out.stop_reason or "target"
                 marks.append(len(losses))
                 if stopper is not None and stopper.done(model, accelerator, out):
@@ -328,10 +391,11 @@ def _check_finite(loss_sum, loss, step: int, accelerator) -> None:
         raise Diverged(f"training loss became NaN or infinite by step {step} (last: {loss.item()})")
 
 
-def _evaluate_point(model, eval_dl, task, accelerator, out: TrainOutcome, start: float, target) -> bool:
+def _evaluate_point(model, eval_dl, task, accelerator, out: TrainOutcome, start: float, target,
+                    with_loss: bool = False) -> bool:
     """One point of the curve; True when it reaches a target that stops the run."""
     t0 = time.perf_counter()
-    metrics = evaluate(model, eval_dl, task, accelerator)
+    metrics = evaluate(model, eval_dl, task, accelerator, with_loss)
     out.eval_samples = int(metrics.pop("eval_samples"))
     out.eval_seconds += time.perf_counter() - t0
     seconds = time.perf_counter() - start

@@ -9,9 +9,11 @@ from html import escape
 from pathlib import Path
 
 from .leaderboard import Leaderboard
-from .tables import EXPLAIN, HEADLINE_EXPLAIN, PLAN_LINE, columns, failed_lines, price_lines, table_intro
+from .tables import (EQUAL_INTRO, EXPLAIN, HEADLINE_EXPLAIN, PLAN_LINE, columns, equal_lines, failed_lines,
+                     price_lines, table_intro)
 
-PRIMARY = ("model", "budget", "mode", "metric", "delta", "cost")  # what answers the question; the rest fold away
+# what answers the question, and at what rate and schedule each mode trained; the rest fold away
+PRIMARY = ("model", "budget", "mode", "lr", "schedule", "metric", "delta", "cost")
 
 
 def _order(board: Leaderboard) -> list:
@@ -24,13 +26,15 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em aut
 color:#1b1f24}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:nowrap}
-td:nth-child(-n+3),th:nth-child(-n+3),td.metric,th[data-col=metric]{text-align:left}
+td:nth-child(-n+5),th:nth-child(-n+5),td.metric,th[data-col=metric]{text-align:left}
 th{background:#f6f8fa;cursor:pointer;position:sticky;top:0;user-select:none}
 th[data-dir=asc]::after{content:" ▲"} th[data-dir=desc]::after{content:" ▼"}
 tbody tr:nth-child(even){background:#fafbfc}
 td.best{font-weight:700;background:#dafbe1}
 tr.failed td{color:#b42318}
 td.metric{white-space:normal;min-width:16em;max-width:30em}
+td.schedule{white-space:normal;max-width:16em}
+ul.equal{margin-top:0}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:1em}
 figure{margin:0}
 figure img{width:100%;border:1px solid #d0d7de}
@@ -127,6 +131,10 @@ def render(board: Leaderboard, figures: list[dict] = ()) -> str:
                 f"<p>{escape(table_intro(cells))}</p>"] + _table(cells, i, order)
         verdicts = [v["text"] for v in board.budget_verdicts + board.crossovers
                     if (v["task"], v["dataset"]) == (task, dataset)]
+        equal = equal_lines(board, task, dataset)
+        if equal:
+            out += [f'<p class="equal">{escape(EQUAL_INTRO)}</p><ul class="equal">'] + \
+                [f"<li>{escape(e)}</li>" for e in equal] + ["</ul>"]
         out += ['<h3>Verdicts</h3><ul class="verdicts">'] + [f"<li>{escape(v)}</li>" for v in verdicts] + ["</ul>"]
         out += ['<div class="plots">'] + [_figure(f) for f in figures if (f["task"], f["dataset"]) == (task, dataset)]
         out.append("</div>")

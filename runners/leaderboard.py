@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-from . import fmt, headline
+from . import fmt, headline, schedules
 from .merge import CELL_KEY, check_configs, store_folder
 from .planner import MIN_BUDGETS, fit_curves
 # EPS, welch_interval and within_std stay importable from here (this module's API before stats.py existed)
@@ -34,6 +34,8 @@ class Leaderboard:
     timings: list[dict] = dataclasses.field(default_factory=list)  # the last suite_timing.jsonl line per store
     headlines: list[dict] = dataclasses.field(default_factory=list)  # one plain line per task, dataset, model
     fits: dict = dataclasses.field(default_factory=dict)  # planner.CurveFit per (task, dataset, model, mode)
+    # per task, dataset, model: what its modes held equal at each budget (schedules.equal_notes)
+    equal: list[dict] = dataclasses.field(default_factory=list)
 
     @property
     def plannable(self) -> bool:
@@ -209,6 +211,10 @@ def build(records: list[dict], title: str = "Leaderboard", sources=(), timings=(
     order = {m: i for i, m in enumerate(MODE_ORDER)}
     cells.sort(key=lambda c: (str(c["task"]), str(c["dataset"]), str(c["model"]), c["train_samples"] or 0,
                               order.get(c["mode"], 99), str(c["mode"])))
+    for c in cells:  # the rate(s) each cell trained at, and what each mode trained for
+        c.update(schedules.lr_fields(groups[tuple(c[k] for k in CELL_KEY)]))
+    schedules.schedule_texts(cells, groups)
+    equal = schedules.equal_notes(cells, groups)
     _compare_to_scratch(cells)
     _mark_best(cells)
     for c in cells:
@@ -226,7 +232,7 @@ def build(records: list[dict], title: str = "Leaderboard", sources=(), timings=(
         title=title, sources=[str(s) for s in sources], records=records, cells=cells, budget_verdicts=verdicts,
         crossovers=crossovers,
         prices=[dict(device_name=d, price_per_device_hour=p, price_date=t) for d, p, t in prices],
-        timings=list(timings), fits=fits, headlines=headline.lines(cells, verdicts, crossovers, fits))
+        timings=list(timings), fits=fits, headlines=headline.lines(cells, verdicts, crossovers, fits), equal=equal)
 
 
 def last_timing(folder: Path) -> Optional[dict]:

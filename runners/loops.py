@@ -15,12 +15,15 @@ class Loop:
     name: str
     # (spec, task, model_ref, accelerator, save_to, work_dir) -> TrainOutcome
     run: Callable
-    # (spec, num_processes) -> None: raises UserError for what it cannot train, before anything trains
+    # (spec, num_processes) -> None: raises UserError for what it cannot train, before anything trains;
+    # num_processes None: a dry run (no torch: checks that need a model are left to the real run's preflight)
     check: Callable
     # out of memory: retry at half the per-device batch with twice the accumulation (the loop owns the batch)
     splits_batch: bool
     # () -> None: imports what `run` would import on its first call (the suite warms up before its first run)
     warm_up: Callable = lambda: None
+    # it can choose a run's learning rate by a search (`lr: auto`, runners/lr_search.py); unset lr means that
+    searches_lr: bool = False
 
 
 LOOPS: dict[str, Loop] = {}
@@ -47,5 +50,15 @@ def _hf(name: str) -> Callable:
     return call
 
 
-register_loop(Loop("hf", _hf("run"), hf_check.check, splits_batch=True, warm_up=_hf("warm_up")))
+register_loop(Loop("hf", _hf("run"), hf_check.check, splits_batch=True, warm_up=_hf("warm_up"), searches_lr=True))
 register_loop(Loop("ultralytics", ultralytics.run, ultralytics.check, splits_batch=False))
+
+
+def searches_lr(task: str) -> bool:
+    """Whether the loop training `task` searches learning rates (an unknown task: preflight names it later)."""
+    from transferbench.tasks import get_task
+
+    try:
+        return get_loop(get_task(task).loop).searches_lr
+    except UserError:
+        return True

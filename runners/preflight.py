@@ -22,12 +22,15 @@ def preflight(runs: list[RunSpec], rebuild_stages: bool = False, num_processes: 
     a model of the wrong kind, a missing column, a budget larger than the data, a target on a metric the task
     does not compute. A run on a pretrain stage is checked with the stage's starting model (same
     architecture and preprocessing); the stage itself is checked like a run when it will train (a cached or
-    shipped stage will not: loading its large source set would only cost time)."""
+    shipped stage will not: loading its large source set would only cost time).
+
+    num_processes None: a dry run, which imports no torch. The loops' checks get None (the hf loop then counts the
+    launcher's processes and builds no model to check a mode's fit: the real run's preflight does), and the data are
+    checked by Task.check_data instead of loaded (a real run loads them here, so its runs find them prepared)."""
     from .loops import get_loop
     from .stages import usable_stage
 
-    if num_processes is None:  # a dry run: the launcher's count (what accelerate reads), without importing torch
-        num_processes = int(os.environ.get("WORLD_SIZE", "1"))
+    dry = num_processes is None
 
     seen = set()
     stages = [r.stage for r in runs if r.stage and (rebuild_stages or not usable_stage(r.stage))]
@@ -44,8 +47,7 @@ def preflight(runs: list[RunSpec], rebuild_stages: bool = False, num_processes: 
         seen.add(key)
         check_checkpoint(model)  # a truncated weights/config file is named before anything tries to load it
         task.check_model(model)  # the model and the data must load (a foreign loop's task checks its own)
-        data = task.load_data(spec.dataset, model)
-        available = len(data.train)
+        available = (task.check_data(spec.dataset, model) if dry else len(task.load_data(spec.dataset, model).train))
         if spec.hyper.early_stopping:  # the validation carve leaves the rest for the budgets
             available = len(_about(where, sources.validation_split, available,
                                    spec.hyper.early_stopping.validation_samples)[1])

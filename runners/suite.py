@@ -15,6 +15,7 @@ from transferbench.config import RunSpec, Suite, expand, shard
 from transferbench.errors import UserError
 from transferbench.modes import MODES
 from transferbench.results import Result, Store
+from .loops import searches_lr
 from .preflight import check_writable, preflight, warm_up
 from .signals import check_stop, graceful_stop
 
@@ -29,7 +30,7 @@ def expand_runs(suite: Suite, shard_spec: Optional[str] = None) -> list[RunSpec]
         except ImportError as err:
             raise UserError(f"imports: cannot import '{module}' ({err}); is it on PYTHONPATH?") from None
     models.trust_remote_code(suite.trust_remote_code)
-    runs = expand(suite, {name: mode.default_lr for name, mode in MODES.items()})
+    runs = expand(suite, {name: mode.default_lr for name, mode in MODES.items()}, searches_lr)
     return shard(runs, shard_spec) if shard_spec else runs
 
 

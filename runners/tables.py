@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from . import fmt
+from . import fmt, schedules
 from .leaderboard import Leaderboard, budget_of
 
 EXPLAIN = ("Metric: mean ± sample std over seeds (n = seeds with an evaluation). Δ vs scratch: difference of means, "
            "with its 95% Welch t interval over seeds (none for n=1). **Bold**: the best cell of its budget. Time, "
-           "device-hours and cost are per run (mean over a cell's runs); $/point = cost per run / (100 × metric).")
+           "device-hours and cost are per run (mean over a cell's runs); $/point = cost per run / (100 × metric). "
+           "lr: the rate the runs trained at, \"(auto)\" when the learning-rate search chose it (\"(grid)\": from the "
+           "suite's list; seeds that chose differently show each rate). Schedule: what the mode trained for (max_steps "
+           "replaces epochs); a part that differs from the other modes at its budget names theirs.")
+EQUAL_INTRO = "What the modes held equal at each budget (from the runs' records):"
 HEADLINE_EXPLAIN = ("The lines above: a mode \"wins\" at a budget when its lead over the runner-up mode has a 95% "
                     "Welch interval that excludes 0 (bold: such a claim); \"still improving k/n\": k of the cell's n runs "
                     "had not stopped improving when they ended, so what rests on them is provisional.")
@@ -34,6 +38,8 @@ COLUMNS: list[Column] = [
     ("model", "model", lambda c: str(c["model"]), lambda c: str(c["model"])),
     ("budget", "train examples", fmt.budget, lambda c: c["train_samples"]),
     ("mode", "mode", lambda c: str(c["mode"]), lambda c: str(c["mode"])),
+    ("lr", "lr", lambda c: c.get("lr_text") or fmt.NONE, lambda c: (c.get("lr") or [None])[0]),
+    ("schedule", "schedule", lambda c: c.get("schedule") or fmt.NONE, lambda c: c.get("optimizer_steps")),
     ("metric", "metric (mean ± std)", metric_text, lambda c: c["metric_mean"]),
     ("delta", "Δ vs scratch [95% CI]", fmt.delta, lambda c: c["delta_vs_scratch"]),
     ("ttt", "time to target", fmt.time_to_target, lambda c: c["time_to_target_s"]),
@@ -47,7 +53,7 @@ COLUMNS: list[Column] = [
     ("per-point", "$/point", lambda c: fmt.money(c["cost_per_point"]), lambda c: c["cost_per_point"]),
     ("mfu", "MFU", lambda c: fmt.share(c.get("mfu")), lambda c: c.get("mfu")),  # — where no stated peak (CPU)
 ]
-METRIC_COLUMN = 3  # the one that carries the best-cell mark
+METRIC_COLUMN = [key for key, *_ in COLUMNS].index("metric")  # the one that carries the best-cell mark
 
 
 def energy_text(c: dict) -> str:
@@ -196,6 +202,11 @@ PLAN_LINE = ("Predicted metric and cost at budgets not run (fitted curves, 95% i
              "(`transferbench plan` for other budgets, a target or a cost cap).")
 
 
+def equal_lines(board: Leaderboard, task: str, dataset: str) -> list[str]:
+    """One line per benchmark of a table: 'efficientnet-lite0: equal: steps (20 optimizer steps of batch 16 ...)'."""
+    return [f"{n['model']}: {n['text']}" for n in board.equal if (n["task"], n["dataset"]) == (task, dataset)]
+
+
 def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -219,6 +230,8 @@ def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
             if c["best"]:
                 texts[METRIC_COLUMN] = f"**{texts[METRIC_COLUMN]}**"
             lines.append("| " + " | ".join(texts) + " |")
+        equal = equal_lines(board, task, dataset)
+        lines += ["", EQUAL_INTRO, ""] + [f"- {_md(line)}" for line in equal] if equal else []
         verdicts = [v["text"] for v in board.budget_verdicts + board.crossovers
                     if (v["task"], v["dataset"]) == (task, dataset)]
         lines += ["", "Verdicts (computed from the rows above):", ""] + [f"- {v}" for v in verdicts]
@@ -235,6 +248,7 @@ def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
 
 
 CSV_COLUMNS = ["row", "task", "dataset", "model", "train_samples", "mode", "seed", "seeds", "n", "status", "error",
+               "lr", "lr_search", "schedule", "optimizer_steps", "equal",
                "metric_name", "higher_is_better", "metric", "metric_std", "delta_vs_scratch", "delta_ci_low",
                "delta_ci_high", "delta_significant", "best", "target", "time_to_target_s", "target_reached",
                "train_seconds", "samples_per_second", "mfu", "peak_memory_bytes", "trainable_share", "device_hours",
@@ -248,6 +262,7 @@ def run_row(r: dict) -> dict:
              if r.get("params_trainable") is not None and r.get("params_total") else None)
     return {**{k: r.get(k) for k in CSV_COLUMNS}, "row": "run", "seeds": r.get("seed"),
             "n": int(r.get("metric") is not None), "trainable_share": share,
+            "lr": schedules.run_lr(r), "lr_search": schedules.search_kind(r),
             "target_reached": int(r.get("time_to_target_s") is not None) if r.get("target") is not None else None}
 
 
@@ -255,6 +270,7 @@ def cell_row(c: dict) -> dict:
     low, high = c["delta_ci"] or (None, None)
     return {**{k: c.get(k) for k in CSV_COLUMNS}, "row": "cell", "metric": c["metric_mean"],
             "metric_std": c["metric_std"], "seeds": " ".join(map(str, c["seeds"])), "error": "; ".join(c["errors"]),
+            "lr": " ".join(map(repr, c.get("lr") or [])),  # the distinct rates, as `seeds` lists the seeds
             "delta_ci_low": low, "delta_ci_high": high}
 
 
@@ -267,7 +283,8 @@ def to_json(board: Leaderboard) -> dict:
     # in the store (and the published dataset); the leaderboard stays small
     heavy = {"curve", "loss_curve", "config", "env"}
     return dict(title=board.title, sources=board.sources, headline=board.headlines, cells=board.cells,
-                verdicts=dict(budgets=board.budget_verdicts, crossovers=board.crossovers), prices=board.prices,
+                equal=board.equal, verdicts=dict(budgets=board.budget_verdicts, crossovers=board.crossovers),
+                prices=board.prices,
                 runs=[{k: v for k, v in r.items() if k not in heavy and not k.startswith("_")} for r in board.records])
 
 

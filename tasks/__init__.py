@@ -138,7 +138,14 @@ class Task:
         raise NotImplementedError
 
     def check_model(self, model: str) -> None:
-        """Fail fast (UserError) when `model` cannot be loaded as this task's kind of model."""
+        """Fail fast (UserError) when `model` cannot be loaded as this task's kind of model. Called by every
+        preflight, a dry run's too: it should import no torch (read the model's files: transferbench.model_files)."""
+
+    def check_data(self, dataset, model: str) -> int:
+        """The number of training examples load_data(dataset, model) gives, after the same UserErrors (data that
+        does not load, a missing column, too few classes): what a dry run checks. It should import no torch; the
+        default loads the data as a run does."""
+        return len(self.load_data(dataset, model).train)
 
     def check_run(self, spec) -> None:
         """Fail fast (UserError) on a run this task cannot train as its spec asks (called before any training)."""

@@ -10,18 +10,19 @@ result on disk; normalisation and augmentation are per batch, on tensors.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import warnings
+from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferbench import flops, models, sources
+from transferbench import flops, model_files, models, sources
 from transferbench.config import DatasetSpec
 from transferbench.errors import UserError
 from transferbench.lazy import lazy
-from transferbench.models import check_auto_class
 
 from . import Task, TaskData, class_labels, register_task, require_columns
 
@@ -51,9 +52,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _timm_name(ref: str) -> Optional[tuple[str, Optional[str]]]:
-    """(timm model name, local weights file) for a timm reference, else None."""
-    ref = models.resolve(ref)
+def _timm_name(ref: str, resolve=models.resolve) -> Optional[tuple[str, Optional[str]]]:
+    """(timm model name, local weights file) for a timm reference, else None. resolve=model_files.resolve: an
+    alias's reference without converting its weights (a check)."""
+    ref = resolve(ref)
     if ref.startswith("timm/"):
         return "hf-hub:" + ref, None
     if not ref.startswith("timm:"):
@@ -167,8 +169,45 @@ def _decode_resize(batch, image: str, size: int, bad: list):
     return {"pixel_values": out, "_ok": ok}
 
 
+def _size_without_torch(ref: str) -> Optional[int]:
+    """The side `preprocessing` gives a transformers model, read from its files (None for a timm model or a
+    processor file without a size): a dry run decodes the images at the size the run will, so the run finds the
+    decoded data cached."""
+    if _timm_name(ref, model_files.resolve):
+        return None
+    path = model_files.resolve(ref)
+    if path.startswith("config:"):
+        return int(model_files.config(ref).get("image_size", 224))
+    try:
+        proc = (Path(path) / "preprocessor_config.json" if Path(path).is_dir()
+                else model_files.hub_file(path, "preprocessor_config.json"))
+    except (OSError, ValueError):
+        return None
+    if proc is None or not Path(proc).is_file():  # as preprocessing: a ViT processor at the config's image_size
+        return int(model_files.config(ref).get("image_size", 224))
+    try:
+        size = json.loads(Path(proc).read_text(encoding="utf-8")).get("size")
+    except (OSError, ValueError):
+        return None
+    if isinstance(size, dict):
+        size = size.get("height") or size.get("shortest_edge")
+    return int(size) if isinstance(size, (int, float)) and size > 0 else None
+
+
+CHECK_SIZE = 32  # what a dry run decodes at when the model's size needs torch to know: which images are
+# unreadable (what the budgets count) does not depend on it
+
+
 @functools.lru_cache(maxsize=8)
 def _prepared(dataset_json: str, size: int) -> tuple:
+    dd, labels, identity = _decoded(dataset_json, size)
+    return {name: _in_memory(split) for name, split in dd.items()}, labels, identity
+
+
+@functools.lru_cache(maxsize=8)
+def _decoded(dataset_json: str, size: int) -> tuple:
+    """(the splits decoded and resized to uint8 `size` x `size`, unreadable images dropped, class names, identity):
+    torch-free, shared by a run's preparation and a dry run's check."""
     import datasets
 
     dataset = DatasetSpec.model_validate_json(dataset_json)
@@ -196,8 +235,7 @@ def _prepared(dataset_json: str, size: int) -> tuple:
               file=sys.stderr)
         dd = dd.filter(lambda b: b["_ok"], batched=True, input_columns=None)
     dd = dd.remove_columns("_ok").rename_column(label, "labels")
-    splits = {name: _in_memory(split) for name, split in dd.items()}
-    return splits, labels, dataset.source + (f"/{dataset.config}" if dataset.config else "")
+    return dd, labels, dataset.source + (f"/{dataset.config}" if dataset.config else "")
 
 
 IN_MEMORY_BYTES = 4 * 2**30  # larger splits stay memory-mapped Arrow (e.g. ImageNet-sized data at 224 px)
@@ -238,8 +276,18 @@ class ImageClassification(Task):
                         eval_collate=ImageCollate(size, mean, std, "off"), processor=proc)
 
     def check_model(self, model: str) -> None:
-        if _timm_name(model) is None:
-            check_auto_class(model, "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "an image classifier")
+        timm_ref = _timm_name(model, model_files.resolve)
+        if timm_ref:
+            model_files.check_timm(*timm_ref)
+        else:
+            model_files.check_auto_class(model, "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "an image classifier")
+
+    def check_data(self, dataset: DatasetSpec, model: str) -> int:
+        """The images decoded as load_data decodes them (unreadable ones dropped), at the run's size where that is
+        known without torch, not moved into tensors; the model's preprocessing is not loaded (timm's and
+        transformers' image processors import torch)."""
+        size = self.args.image_size or _size_without_torch(model) or CHECK_SIZE
+        return _decoded(dataset.model_dump_json(), size)[0]["train"].num_rows
 
     def build_model(self, model: str, labels: list[str], pretrained: bool):
         self._built = built = self._build(model, labels, pretrained)

@@ -8,9 +8,8 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferbench import models, sources
+from transferbench import model_files, models, sources
 from transferbench.config import DatasetSpec
-from transferbench.models import check_auto_class
 
 from . import Task, TaskData, class_labels, register_task, require_columns
 
@@ -21,16 +20,25 @@ class TextArgs(BaseModel):
 
 
 @functools.lru_cache(maxsize=8)
+def _labelled(dataset_json: str):
+    """(the splits with the label column as a ClassLabel, class names, text column, label column): torch-free,
+    shared by a run's tokenisation and a dry run's check."""
+    dataset = DatasetSpec.model_validate_json(dataset_json)
+    text, label = dataset.columns.get("text", "text"), dataset.columns.get("label", "label")
+    dd = sources.load(dataset)
+    require_columns(dd, {"text": text, "label": label}, dataset.source)
+    dd, labels = class_labels(dd, label, dataset.source)
+    return dd, labels, text, label
+
+
+@functools.lru_cache(maxsize=8)
 def _tokenized(dataset_json: str, model: str, max_length: int) -> TaskData:
     """Tokenise once per (dataset, tokenizer, max_length) and process; datasets also caches the map on disk."""
     import datasets
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
     dataset = DatasetSpec.model_validate_json(dataset_json)
-    text, label = dataset.columns.get("text", "text"), dataset.columns.get("label", "label")
-    dd = sources.load(dataset)
-    require_columns(dd, {"text": text, "label": label}, dataset.source)
-    dd, labels = class_labels(dd, label, dataset.source)
+    dd, labels, text, label = _labelled(dataset_json)
     tokenizer = models.from_pretrained(AutoTokenizer, model)
     tokenize = functools.partial(_tokenize, tokenizer=tokenizer, text=text, max_length=max_length)
     drop = [c for c in dd["train"].column_names if c != label]
@@ -97,7 +105,15 @@ class TextClassification(Task):
         return _tokenized(dataset.model_dump_json(), model, self.args.max_length)
 
     def check_model(self, model: str) -> None:
-        check_auto_class(model, "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "a text (sequence) classifier")
+        model_files.check_auto_class(model, "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+                                     "a text (sequence) classifier")
+        # read from its files, not loaded (AutoTokenizer imports torch); without any, AutoTokenizer would build a
+        # tokenizer of the architecture's special tokens alone, which reads every word as [UNK]
+        model_files.check_tokenizer(model)
+
+    def check_data(self, dataset: DatasetSpec, model: str) -> int:
+        """The data as load_data prepares them, not tokenised (check_model checked the tokenizer's files)."""
+        return len(_labelled(dataset.model_dump_json())[0]["train"])
 
     def build_model(self, model: str, labels: list[str], pretrained: bool):
         from transformers import AutoConfig, AutoModelForSequenceClassification

@@ -11,7 +11,7 @@ def write_suite(path: Path, model: str, modes="[scratch, finetune, lora, linear-
                 extra: str = "", budget: str = "[64]", dataset: str = "builtin:topics") -> Path:
     path.write_text(f"""
 name: fixture
-defaults: {{seeds: {seeds}, epochs: 1, batch_size: 16, eval_every: 1.0}}
+defaults: {{seeds: {seeds}, epochs: 1, batch_size: 16, eval_every: 1.0, lr: default}}
 benchmarks:
   - task: text-classification
     dataset: {dataset}

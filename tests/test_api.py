@@ -134,7 +134,7 @@ def test_notebook_snippet_in_a_fresh_interpreter(published, tmp_path):
 
 
 def test_run_is_the_cli_run(tmp_path, monkeypatch, capsys):
-    suite = faulty_suite(tmp_path, bench("[fine, also-fine]"), defaults="seeds: [0, 1], epochs: 1, batch_size: 30")
+    suite = faulty_suite(tmp_path, bench("[fine, also-fine]"), defaults="seeds: [0, 1], epochs: 1, batch_size: 30, lr: default")
     monkeypatch.syspath_prepend(str(tmp_path))
     results = transferbench.run(suite, results_dir=tmp_path / "api", price_per_device_hour=0.5)
     out = capsys.readouterr().out

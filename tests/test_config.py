@@ -32,9 +32,11 @@ def test_expansion_is_models_x_budgets_x_seeds_x_modes_with_layered_overrides():
     assert len({r.run_id for r in runs}) == len(runs)
 
 
-def test_mode_default_lr_when_no_layer_sets_one():
+def test_unset_lr_is_searched_and_a_loop_without_a_search_gets_the_mode_default():
     suite = {**SUITE, "defaults": {"seeds": [0]}}
     runs = expand(parse_suite(suite), LRS)
+    assert {r.mode: r.hyper.lr for r in runs} == {"scratch": "auto", "finetune": 5e-5, "lora": "auto"}
+    runs = expand(parse_suite(suite), LRS, searchable=lambda task: False)
     assert {r.mode: r.hyper.lr for r in runs} == {"scratch": LRS["scratch"], "finetune": 5e-5, "lora": LRS["lora"]}
 
 
@@ -170,7 +172,7 @@ def test_set_overrides_dotted_paths_with_yaml_values(tmp_path):
     ("benchmarks.2.epochs=1", "--set benchmarks.2.epochs: benchmarks is a list of 1; '2' is not an index"),
     ("defaults.epoch=2", "--set defaults.epoch=2: unknown key 'defaults.epoch' (did you mean 'epochs'?)"),
     ("defaults.epochs=-1", "--set defaults.epochs=-1: defaults.epochs: Input should be greater than 0"),
-    ("benchmarks.0.learning_rate=zero", "--set benchmarks.0.learning_rate=zero: benchmarks[0].lr: Input should be"),
+    ("benchmarks.0.learning_rate=zero", "--set benchmarks.0.learning_rate=zero: benchmarks[0].lr: a learning rate is a finite number above 0"),
     ("defaults.seeds=[0", "--set defaults.seeds: malformed YAML"),
     ("defaults.epochs", "--set 'defaults.epochs': give KEY=VALUE"),
     ("name.x=1", "--set name.x: 'name' is 't', not a mapping or a list"),

@@ -46,7 +46,7 @@ def test_cached_features_probe_equals_the_probe_through_the_model(model_stage):
     model = str(next(SHIPPED_STAGES.glob(f"{model_stage}-*")))
 
     def run(**mode):
-        suite = parse_suite({"name": "lp", "defaults": {"seeds": [0], "batch_size": 16, "epochs": 3},
+        suite = parse_suite({"name": "lp", "defaults": {"seeds": [0], "batch_size": 16, "epochs": 3, "lr": "default"},
                              "benchmarks": [{"task": "image-classification", "dataset": "builtin:digits",
                                              "models": [model], "modes": {"linear-probe": mode or None},
                                              "train_samples": [64]}]})

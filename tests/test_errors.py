@@ -12,7 +12,7 @@ from helpers import cli, write_suite
 
 GOOD = "\n".join([
     "name: bad",
-    "defaults: {seeds: [0], epochs: 1, batch_size: 16}",
+    "defaults: {seeds: [0], epochs: 1, batch_size: 16, lr: default}",
     "benchmarks:",
     "  - task: text-classification",
     "    dataset: builtin:topics",
@@ -94,7 +94,7 @@ CASES = {
     "per-device batch name": (_with("epochs: 1", "epochs: 1, per_device_train_batch_size: 8"), [],
                               "unknown key 'defaults.per_device_train_batch_size' (batch_size is the effective batch"),
     "one-letter key, no guess": ("r: 8\n" + GOOD, [], "unknown key 'r' (choose from: benchmarks, defaults"),
-    "alias with a bad value": (GOOD + "\n    learning_rate: -1.0", [], "benchmarks[0].lr: Input should be greater"),
+    "alias with a bad value": (GOOD + "\n    learning_rate: -1.0", [], "benchmarks[0].lr: a learning rate is a finite number above 0, 'auto' (searched), 'default' (the mode's) or a list of rates to search (got -1.0)"),
     # --set KEY=VALUE: validated like the file, the message names the --set item
     "--set past the list": (GOOD, ["--set", "benchmarks.1.epochs=2"],
                             "--set benchmarks.1.epochs: benchmarks is a list of 1; '1' is not an index"),
@@ -103,7 +103,7 @@ CASES = {
     "--set bad value": (GOOD, ["--set", "benchmarks.0.epochs=-3"],
                         "--set benchmarks.0.epochs=-3: benchmarks[0].epochs: Input should be greater than 0"),
     "--set bad alias value": (GOOD, ["--set", "defaults.learning_rate=fast"],
-                              "--set defaults.learning_rate=fast: defaults.lr: Input should be a valid number"),
+                              "--set defaults.learning_rate=fast: defaults.lr: a learning rate is a finite number above 0"),
     "--set without a value": (GOOD, ["--set", "defaults.epochs"], "--set 'defaults.epochs': give KEY=VALUE"),
     "--set malformed value": (GOOD, ["--set", "defaults.seeds=[0,"], "--set defaults.seeds: malformed YAML"),
     "--set into a scalar": (GOOD, ["--set", "name.first=1"], "--set name.first: 'name' is 'bad', not a mapping"),

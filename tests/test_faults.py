@@ -160,7 +160,7 @@ def test_shards_partition_the_run_ids_exactly(tiny_bert, tmp_path, capsys):
 
 
 def test_shard_stores_merge_by_concatenation(tmp_path, monkeypatch, capsys):
-    suite = faulty_suite(tmp_path, bench("[fine, also-fine]"), defaults="seeds: [0, 1, 2], epochs: 1, batch_size: 30")
+    suite = faulty_suite(tmp_path, bench("[fine, also-fine]"), defaults="seeds: [0, 1, 2], epochs: 1, batch_size: 30, lr: default")
     monkeypatch.syspath_prepend(str(tmp_path))
     for i in (1, 2):
         assert run_main("run", suite, "--shard", f"{i}/2", "--results-dir", tmp_path / f"shard{i}") == 0

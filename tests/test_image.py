@@ -90,7 +90,7 @@ def test_linear_probe_trains_only_the_timm_head():
 
 STAGE_SUITE = f"""
 name: stages
-defaults: {{seeds: [0], epochs: 1, batch_size: 32}}
+defaults: {{seeds: [0], epochs: 1, batch_size: 32, lr: default}}
 pretrain:
   glyphs-vit:
     task: image-classification
@@ -140,7 +140,7 @@ def _imagefolder(root, classes, n=6):
 def _suite(tmp_path, dataset, model="timm:resnet10t", extra=""):
     (tmp_path / "s.yaml").write_text(f"""
 name: img
-defaults: {{seeds: [0], epochs: 1, batch_size: 4}}
+defaults: {{seeds: [0], epochs: 1, batch_size: 4, lr: default}}
 benchmarks:
   - task: image-classification
     dataset: {dataset}

@@ -66,7 +66,7 @@ def test_timm_run_reloads_with_timm_create_model(tmp_path):
     suite = tmp_path / "s.yaml"
     suite.write_text(textwrap.dedent("""
         name: img
-        defaults: {seeds: [0], epochs: 1, batch_size: 8}
+        defaults: {seeds: [0], epochs: 1, batch_size: 8, lr: default}
         benchmarks:
           - {task: image-classification, dataset: builtin:digits, models: ["timm:resnet10t"], modes: [scratch],
              train_samples: [16], task_args: {image_size: 32}}
@@ -118,7 +118,7 @@ def test_yolo_run_keeps_one_stripped_checkpoint_of_its_final_weights(tmp_path, m
     suite = tmp_path / "s.yaml"
     suite.write_text(textwrap.dedent(f"""
         name: det
-        defaults: {{seeds: [0], epochs: 2, batch_size: 8, save_models: final}}
+        defaults: {{seeds: [0], epochs: 2, batch_size: 8, save_models: final, lr: default}}
         benchmarks:
           - {{task: object-detection, dataset: {data}, models: [yolov8n.yaml], modes: {{scratch: {{lr: 1.0e-2}}}},
              train_samples: [16], task_args: {{imgsz: 32, ultralytics: {{mosaic: 0.0}}}}}}

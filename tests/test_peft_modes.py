@@ -3,13 +3,15 @@ run records about them: each trains only what it says, through the real loop; ba
 anything trains."""
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from accelerate import Accelerator
 
 from helpers import run_main, write_suite
-from transferbench.config import expand, parse_suite
+from transferbench.config import expand, load_suite, parse_suite
 from transferbench.hyper import Hyper
 from transferbench.modes import MODES, apply, find_blocks, get_mode
 from transferbench.tasks import get_task
@@ -19,6 +21,7 @@ METHODS = {  # mode name -> its suite settings
     "lora": {},
     "dora": {"peft": {"method": "lora", "use_dora": True, "r": 4}},
     "loha": {"peft": {"method": "loha", "r": 4}},
+    "lokr": {"peft": {"method": "lokr", "r": 4}},
     "ia3": {"peft": {"method": "ia3"}},
     "vera": {"peft": {"method": "vera", "r": 16}},
     "partial": {"partial_blocks": 1},
@@ -87,6 +90,7 @@ def test_the_methods_adapt_what_their_configs_say(trained):
     assert any(".lora_magnitude_vector." in k for k in names["dora"])  # use_dora reached peft
     assert not any("magnitude" in k for k in names["lora"])
     assert any(".hada_w1_a." in k for k in names["loha"])
+    assert any(".lokr_w1." in k for k in names["lokr"]) and not any(".hada_" in k for k in names["lokr"])
     assert any(".vera_lambda_d." in k for k in names["vera"])
     # IA3: the task's feed-forward layers join its attention targets, and are the feed-forward ones
     ia3 = trained["ia3"][4]
@@ -95,6 +99,22 @@ def test_the_methods_adapt_what_their_configs_say(trained):
         {"attention.self.query", "attention.self.value", "output.dense"}
     assert ia3.get_submodule("base_model.model.bert.encoder.layer.0.output.dense").is_feedforward
     assert not ia3.get_submodule("base_model.model.bert.encoder.layer.0.attention.self.query").is_feedforward
+
+
+def test_the_shipped_peft_suite_compares_the_methods_tested_here():
+    """benchmarks/peft-methods.yaml: every mode the issue names, each at a learning rate of its own, and each adapter
+    method one that the tests above train with the same config fields (only the sizes differ)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "peft-methods.yaml"
+    runs = expand(load_suite(path), LRS)
+    assert len(runs) == 30 and {r.seed for r in runs} == {0, 1, 2} and {r.train_samples for r in runs} == {256}
+    hypers = {r.mode: r.hyper for r in runs}
+    assert list(hypers) == ["scratch", "linear-probe", "partial", "finetune", "lora", "dora", "loha", "lokr", "ia3",
+                            "vera"]
+    assert all("lr" in m for m in yaml.safe_load(path.read_text())["benchmarks"][0]["modes"].values())
+    peft = {mode: h.peft for mode, h in hypers.items() if h.peft}
+    assert set(peft) == {"dora", "loha", "lokr", "ia3", "vera"} and peft["dora"]["use_dora"] is True
+    for mode, config in peft.items():
+        assert config.keys() == METHODS[mode]["peft"].keys() and config["method"] == METHODS[mode]["peft"]["method"]
 
 
 @pytest.mark.parametrize("mode", ["lora", "dora"])
@@ -152,9 +172,10 @@ def test_new_keys_stay_out_of_run_ids_at_their_defaults_and_name_the_config(tiny
     assert specs["dora2"].hyper == specs["dora"].hyper  # the method's spelling is canonical
     assert specs["lora"].run_id != plain[0].run_id  # `lora` given a peft config is that config's run
     assert get_mode("lora", specs["lora"].hyper).prepare is not get_mode("lora").prepare
-    assert specs["dora"].hyper.lr == 1e-2  # the suite's; a peft mode without one gets the lora mode's default
-    no_lr = {k: v for k, v in DEFAULTS.items() if k != "lr"}
-    assert _suite(tiny_bert, {"dora": METHODS["dora"]}, no_lr)[0].hyper.lr == LRS["lora"]
+    assert specs["dora"].hyper.lr == 1e-2  # the suite's; a peft mode without one gets what the lora mode gets
+    no_lr = {k: v for k, v in DEFAULTS.items() if k != "lr"}  # (its default rate, or the lr search once that is on)
+    assert _suite(tiny_bert, {"dora": METHODS["dora"]}, no_lr)[0].hyper.lr == _suite(tiny_bert, {"lora": {}},
+                                                                                     no_lr)[0].hyper.lr
 
 
 def test_a_run_records_method_config_adapter_size_and_the_table_shows_it(tiny_bert, tmp_path, capsys):
@@ -197,6 +218,9 @@ BAD = {  # case: (modes, extra suite lines, the one line's text)
     "unknown method": ("{x: {peft: {method: lroa}}}", "", "benchmarks[0].modes.x.peft: unknown peft method 'lroa'"),
     "unknown field": ("{dora: {peft: {method: lora, use_droa: true}}}", "",
                       "'use_droa' is not a field of peft's LoraConfig (did you mean 'use_dora'?)"),
+    "unknown field of another method": ("{lokr: {peft: {method: lokr, decompose_factr: 4}}}", "",
+                                        "'decompose_factr' is not a field of peft's LoKrConfig (did you mean "
+                                        "'decompose_factor'?)"),
     "wrong type": ("{dora: {peft: {method: lora, r: eight}}}", "", "'r' of peft's LoraConfig takes an integer"),
     "peft's own check": ("{ia3: {peft: {method: ia3, target_modules: [query], feedforward_modules: [key]}}}", "",
                          "`feedforward_modules` should be a subset of `target_modules`"),

@@ -12,7 +12,7 @@ from transferbench.tasks import get_task
 
 
 def _suite(bench: dict, **defaults):
-    return parse_suite({"name": "perf", "defaults": {"seeds": [0], "batch_size": 16, "max_steps": 2, **defaults},
+    return parse_suite({"name": "perf", "defaults": {"seeds": [0], "batch_size": 16, "max_steps": 2, "lr": "default", **defaults},
                         "benchmarks": [bench]})
 
 

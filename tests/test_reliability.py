@@ -137,7 +137,7 @@ def _ultra_case(name, options, message):
     def setup(tmp, ctx):
         (tmp / "s.yaml").write_text(textwrap.dedent(f"""
             name: det
-            defaults: {{seeds: [0], epochs: 1, batch_size: 8}}
+            defaults: {{seeds: [0], epochs: 1, batch_size: 8, lr: default}}
             benchmarks:
               - task: object-detection
                 dataset: builtin:shapes
@@ -373,7 +373,7 @@ def _csv_case(name, text, message, dry=False):
         (tmp / "data.csv").write_text(text)
         (tmp / "s.yaml").write_text(textwrap.dedent(f"""
             name: faults
-            defaults: {{seeds: [0], epochs: 1, batch_size: 4}}
+            defaults: {{seeds: [0], epochs: 1, batch_size: 4, lr: default}}
             benchmarks:
               - task: text-classification
                 dataset: {{source: {tmp}/data.csv, columns: {{text: sentence, label: topic}}}}
@@ -414,7 +414,7 @@ def _corrupt_model_case(name, file, how, dry=False):
         _suite(tmp)
         (tmp / "s.yaml").write_text(textwrap.dedent(f"""
             name: faults
-            defaults: {{seeds: [0], epochs: 1, batch_size: 4}}
+            defaults: {{seeds: [0], epochs: 1, batch_size: 4, lr: default}}
             benchmarks:
               - task: text-classification
                 dataset: builtin:topics
@@ -641,7 +641,7 @@ def test_a_corrupt_cached_stage_is_rebuilt_and_the_old_folder_kept(tiny_bert, tm
     suite = tmp_path / "s.yaml"
     suite.write_text(textwrap.dedent(f"""
         name: stagefix
-        defaults: {{seeds: [0], epochs: 1, batch_size: 8}}
+        defaults: {{seeds: [0], epochs: 1, batch_size: 8, lr: default}}
         pretrain:
           base: {{task: text-classification, dataset: builtin:topics, model: {tiny_bert}, mode: finetune,
                   train_samples: 16, task_args: {{max_length: 8}}}}
@@ -700,7 +700,7 @@ def test_a_signal_stops_a_detection_run_within_seconds(tmp_path, signum):
     suite = tmp_path / "s.yaml"
     suite.write_text(textwrap.dedent("""
         name: det
-        defaults: {seeds: [0], epochs: 50, batch_size: 8}
+        defaults: {seeds: [0], epochs: 50, batch_size: 8, lr: default}
         benchmarks:
           - task: object-detection
             dataset: builtin:shapes

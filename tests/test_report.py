@@ -136,12 +136,13 @@ def markdown(records):
 
 def test_markdown_rows():
     rows = _md_rows(markdown(fixture_records()))
-    assert rows[(64, "finetune")][3:6] == ["**0.8300 ± 0.0300 (n=3)**", "+0.5600 [+0.4987, +0.6213]", "0/3 reached"]
-    assert rows[(64, "lora")][9:13] == ["0.30%", "0.006", "$0.012", "$0.0001463"]
-    assert rows[(256, "finetune")][5] == "5.0 s" and rows[(256, "scratch")][4] == "baseline"
-    assert rows[(256, "lora")][3] == "0.8900 n=1" and "±" not in rows[(256, "lora")][3]
-    assert rows[(64, "linear-probe")][3] == "failed (1 run): seed 0: failed: RuntimeError: boom"
-    assert rows[(256, "linear-probe")][3] == "no eval (1 run)" and rows[(256, "linear-probe")][4] == "—"
+    assert rows[(64, "finetune")][5:8] == ["**0.8300 ± 0.0300 (n=3)**", "+0.5600 [+0.4987, +0.6213]", "0/3 reached"]
+    assert rows[(64, "lora")][11:15] == ["0.30%", "0.006", "$0.012", "$0.0001463"]
+    assert rows[(256, "finetune")][7] == "5.0 s" and rows[(256, "scratch")][6] == "baseline"
+    assert rows[(256, "lora")][5] == "0.8900 n=1" and "±" not in rows[(256, "lora")][5]
+    assert rows[(64, "linear-probe")][5] == "failed (1 run): seed 0: failed: RuntimeError: boom"
+    assert rows[(256, "linear-probe")][5] == "no eval (1 run)" and rows[(256, "linear-probe")][6] == "—"
+    assert rows[(64, "finetune")][3:5] == ["1e-3", "1 epoch"]  # the fixture's config.hyper (no lr field: older)
     text = markdown(fixture_records())
     assert "$2.0000 per device-hour (price table dated 2026-11-25)" in text
     assert "0.148 device-h, $0.296" in text  # totals: 0.03 + 0.03 + 0.018 + 0 (failed) + 0.03 + 0.03 + 0.006 + 0.004
@@ -171,17 +172,17 @@ def test_every_format_agrees(tmp_path):
             # JSON == CSV cell == the mean of the CSV run rows == the Markdown text
             assert math.isclose(float(row["metric"]), cell["metric_mean"])
             assert math.isclose(statistics.fmean(seeds), cell["metric_mean"])
-            assert md_rows[key][3].strip("*").startswith(fmt.metric(float(row["metric"])))
+            assert md_rows[key][5].strip("*").startswith(fmt.metric(float(row["metric"])))
         if cell["delta_ci"]:
             low, high = float(row["delta_ci_low"]), float(row["delta_ci_high"])
             assert [low, high] == pytest.approx(cell["delta_ci"])
-            assert f"[{fmt.signed(low)}, {fmt.signed(high)}]" in md_rows[key][4]
+            assert f"[{fmt.signed(low)}, {fmt.signed(high)}]" in md_rows[key][6]
         if cell["cost_usd"] is not None:
             assert float(row["cost_usd"]) == pytest.approx(cell["cost_usd"])
-            assert md_rows[key][11] == fmt.money(cell["cost_usd"])
-        assert (row["best"] == "True") == cell["best"] == md_rows[key][3].startswith("**")
+            assert md_rows[key][13] == fmt.money(cell["cost_usd"])
+        assert (row["best"] == "True") == cell["best"] == md_rows[key][5].startswith("**")
     assert [v["text"] for v in data["verdicts"]["budgets"] + data["verdicts"]["crossovers"]] == [
-        line[2:] for line in md.splitlines() if line.startswith("- m")]
+        line[2:] for line in md.splitlines() if line.startswith("- m") and not line.startswith("- m: equal")]
     assert sorted(p.name for p in (store / "plots").iterdir()) == [
         f"{kind}-text-classification-builtin-topics.png" for kind in ("cost", "learning", "time-to-target", "training")]
     assert "leaderboard.html" in {p.name for p in store.iterdir()}

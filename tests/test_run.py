@@ -78,7 +78,7 @@ def test_kill_mid_run_leaves_no_partial_record_and_rerun_completes(tmp_path, mon
 
     from transferbench.runners.cli import main
 
-    suite = faulty_suite(tmp_path, bench("[fine, slow]", ", epochs: 20"), defaults="seeds: [0, 1], batch_size: 30")
+    suite = faulty_suite(tmp_path, bench("[fine, slow]", ", epochs: 20"), defaults="seeds: [0, 1], batch_size: 30, lr: default")
     store, marker = tmp_path / "res" / "runs.jsonl", tmp_path / "marker"
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "FAULT_MARKER": str(marker), "FAULT_SLEEP": "0.05"}
     proc = start_cli("run", suite, "--results-dir", tmp_path / "res", stdout=subprocess.DEVNULL,

@@ -125,7 +125,7 @@ def _det_suite(tmp_path, extra=""):
     suite = tmp_path / "det.yaml"
     suite.write_text(f"""
 name: det
-defaults: {{seeds: [0], epochs: 2, batch_size: 8{extra}}}
+defaults: {{seeds: [0], epochs: 2, batch_size: 8, lr: default{extra}}}
 benchmarks:
   - {{task: object-detection, dataset: {materialize("shapes") / "data.yaml"}, models: [yolov8n.yaml],
      modes: {{scratch: {{lr: 1.0e-2}}}}, train_samples: [16], task_args: {{imgsz: 32, ultralytics: {{mosaic: 0.0}}}}}}

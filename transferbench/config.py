@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Optional, Sequence, Union
+from typing import Annotated, Any, Callable, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
@@ -403,7 +403,10 @@ def _stage_spec(suite: Suite, name: str, mode_lrs: dict[str, float]) -> RunSpec:
     base, shared, task_args = _layers(suite, stage)
     _no_shared_peft(suite, None, f"pretrain.{name}")
     base = _peft_checked(base, stage.mode, mode_lrs, f"pretrain.{name}")
-    base.setdefault("lr", mode_lrs[stage.mode])
+    if base.get("lr") in (None, "default"):  # a stage trains once, at a given rate: not searched when unset
+        base["lr"] = mode_lrs[stage.mode]
+    elif base["lr"] == "auto" or isinstance(base["lr"], tuple):
+        raise UserError(f"pretrain.{name}.lr: a pretrain stage trains once at one rate; give it as a number")
     model = stage.model if isinstance(stage.model, str) else "config:" + json.dumps(stage.model, sort_keys=True)
     return RunSpec(suite=suite.name, task=stage.task, dataset=stage.dataset, model=model, mode=stage.mode,
                    seed=stage.seed, train_samples=stage.train_samples, train_fraction=stage.train_fraction,
@@ -432,10 +435,25 @@ def _policy(shared: dict) -> dict:
     return {k: shared[k] for k in ("price_per_device_hour", "oom_retries") if shared.get(k) is not None}
 
 
-def expand(suite: Suite, mode_lrs: dict[str, float]) -> list[RunSpec]:
+def _lr(lr, default: float, searchable: bool, where: str):
+    """A run's `lr` as expanded: unset means searched ("auto") where the task's loop searches, else the mode's
+    default; "default" is the mode's default (the number, so the run_id is that of the same rate given)."""
+    if lr is None:
+        return "auto" if searchable else default
+    if lr == "default":
+        return default
+    if not searchable and (lr == "auto" or isinstance(lr, tuple)):
+        raise UserError(f"{where}.lr: this task trains with its own loop, which has no learning-rate search; give "
+                        f"a number (unset: the mode's default {default:g})")
+    return lr
+
+
+def expand(suite: Suite, mode_lrs: dict[str, float],
+           searchable: Callable[[str], bool] = lambda task: True) -> list[RunSpec]:
     """Suite -> runs: for each benchmark, models x budgets x seeds x modes.
 
     `mode_lrs` is the registry's default learning rate per mode; its keys are the valid mode names.
+    `searchable(task)`: whether that task's training loop can search a learning rate (`lr: auto`).
     Budgets run smallest first, and modes are innermost so one comparison finishes together. A run whose
     model is `pretrain:NAME` carries that stage's spec, so its run_id changes when the stage does.
     """
@@ -448,6 +466,8 @@ def expand(suite: Suite, mode_lrs: dict[str, float]) -> list[RunSpec]:
         _no_shared_peft(suite, bench, f"benchmarks[{i}]")
         patches = {m: _peft_checked(_set(p), m, mode_lrs, f"benchmarks[{i}].modes.{m}") for m, p in bench.modes.items()}
         seeds = shared.get("seeds") or [0]
+        lrs = {m: _lr({**base, **p}.get("lr"), mode_lrs.get(m, peft_modes.DEFAULT_LR),  # else a peft-family mode
+                      searchable(bench.task), f"benchmarks[{i}].modes.{m}") for m, p in patches.items()}
         stages = {}
         for model in bench.models:
             if model.startswith("pretrain:"):
@@ -467,7 +487,7 @@ def expand(suite: Suite, mode_lrs: dict[str, float]) -> list[RunSpec]:
                 for seed in seeds:
                     for mode, patch in patches.items():
                         hyper = {**base, **patch}
-                        hyper.setdefault("lr", mode_lrs.get(mode, peft_modes.DEFAULT_LR))  # else a peft-family mode
+                        hyper["lr"] = lrs[mode]
                         runs.append(RunSpec(
                             suite=suite.name, task=bench.task, dataset=bench.dataset, model=model,
                             mode=mode, seed=seed, **{kind: budget}, hyper=Hyper(**hyper),

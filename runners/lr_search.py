@@ -1,0 +1,105 @@
+"""The learning-rate search behind `lr: auto` and `lr: [grid]`: one per run, on the HF loop.
+
+The rule (a fixed short schedule, the same for every mode, documented in the README): each candidate rate trains
+the run's own recipe -- the same initialisation (seed), training subset, batch, shuffling and schedule shape, its
+warm-up and decay compressed -- for `lr_search.fraction` of the run's optimizer steps (at least `min_steps`, at
+most all of them), and is scored on `lr_search.validation_samples` examples of the training pool held out beyond
+the run's budget (the next examples of the seed's permutation: disjoint from this run's subset; the test split
+never decides). The best validation metric wins, the lower validation loss breaks ties, a diverged candidate
+loses. When `lr: auto`'s best rate is an end of its grid, the search goes on past that end a half-decade at a time
+(at most EXTEND more rates), so the grid's range does not decide alone; a grid the suite gives is searched as
+given. The run then trains at the chosen rate exactly as a run given that rate does.
+
+What it costs is part of what the mode costs a user: the search's seconds are in the run's wall time, device-hours
+and dollar cost (and `lr_search.seconds`), not in its train/eval seconds, samples/s or time-to-target, which
+describe the training the user keeps.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+from transferbench.modes import get_mode
+from transferbench.outcome import Diverged
+
+from .signals import check_stop
+
+ONLY_FINAL_EVAL = 1e6  # eval_every in epochs: a candidate is evaluated once, when it ends
+
+
+def rates(spec) -> tuple[tuple[float, ...], str]:
+    """(the candidate rates, "auto" | "grid")."""
+    if spec.hyper.lr == "auto":
+        return get_mode(spec.mode, spec.hyper).auto_grid, "auto"
+    return tuple(spec.hyper.lr), "grid"
+
+
+def candidate_steps(total_steps: int, rule) -> int:
+    return min(total_steps, max(math.ceil(rule.fraction * total_steps), rule.min_steps))
+
+
+def candidate(spec, lr: float, steps: int):
+    """`spec` as one candidate trains it: rate `lr` for `steps` optimizer steps, one evaluation at the end, no
+    target, early stopping or trackers (its scores go in the run's record, not a tracker run of their own)."""
+    hyper = spec.hyper.model_copy(update={"lr": lr, "max_steps": steps, "eval_every": ONLY_FINAL_EVAL,
+                                          "early_stopping": None, "report_to": ()})
+    return spec.model_copy(update={"hyper": hyper, "target": None})
+
+
+def chosen(spec, lr: float):
+    """The run at the chosen rate (its run_id stays the searched run's: the record keeps spec's)."""
+    return spec.model_copy(update={"hyper": spec.hyper.model_copy(update={"lr": lr})})
+
+
+def search(spec, total_steps: int, train_candidate: Callable, metric_name: str, higher_is_better: bool,
+           validation_samples: int) -> tuple[float, dict, float]:
+    """(the chosen rate, the record's `lr_search`, seconds of shared work to charge): every candidate trained by
+    `train_candidate(candidate spec)`, which returns its outcome scored on the held-out examples."""
+    t0 = time.perf_counter()
+    grid, kind = rates(spec)
+    steps = candidate_steps(total_steps, spec.hyper.lr_search)
+    scores, charged = [], 0.0
+
+    def score(lr: float) -> None:
+        nonlocal charged
+        check_stop()
+        try:
+            out = train_candidate(candidate(spec, lr, steps))
+        except Diverged:
+            scores.append({"lr": lr, "metric": None, "loss": None, "diverged": True})
+            return
+        charged += out.charged_seconds
+        scores.append({"lr": lr, "metric": out.metrics.get(metric_name), "loss": out.metrics.get("loss")})
+
+    for lr in grid:
+        score(lr)
+    best = _best(scores, higher_is_better, grid)
+    # an auto grid whose best rate is one of its ends extends past that end, a half-decade at a time
+    for _ in range(EXTEND):
+        tried = sorted(s["lr"] for s in scores)
+        if kind != "auto" or best["lr"] not in (tried[0], tried[-1]):
+            break
+        score(half_decade(best["lr"], up=best["lr"] == tried[-1]))
+        best = _best(scores, higher_is_better, grid)
+    return best["lr"], {"kind": kind, "grid": list(grid), "scores": scores, "chosen": best["lr"], "steps": steps,
+                        "validation_samples": validation_samples, "seconds": round(time.perf_counter() - t0, 3)}, charged
+
+
+EXTEND = 2  # at most this many rates beyond an auto grid's end
+
+
+def half_decade(lr: float, up: bool) -> float:
+    """The next rate of the 1, 3, 10, 30 ... ladder above (or below) `lr`."""
+    k = round(2 * math.log10(lr)) + (1 if up else -1)
+    return float(f"{10 ** (k / 2):.1g}")
+
+
+def _best(scores: list[dict], higher_is_better: bool, grid) -> dict:
+    """The best validation metric; the lower validation loss breaks ties; diverged candidates never win."""
+    sign = 1 if higher_is_better else -1
+    finite = [s for s in scores if s["metric"] is not None and math.isfinite(s["metric"])]
+    if not finite:
+        raise Diverged(f"every candidate learning rate of the search diverged ({', '.join(f'{x:g}' for x in grid)}); "
+                       f"give lower rates")
+    return max(finite, key=lambda s: (sign * s["metric"], -(s["loss"] if s["loss"] is not None else math.inf)))

@@ -1,0 +1,165 @@
+"""`lr: auto` / `lr: [grid]`: a learning-rate search per run, on examples held out beyond the budget; unset lr means
+auto where the task's loop searches; a given rate keeps its run and run_id."""
+import json
+
+import pytest
+
+from helpers import run_main, write_suite
+from transferbench.config import expand, parse_suite
+from transferbench.errors import UserError
+from transferbench.modes import MODES
+from transferbench.runners.loops import searches_lr
+from transferbench.tasks import get_task
+
+LRS = {name: m.default_lr for name, m in MODES.items()}
+
+
+def _text(modes, defaults=None, task="text-classification"):
+    return {"name": "s", "defaults": {"seeds": [0], **(defaults or {})},
+            "benchmarks": [{"task": task, "dataset": "builtin:topics", "models": ["m"], "modes": modes,
+                            "train_samples": [32]}]}
+
+
+def test_unset_lr_is_searched_where_the_loop_searches_and_a_given_rate_keeps_its_run_id():
+    runs = {r.mode: r for r in expand(parse_suite(_text(
+        {"scratch": None, "finetune": {"lr": 1e-4}, "lora": {"lr": "default"}, "linear-probe": {"lr": [1e-2, 1e-3]}})),
+        LRS, searches_lr)}
+    assert runs["scratch"].hyper.lr == "auto" and runs["scratch"].hyper.searched
+    assert runs["lora"].hyper.lr == MODES["lora"].default_lr and not runs["lora"].hyper.searched
+    assert runs["linear-probe"].hyper.lr == (1e-3, 1e-2)  # a grid, kept sorted
+    # how a search would run is no part of a run given its rate: its run_id does not move with lr_search
+    other = {r.mode: r for r in expand(parse_suite(_text(
+        {"scratch": None, "finetune": {"lr": 1e-4}, "lora": {"lr": "default"}, "linear-probe": {"lr": [1e-2, 1e-3]}},
+        {"lr_search": {"fraction": 0.5}})), LRS, searches_lr)}
+    assert other["finetune"].run_id == runs["finetune"].run_id and other["lora"].run_id == runs["lora"].run_id
+    assert other["scratch"].run_id != runs["scratch"].run_id  # ... but it is part of a searched run
+    # "default" is the same run as the mode's default rate given as a number
+    given = expand(parse_suite(_text({"lora": {"lr": MODES["lora"].default_lr}})), LRS, searches_lr)[0]
+    assert given.run_id == runs["lora"].run_id
+
+
+def test_a_loop_without_a_search_trains_unset_lr_at_the_mode_default_and_refuses_auto():
+    assert get_task("object-detection").loop == "ultralytics" and not searches_lr("object-detection")
+    run = expand(parse_suite(_text({"finetune": None}, task="object-detection")), LRS, searches_lr)[0]
+    assert run.hyper.lr == MODES["finetune"].default_lr
+    with pytest.raises(UserError, match=r"benchmarks\[0\].modes.finetune.lr: this task trains with its own loop"):
+        expand(parse_suite(_text({"finetune": {"lr": "auto"}}, task="object-detection")), LRS, searches_lr)
+
+
+def test_the_search_scores_on_examples_beyond_the_budget_and_leaves_the_budget_as_it_was(tiny_bert):
+    from transferbench.runners import hf_loop
+
+    searched, given = expand(parse_suite(_text({"finetune": {"lr": "auto"}, "lora": {"lr": 1e-3}},
+                                               {"task_args": {"max_length": 16}})), LRS, searches_lr)
+    searched = searched.model_copy(update={"model": tiny_bert})
+    given = given.model_copy(update={"model": tiny_bert})
+    task = get_task("text-classification")({"max_length": 16})
+    data, train_set, held = hf_loop.load(searched, task, tiny_bert)
+    _, same_set, none = hf_loop.load(given, task, tiny_bert)
+    assert none is None and train_set.indices == same_set.indices  # every mode of a seed: the same subset
+    assert len(held) == 100 and not set(held.indices) & set(train_set.indices)
+    assert held.dataset is data.train  # from the training pool, never the test split
+    # a larger budget of the same seed starts with this one (nested), whatever the search holds out
+    bigger = searched.model_copy(update={"train_samples": 64})
+    assert hf_loop.load(bigger, task, tiny_bert)[1].indices[:32] == train_set.indices
+
+
+@pytest.mark.parametrize("mode, options", [("finetune", ""), ("linear-probe", ", cached_features: true")])
+def test_a_searched_run_records_its_search_and_then_trains_as_the_chosen_rate_given(tiny_bert, tmp_path, mode,
+                                                                                     options):
+    """Every candidate's validation score is in the record; the winner is the best score (loss breaks ties); the
+    run then trains exactly as a run given the winning rate (same curve), and pays for the search in its cost.
+    A probe on cached features searches on features of the held-out examples (its own store, charged)."""
+    extra = "    lr_search: {fraction: 0.5, min_steps: 1, validation_samples: 48}\n    epochs: 4"
+    grid = [1e-5, 3e-3, 0.5]
+    searched = write_suite(tmp_path / "a.yaml", tiny_bert, modes=f"{{{mode}: {{lr: {grid}{options}}}}}",
+                           budget="[32]", extra=extra)
+    assert run_main("run", searched, "--results-dir", tmp_path / "a") == 0
+    rec = json.loads((tmp_path / "a" / "runs.jsonl").read_text())
+    s = rec["lr_search"]
+    assert rec["status"] == "ok" and rec["config"]["hyper"]["lr"] == grid and s["kind"] == "grid"
+    assert s["grid"] == grid and [x["lr"] for x in s["scores"]] == grid
+    assert s["steps"] == 4 and rec["optimizer_steps"] == 8 and s["validation_samples"] == 48  # half of 8 steps
+    valid = [x for x in s["scores"] if x["metric"] is not None]
+    best = max(valid, key=lambda x: (x["metric"], -x["loss"]))
+    assert s["chosen"] == best["lr"] == rec["lr"]
+    assert all(0 <= x["metric"] <= 1 and x["loss"] > 0 for x in valid)
+    assert len({(x["metric"], x["loss"]) for x in valid}) == len(valid)  # the candidates really trained differently
+    assert rec["wall_seconds"] >= rec["train_seconds"] + rec["eval_seconds"] + rec["setup_seconds"] + s["seconds"] * 0.99
+    assert s["seconds"] > 0 and rec["setup_seconds"] < s["seconds"] + rec["setup_seconds"]
+
+    given = write_suite(tmp_path / "b.yaml", tiny_bert, modes=f"{{{mode}: {{lr: {s['chosen']}{options}}}}}",
+                        budget="[32]", extra=extra)
+    assert run_main("run", given, "--results-dir", tmp_path / "b") == 0
+    plain = json.loads((tmp_path / "b" / "runs.jsonl").read_text())
+    assert plain["lr_search"] is None and plain["lr"] == s["chosen"] and plain["run_id"] != rec["run_id"]
+    assert [p["metric"] for p in plain["curve"]] == [p["metric"] for p in rec["curve"]]
+    assert plain["metric"] == rec["metric"] and plain["loss_curve"] == rec["loss_curve"]
+
+
+@pytest.mark.parametrize("modes, extra, message", [
+    ("{finetune: {lr: [1e-3]}}", "", "a learning-rate grid needs at least two different rates"),
+    ("{finetune: {lr: fast}}", "", "a learning rate is a finite number above 0, 'auto' (searched)"),
+    ("{finetune: {lr: auto}}", "    lr_search: {fraction: 0}", "lr_search.fraction"),
+])
+def test_bad_learning_rates_are_one_line(tiny_bert, tmp_path, capsys, modes, extra, message):
+    suite = write_suite(tmp_path / "s.yaml", tiny_bert, modes=modes, budget="[32]", extra=extra)
+    assert run_main("run", suite, "--results-dir", tmp_path / "r") == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "r" / "runs.jsonl").exists()
+
+
+def test_a_stage_trains_at_one_given_rate():
+    data = {**_text({"finetune": None}), "pretrain": {"p": {"task": "text-classification", "dataset": "builtin:topics",
+                                                             "model": "m", "lr": "auto"}}}
+    data["benchmarks"][0]["models"] = ["pretrain:p"]
+    with pytest.raises(UserError, match="pretrain.p.lr: a pretrain stage trains once at one rate"):
+        expand(parse_suite(data), LRS, searches_lr)
+
+
+def test_too_few_examples_left_for_the_search_is_a_failed_row_that_says_what_to_do(tiny_bert, tmp_path):
+    suite = write_suite(tmp_path / "s.yaml", tiny_bert, modes="{finetune: {lr: auto}}", budget="[32]",
+                        extra="    lr_search: {validation_samples: 100000}")
+    assert run_main("run", suite, "--results-dir", tmp_path / "r") == 1
+    rec = json.loads((tmp_path / "r" / "runs.jsonl").read_text())
+    assert rec["status"] == "failed" and "scores its candidate rates on 100000 training examples" in rec["error"]
+
+
+@pytest.mark.parametrize("lr, peak, tried_beyond", [
+    ("auto", 1.0, [3e-3, 1e-2]),  # best at the top end: two more rates above, then it stops
+    ("auto", 1.5e-5, [3e-6]),  # best at the bottom: one below (3e-6 is worse), then the best is inside
+    ("auto", 1e-4, []),  # best inside the grid: nothing more
+    ([1e-4, 1e-3], 1.0, []),  # a given grid is searched as given
+])
+def test_an_auto_grid_extends_past_the_end_that_wins(lr, peak, tried_beyond):
+    import math
+
+    from transferbench.outcome import Diverged, TrainOutcome
+    from transferbench.runners import lr_search
+
+    spec = expand(parse_suite(_text({"finetune": {"lr": lr}})), LRS, searches_lr)[0]
+
+    def fake(c):  # validation accuracy peaks at `peak` (in log rate); 3e-2 and above diverge
+        if c.hyper.lr >= 3e-2:
+            raise Diverged("nan")
+        return TrainOutcome(metrics={"accuracy": -abs(math.log10(c.hyper.lr / peak)), "loss": 1.0})
+
+    chosen, record, _ = lr_search.search(spec, 40, fake, "accuracy", True, 100)
+    grid = list(MODES["finetune"].auto_grid) if lr == "auto" else lr
+    assert [s["lr"] for s in record["scores"]] == grid + tried_beyond
+    assert record["steps"] == 20 and record["grid"] == grid  # a quarter of 40 steps, at least 20
+    best = max((s for s in record["scores"] if s["metric"] is not None), key=lambda s: s["metric"])
+    assert chosen == record["chosen"] == best["lr"]
+
+
+def test_a_search_where_every_rate_diverges_is_a_diverged_run():
+    from transferbench.outcome import Diverged
+    from transferbench.runners import lr_search
+
+    spec = expand(parse_suite(_text({"finetune": {"lr": [1.0, 2.0]}})), LRS, searches_lr)[0]
+
+    def fake(c):
+        raise Diverged("nan")
+
+    with pytest.raises(Diverged, match="every candidate learning rate of the search diverged"):
+        lr_search.search(spec, 40, fake, "accuracy", True, 100)
