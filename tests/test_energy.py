@@ -10,7 +10,7 @@ import torch
 
 from helpers import result, run_main, write_store, write_suite
 from transferbench import energy
-from transferbench.results import Store
+from transferbench.results import SCHEMA_VERSION, Store
 
 UJ = 1e-6 / 3.6e6  # kWh per microjoule
 
@@ -153,7 +153,7 @@ def test_a_run_on_this_cpu_records_why_it_has_no_energy_and_the_report_says_so(t
     suite = write_suite(tmp_path / "s.yaml", tiny_bert, modes="[linear-probe]", budget="[32]")
     assert run_main("run", suite, "--results-dir", tmp_path / "res") == 0
     (r,) = Store(tmp_path / "res").records()
-    assert r["schema_version"] == 6 and r["grid_gco2_per_kwh"] == 475
+    assert r["schema_version"] == SCHEMA_VERSION and r["grid_gco2_per_kwh"] == 475
     printed = capsys.readouterr().out
     header = next(line for line in printed.splitlines() if line.startswith("| model |"))
     assert header.rstrip(" |").endswith("energy/run")

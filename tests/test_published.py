@@ -11,7 +11,10 @@ from transferbench.runners.report import report
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = sorted(p.parent.name for p in (REPO / "results" / "published").glob("*/runs.jsonl"))
 TITLES = {"quickstart": "transferbench quickstart (offline default suite), 2-core CPU",
-          "topics": "transferbench topics (256 examples), 2-core CPU"}
+          "topics": "transferbench topics (256 examples), 2-core CPU",
+          "lr-default": "transferbench lr-auto suite at the built-in default learning rates (lr: default), 2-core CPU",
+          "lr-auto": "transferbench lr-auto suite (lr: auto, searched per run), 2-core CPU",
+          "peft-methods": "transferbench peft-methods (MiniLM, 256 examples, 10 modes), 2-core CPU"}
 
 
 @pytest.mark.parametrize("name", PUBLISHED)

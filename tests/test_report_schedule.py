@@ -112,6 +112,11 @@ def test_equal_steps_at_every_budget_and_compute_when_flops_agree():
     records += [run("lora", s, b, hyper={"max_steps": 20}, steps=20, flops_estimate=1.05e12 * b)
                 for b in (64, 128) for s in range(2)]
     assert note(build(records)) == "equal: steps (20 optimizer steps of batch 16 at every budget)"
+    # the estimate counts a full backward pass: equal estimates with frozen weights do not claim equal compute
+    frozen = [run(m, s, b, hyper={"max_steps": 20}, steps=20, flops_estimate=1e12 * b,
+                  params_total=1000, params_trainable=1000 if m == "finetune" else 10)
+              for b in (64, 128) for s in range(2) for m in ("finetune", "lora")]
+    assert note(build(frozen)) == "equal: steps (20 optimizer steps of batch 16 at every budget)"
 
 
 def test_steps_that_grow_with_the_budget_and_a_budget_that_is_not_equal():
