@@ -188,7 +188,13 @@ def _candidate(spec, task, model_ref: str, data, train_set, accelerator, key: tu
 def planned_steps(hyper, examples: int, num_processes: int) -> int:
     """The optimizer steps `train` will plan for `examples` (each process sees 1/N of the batches)."""
     batches = math.ceil(math.ceil(examples / hyper.per_device_batch(num_processes)) / num_processes)
-    return hyper.max_steps or max(1, math.ceil(hyper.epochs * max(1, math.ceil(batches / hyper.grad_accum))))
+    return schedule_steps(hyper, batches)[1]
+
+
+def schedule_steps(hyper, batches: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) for `batches` per epoch on each process."""
+    per_epoch = max(1, math.ceil(batches / hyper.grad_accum))
+    return per_epoch, hyper.max_steps or max(1, math.ceil(hyper.epochs * per_epoch))
 
 
 def _save(task, model, data, path: Path, accelerator) -> None:
@@ -278,8 +284,7 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
     model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
 
     # Counted per process after prepare (each process sees 1/N of the batches).
-    steps_per_epoch = max(1, math.ceil(len(train_dl) / hyper.grad_accum))
-    total_steps = hyper.max_steps or max(1, math.ceil(hyper.epochs * steps_per_epoch))
+    steps_per_epoch, total_steps = schedule_steps(hyper, len(train_dl))
     eval_interval = max(1, round(hyper.eval_every * steps_per_epoch))
     from transformers import get_scheduler  # stepped by hand once per optimizer step: no process scaling
 

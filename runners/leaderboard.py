@@ -212,7 +212,7 @@ def build(records: list[dict], title: str = "Leaderboard", sources=(), timings=(
     cells.sort(key=lambda c: (str(c["task"]), str(c["dataset"]), str(c["model"]), c["train_samples"] or 0,
                               order.get(c["mode"], 99), str(c["mode"])))
     for c in cells:  # the rate(s) each cell trained at, and what each mode trained for
-        c.update(schedules.lr_fields(groups[tuple(c[k] for k in CELL_KEY)]))
+        c.update(schedules.lr_fields(groups[schedules.cell_key(c)]))
     schedules.schedule_texts(cells, groups)
     equal = schedules.equal_notes(cells, groups)
     _compare_to_scratch(cells)

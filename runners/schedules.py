@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from typing import Optional
 
 from . import fmt
+from .merge import CELL_KEY
 
 COMPUTE_TOLERANCE = 0.01  # "same training FLOPs": the modes' mean flops_estimate within 1% of the largest
 MAX_RATES = 3  # a cell whose seeds chose more rates than this shows their range instead of each one
@@ -115,7 +116,7 @@ def schedule_texts(cells: list[dict], runs: dict[tuple, list[dict]]) -> None:
     for group in groups.values():
         parts = {}
         for c in group:
-            rs = runs[_key(c)]
+            rs = runs[cell_key(c)]
             parts[c["mode"]] = _parts(_hyper((([r for r in rs if r.get("status") == "ok"] or rs)[0])))
         common = {p: _common([parts[c["mode"]][p] for c in group]) for p in ("length", "cap", "warm-up", "scheduler")}
         for c in group:
@@ -126,7 +127,7 @@ def schedule_texts(cells: list[dict], runs: dict[tuple, list[dict]]) -> None:
                     shown.append(_differs(p, mine[p], common[p]))
                 elif p in ("length", "cap") and mine[p]:
                     shown.append(mine[p])
-            ok = [r for r in runs[_key(c)] if r.get("status") == "ok"]
+            ok = [r for r in runs[cell_key(c)] if r.get("status") == "ok"]
             ended = Counter(r.get("stop_reason") for r in ok)
             notes = ([f"cap hit {ended['max_seconds']}/{len(ok)}"] if ended["max_seconds"] and mine["cap"] else [])
             notes += [f"{name} {ended[why]}/{len(ok)}" for why, name in EARLY.items() if ended[why]]
@@ -136,8 +137,8 @@ def schedule_texts(cells: list[dict], runs: dict[tuple, list[dict]]) -> None:
             c["optimizer_steps"] = statistics.fmean(steps) if steps else None
 
 
-def _key(c: dict) -> tuple:
-    return (c["task"], c["dataset"], c["model"], c["train_samples"], c["mode"])
+def cell_key(c: dict) -> tuple:
+    return tuple(c[k] for k in CELL_KEY)
 
 
 def _batch(r: dict) -> Optional[int]:
@@ -224,7 +225,7 @@ def equal_notes(cells: list[dict], runs: dict[tuple, list[dict]]) -> list[dict]:
     prints ("equal: steps (...)"; "not equal: finetune ran 2× the optimizer steps of scratch"). Only ok runs count."""
     benches = defaultdict(lambda: defaultdict(dict))
     for c in cells:
-        ok = [r for r in runs[_key(c)] if r.get("status") == "ok"]
+        ok = [r for r in runs[cell_key(c)] if r.get("status") == "ok"]
         if ok:
             benches[(c["task"], c["dataset"], c["model"])][c["train_samples"]][c["mode"]] = ok
     notes = []

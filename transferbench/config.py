@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from . import peft_modes, safe_yaml
 from .errors import UserError, did_you_mean
-from .hyper import Hyper, HyperPatch, PositiveInt
+from .hyper import Hyper, HyperPatch, PositiveInt, is_searched
 
 # Names that become folders (the suite's results/<name>, a stage's cache folder): no separators, no "..".
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -405,7 +405,7 @@ def _stage_spec(suite: Suite, name: str, mode_lrs: dict[str, float]) -> RunSpec:
     base = _peft_checked(base, stage.mode, mode_lrs, f"pretrain.{name}")
     if base.get("lr") in (None, "default"):  # a stage trains once, at a given rate: not searched when unset
         base["lr"] = mode_lrs[stage.mode]
-    elif base["lr"] == "auto" or isinstance(base["lr"], tuple):
+    elif is_searched(base["lr"]):
         raise UserError(f"pretrain.{name}.lr: a pretrain stage trains once at one rate; give it as a number")
     model = stage.model if isinstance(stage.model, str) else "config:" + json.dumps(stage.model, sort_keys=True)
     return RunSpec(suite=suite.name, task=stage.task, dataset=stage.dataset, model=model, mode=stage.mode,
@@ -442,7 +442,7 @@ def _lr(lr, default: float, searchable: bool, where: str):
         return "auto" if searchable else default
     if lr == "default":
         return default
-    if not searchable and (lr == "auto" or isinstance(lr, tuple)):
+    if not searchable and is_searched(lr):
         raise UserError(f"{where}.lr: this task trains with its own loop, which has no learning-rate search; give "
                         f"a number (unset: the mode's default {default:g})")
     return lr

@@ -38,6 +38,11 @@ def _lr(value: Any):
     return _rate(value)
 
 
+def is_searched(lr: Any) -> bool:
+    """Whether a run's `lr` is chosen by a search: "auto" or a grid."""
+    return lr == "auto" or isinstance(lr, tuple)
+
+
 Lr = Annotated[Any, PlainValidator(_lr)]  # float | "auto" | "default" | tuple of floats | None
 
 
@@ -176,7 +181,7 @@ class Hyper(BaseModel):
     @property
     def searched(self) -> bool:
         """Whether the learning rate is chosen per run by a search (`lr: auto` or a grid)."""
-        return self.lr == "auto" or isinstance(self.lr, tuple)
+        return is_searched(self.lr)
 
 
 LATER_FIELDS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples",

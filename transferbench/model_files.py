@@ -25,13 +25,6 @@ from .checkpoints import problem
 from .errors import UserError
 
 
-def _unreachable(ref: str) -> UserError:
-    return UserError(
-        f"model '{ref}' is neither an alias ({', '.join(models.ALIASES)}) nor a local directory, and it cannot be "
-        f"downloaded from the Hub here (offline or unreachable); download it once where the Hub is reachable "
-        f"(`hf download {ref}`) or give the path of a directory saved with save_pretrained")
-
-
 def resolve(ref: str) -> str:
     """models.resolve(ref) without its side effects: an alias whose weights are converted on first use names the
     file it converts from (converting needs torch; the run converts), and `config:{...}` stays as it is (its
@@ -85,7 +78,7 @@ def config(ref: str) -> dict:
         try:
             found = hub_file(path, "config.json")
         except (OSError, ValueError):  # unreachable, not cached, not a valid repo id
-            raise _unreachable(ref) from None
+            raise models.unreachable(ref) from None
         if found is None:
             raise UserError(f"model '{ref}': the Hub repo has no config.json; is it a transformers model?")
         file = Path(found)
@@ -107,8 +100,7 @@ def check_auto_class(ref: str, mapping: str, what: str) -> str:
     known = config_model_types()
     remote = "AutoConfig" in (data.get("auto_map") or {})
     if remote and model_type not in known and not (ref in models.TRUSTED or resolve(ref) in models.TRUSTED):
-        raise UserError(f"model '{ref}' needs its own code (auto_map in its config) to load; read that code, then "
-                        f"allow it for this model only with `trust_remote_code: ['{ref}']` at the top of the suite")
+        raise models.needs_remote_code(ref)
     if model_type is None:
         raise UserError(f"model '{ref}': its config.json has no model_type, so transformers cannot tell which "
                         f"architecture it is; give a checkpoint saved with save_pretrained")
@@ -147,7 +139,7 @@ def check_tokenizer(ref: str) -> None:
                 found[name] = Path(file)
                 break
         if not found and unreachable:
-            raise _unreachable(ref)
+            raise models.unreachable(ref)
     if not found:
         raise UserError(f"model '{ref}': cannot load a tokenizer from {path}: none of {', '.join(TOKENIZER_FILES)} "
                         f"is there; save the tokenizer beside the model (tokenizer.save_pretrained)")

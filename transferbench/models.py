@@ -74,6 +74,19 @@ def _config_dir(config_json: str) -> str:
     return str(target)
 
 
+def unreachable(ref: str) -> UserError:
+    """A model reference that is no alias, no local path, and not reachable on the Hub from here."""
+    return UserError(
+        f"model '{ref}' is neither an alias ({', '.join(ALIASES)}) nor a local directory, and it cannot be "
+        f"downloaded from the Hub here (offline or unreachable); download it once where the Hub is reachable "
+        f"(`hf download {ref}`) or give the path of a directory saved with save_pretrained")
+
+
+def needs_remote_code(ref: str) -> UserError:
+    return UserError(f"model '{ref}' needs its own code (auto_map in its config) to load; read that code, then "
+                     f"allow it for this model only with `trust_remote_code: ['{ref}']` at the top of the suite")
+
+
 def from_pretrained(loader, ref: str, **kwargs):
     """`loader.from_pretrained(resolve(ref))`, with the offline / not-found case as a one-line UserError."""
     path = resolve(ref)
@@ -84,12 +97,8 @@ def from_pretrained(loader, ref: str, **kwargs):
     except ValueError as err:
         if "trust_remote_code" not in str(err):
             raise
-        raise UserError(f"model '{ref}' needs its own code (auto_map in its config) to load; read that code, then "
-                        f"allow it for this model only with `trust_remote_code: ['{ref}']` at the top of the suite") from None
+        raise needs_remote_code(ref) from None
     except OSError as err:
         if Path(path).exists():
             raise UserError(f"model '{ref}': cannot load {path} with {loader.__name__}: {str(err).splitlines()[0]}") from None
-        raise UserError(
-            f"model '{ref}' is neither an alias ({', '.join(ALIASES)}) nor a local directory, and it cannot be "
-            f"downloaded from the Hub here (offline or unreachable); download it once where the Hub is reachable "
-            f"(`hf download {ref}`) or give the path of a directory saved with save_pretrained") from None
+        raise unreachable(ref) from None
