@@ -117,8 +117,8 @@ def _jsonable(x):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, np.ndarray)):
         return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if not math.isfinite(x) else float(x)
+    if isinstance(x, (np.floating, float)):  # 6 significant digits: fits differ in the last bits across CPUs
+        return None if not math.isfinite(x) else float(f"{float(x):.6g}")
     return x.item() if isinstance(x, np.generic) else x
 
 

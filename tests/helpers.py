@@ -23,6 +23,23 @@ benchmarks:
     return path
 
 
+def assert_json_close(got, want, rel: float = 1e-4, path: str = "") -> None:
+    """Two JSON values equal, numbers within `rel` (curve fits and bootstrap percentiles are not bit-identical across
+    CPUs, so a number written by the planner may differ in its last digit on another machine)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), f"{path}: keys {sorted(got)} != {sorted(want)}"
+        for k in want:
+            assert_json_close(got[k], want[k], rel, f"{path}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), f"{path}: {got!r} != {want!r}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_json_close(g, w, rel, f"{path}[{i}]")
+    elif isinstance(want, float) and not isinstance(got, bool) and isinstance(got, (int, float)):
+        assert abs(got - want) <= rel * max(abs(want), 1e-3), f"{path}: {got!r} != {want!r}"
+    else:
+        assert got == want, f"{path}: {got!r} != {want!r}"
+
+
 def write_store(folder: Path, records) -> Path:
     """A results folder whose runs.jsonl holds `records` (dicts), one JSON line each."""
     folder.mkdir(parents=True, exist_ok=True)

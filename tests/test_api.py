@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import transferbench
-from helpers import bench, faulty_suite, result, run_main, write_store
+from helpers import assert_json_close, bench, faulty_suite, result, run_main, write_store
 from transferbench.errors import UserError
 from transferbench.results import Store
 from transferbench.runners import leaderboard, merge
@@ -99,8 +99,9 @@ def test_cells_are_the_numbers_of_the_published_table(published):
 def test_plan_is_the_planners(published):
     plan = transferbench.load(published).plan()
     committed = json.loads((published / "plan.json").read_text())
-    fitted = {(c["task"], c["model"], c["mode"]): (c["a"], c["b"], c["c"]) for c in committed["curves"]}
-    assert {(c["task"], c["model"], c["mode"]): (c["a"], c["b"], c["c"]) for c in plan.data["curves"]} == fitted
+    fitted = {" ".join((c["task"], c["model"], c["mode"])): [c["a"], c["b"], c["c"]] for c in committed["curves"]}
+    assert_json_close({" ".join((c["task"], c["model"], c["mode"])): [c["a"], c["b"], c["c"]]
+                       for c in plan.data["curves"]}, fitted)  # fits differ in the last bits across CPUs
     predictions = plan.predictions()
     assert len(predictions) == sum(len(c["predictions"]) for c in plan.data["curves"]) > 0
     assert {"n", "mean", "lo", "hi", "cost_usd", "mode"} <= set(predictions.columns)
