@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from transferbench.errors import UserError
 
-from .leaderboard import Leaderboard, build, default_title
-from .merge import load as load_records
+from .report.leaderboard import Leaderboard, build, default_title
+from .report.merge import load as load_records
 
 if TYPE_CHECKING:
     import pandas
@@ -118,7 +118,7 @@ class Results:
         `budgets` (default: the measured ones, 2× and 4× the largest), predicted crossovers, the cheapest mode to
         reach `target`, the best metric per mode under `max_cost`; refuses beyond max_factor × the largest
         budget measured."""
-        from .planner import plan
+        from .report.planner import plan
 
         names = sorted({str(r.get("suite")) for r in self.records}) or [s.name for s in self.sources[:1]]
         return Plan(plan(self.records, target=target, budgets=budgets, max_cost=max_cost, max_factor=max_factor),
@@ -141,7 +141,7 @@ class Plan:
         return pd.DataFrame([{**{k: c[k] for k in keys}, **p} for c in self.data["curves"] for p in c["predictions"]])
 
     def markdown(self) -> str:
-        from .planner_report import to_markdown
+        from .report.planner_report import to_markdown
 
         return to_markdown(self.data, self.title)
 

@@ -127,12 +127,12 @@ def _run(args) -> int:
         raise UserError(f"--results-dir {results_dir} is a file; give a folder (it holds runs.jsonl)")
 
     ray_options = _ray_options(args)
-    from .suite import expand_runs, run_suite  # torch-free until a run trains: a dry run imports no torch
+    from .orchestrate.suite import expand_runs, run_suite  # torch-free until a run trains: a dry run imports no torch
 
     if args.dry_run:  # everything `run` checks before training, checked here too; nothing written
         from transferbench.results import Store
 
-        from .preflight import check_writable, preflight
+        from .orchestrate.preflight import check_writable, preflight
 
         runs = expand_runs(suite, args.shard)
         done = Store(results_dir).completed(strict=True)
@@ -146,7 +146,7 @@ def _run(args) -> int:
                   f"budget={budget}  seed={spec.seed}")
         print(f"{len(runs)} runs")
         return 0
-    from .execute import process_state
+    from .orchestrate.execute import process_state
     from .signals import Interrupted
 
     try:
@@ -158,7 +158,7 @@ def _run(args) -> int:
                   f"interrupted run was not recorded and runs again next time", file=sys.stderr)
         return 128 + stop.signum
     if process_state().is_main_process:  # the same loader and writers as `transferbench report` on this store
-        from .report import after_run
+        from .report.outputs import after_run
 
         print("\n" + after_run(results_dir, title=f"Leaderboard: {suite.name}"))
     return 1 if any(r.status != "ok" for r in results) else 0
@@ -172,7 +172,7 @@ def _ray_options(args):
         if args.gpus_per_run is not None:
             raise UserError("--gpus-per-run applies to the ray executor; add --jobs N or --executor ray")
         return None
-    from .ray_executor import RayOptions, check_early
+    from .orchestrate.ray_executor import RayOptions, check_early
 
     options = RayOptions(address=args.address, jobs=args.jobs, gpus_per_run=args.gpus_per_run,
                          cpus_per_run=args.cpus_per_run)
@@ -187,18 +187,18 @@ def _folder_arg(flag: str, value) -> None:
 
 
 def _report(args) -> int:
-    from .report import report
+    from .report.outputs import report
 
     _folder_arg("--out", args.out)
     _folder_arg("--publish", args.publish)
     if args.push_to_hub:
-        from .publish import check_push
+        from .report.publish import check_push
 
         check_push(args.push_to_hub, args.publish)  # a bad repo id or no --publish: one line, before the report
 
     print(report(args.results_dirs, args.out and Path(args.out), args.publish and Path(args.publish), args.title))
     if args.push_to_hub:
-        from .publish import push_to_hub
+        from .report.publish import push_to_hub
 
         print(push_to_hub(Path(args.publish), args.push_to_hub))
     return 0
@@ -206,7 +206,7 @@ def _report(args) -> int:
 
 def _plan(args) -> int:
     _folder_arg("--out", args.out)
-    from .planner_report import parse_budgets, write_plan
+    from .report.planner_report import parse_budgets, write_plan
 
     print(write_plan(args.results_dirs, args.out and Path(args.out), args.target, parse_budgets(args.budgets),
                      args.max_cost, args.max_factor))
@@ -218,8 +218,8 @@ def _stages(args) -> int:
 
     from transferbench.config import load_suite
 
-    from .stages import SHIPPED_STAGES, ensure_stage, stage_dir
-    from .suite import expand_runs
+    from .orchestrate.stages import SHIPPED_STAGES, ensure_stage, stage_dir
+    from .orchestrate.suite import expand_runs
 
     stages = {r.stage.stage_name: r.stage for r in expand_runs(load_suite(args.suite, args.overrides)) if r.stage}
     if not stages:

@@ -117,7 +117,7 @@ class Task:
     # (IA3: it scales their input) adapt besides lora_targets; a model_type without one: none
     feedforward_targets: ClassVar[dict] = {}
     Args: ClassVar[type[BaseModel]] = NoArgs  # schema of the suite's task_args for this task
-    # The training loop that trains this task, by name (runners/loops.py): "hf", the one Accelerate loop, or a
+    # The training loop that trains this task, by name (runners/train/loops.py): "hf", the one Accelerate loop, or a
     # foreign loop such as "ultralytics", which then asks the task for what it needs (e.g. `job`).
     loop: ClassVar[str] = "hf"
 

@@ -45,7 +45,7 @@ def load():
               "datasets_dir": str(folder / "datasets"), "weights_dir": str(folder / "weights"),
               "runs_dir": str(folder / "runs")}  # nothing lands in the current directory by default
     # its logger integrations switch on when their package is installed (mlflow, comet, clearml, dvc, raytune:
-    # on by default); trackers are the suite's `report_to` (runners/trackers.py), so they stay off
+    # on by default); trackers are the suite's `report_to` (runners/train/trackers.py), so they stay off
     wanted.update({k: False for k in ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
                    if k in SETTINGS})
     if any(SETTINGS.get(k) != v for k, v in wanted.items()):

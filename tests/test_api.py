@@ -16,7 +16,7 @@ import transferbench
 from helpers import assert_json_close, bench, faulty_suite, result, run_main, write_store
 from transferbench.errors import UserError
 from transferbench.results import Store
-from transferbench.runners import leaderboard, merge
+from transferbench.runners.report import leaderboard, merge
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "results" / "published" / "quickstart"

@@ -1,4 +1,4 @@
-"""Convergence flags (transferbench/convergence.py) and the linear probe on cached features (runners/features.py)."""
+"""Convergence flags (transferbench/convergence.py) and the linear probe on cached features (runners/train/features.py)."""
 import pytest
 
 from transferbench.convergence import EVAL_TOLERANCE, MIN_STEPS, judge
@@ -39,9 +39,9 @@ def test_cached_features_probe_equals_the_probe_through_the_model(model_stage):
     """Same subset, schedule and head init: training the head on cached features of the frozen backbone gives
     the very numbers of training it through the model (a ResNet: BatchNorm statistics stay frozen in both)."""
     from transferbench.config import parse_suite
-    from transferbench.runners.execute import execute
-    from transferbench.runners.stages import SHIPPED_STAGES
-    from transferbench.runners.suite import expand_runs
+    from transferbench.runners.orchestrate.execute import execute
+    from transferbench.runners.orchestrate.stages import SHIPPED_STAGES
+    from transferbench.runners.orchestrate.suite import expand_runs
 
     model = str(next(SHIPPED_STAGES.glob(f"{model_stage}-*")))
 
@@ -77,8 +77,8 @@ def _es_suite(model, budgets, **early):
 
 
 def test_early_stopping_validates_on_a_carve_disjoint_from_every_budget(tiny_bert):
-    from transferbench.runners import hf_loop
-    from transferbench.runners.suite import expand_runs
+    from transferbench.runners.train import hf_loop
+    from transferbench.runners.orchestrate.suite import expand_runs
     from transferbench.tasks import get_task
 
     runs = expand_runs(_es_suite(tiny_bert, [32, 128]))
@@ -92,8 +92,8 @@ def test_early_stopping_validates_on_a_carve_disjoint_from_every_budget(tiny_ber
 
 
 def test_early_stopping_stops_on_the_validation_metric(tiny_bert):
-    from transferbench.runners.execute import execute
-    from transferbench.runners.suite import expand_runs, preflight
+    from transferbench.runners.orchestrate.execute import execute
+    from transferbench.runners.orchestrate.suite import expand_runs, preflight
 
     spec = expand_runs(_es_suite(tiny_bert, [64]))[0]
     preflight([spec])
@@ -106,7 +106,7 @@ def test_early_stopping_stops_on_the_validation_metric(tiny_bert):
 
 def test_a_budget_larger_than_the_pool_left_by_the_carve_is_refused(tiny_bert):
     from transferbench.errors import UserError
-    from transferbench.runners.suite import expand_runs, preflight
+    from transferbench.runners.orchestrate.suite import expand_runs, preflight
 
     with pytest.raises(UserError, match="exceeds the 2336 training examples"):
         preflight(expand_runs(_es_suite(tiny_bert, [2350])))

@@ -35,7 +35,7 @@ def source_checkpoint(tmp_path_factory) -> Path:
     yolo_env.load()
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
-    from transferbench.runners.yolo_fit import save_stage
+    from transferbench.runners.train.yolo_fit import save_stage
 
     torch.manual_seed(1234)  # not the runs' seed, whose random init would be this very model
     model = DetectionModel(yaml_model_load("yolov8n.yaml"), nc=6, verbose=False)
@@ -63,8 +63,8 @@ def test_modes_train_what_they_say(tmp_path, tiny_data, source_checkpoint, monke
     """LoRA: only adapters, neck and Detect change (base weights and frozen BatchNorm statistics do not);
     linear-probe: the backbone is frozen; scratch: the same architecture, not the checkpoint's weights."""
     from transferbench.config import load_suite
-    from transferbench.runners.suite import run_suite
-    from transferbench.runners import yolo_fit
+    from transferbench.runners.orchestrate.suite import run_suite
+    from transferbench.runners.train import yolo_fit
 
     seen = {}
     make = yolo_fit._trainer_class

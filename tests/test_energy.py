@@ -170,7 +170,7 @@ def test_a_run_on_this_cpu_records_why_it_has_no_energy_and_the_report_says_so(t
 
 
 def test_report_column_and_footer_from_measured_records(tmp_path):
-    from transferbench.runners.report import report
+    from transferbench.runners.report.outputs import report
 
     def run(seed, kwh):
         return result(f"r{seed}", schema_version=6, seed=seed, mode="finetune", metric=0.5, status="ok",

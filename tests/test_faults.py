@@ -50,8 +50,8 @@ def test_oom_and_nan_are_recorded_and_the_suite_goes_on(tmp_path, monkeypatch, c
 def _execute(tmp_path, monkeypatch, body, defaults="seeds: [0], epochs: 2, batch_size: 30, lr: 0.05"):
     """Every run of a faulty suite, in this process (no start-up cost)."""
     from transferbench.config import load_suite
-    from transferbench.runners.execute import execute
-    from transferbench.runners.suite import expand_runs as plan
+    from transferbench.runners.orchestrate.execute import execute
+    from transferbench.runners.orchestrate.suite import expand_runs as plan
 
     suite = faulty_suite(tmp_path, body, defaults)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -8,7 +8,7 @@ from helpers import run_main, write_suite
 from transferbench.config import expand, parse_suite
 from transferbench.errors import UserError
 from transferbench.modes import MODES
-from transferbench.runners.loops import searches_lr
+from transferbench.runners.train.loops import searches_lr
 from transferbench.tasks import get_task
 
 LRS = {name: m.default_lr for name, m in MODES.items()}
@@ -47,7 +47,7 @@ def test_a_loop_without_a_search_trains_unset_lr_at_the_mode_default_and_refuses
 
 
 def test_the_search_scores_on_examples_beyond_the_budget_and_leaves_the_budget_as_it_was(tiny_bert):
-    from transferbench.runners import hf_loop
+    from transferbench.runners.train import hf_loop
 
     searched, given = expand(parse_suite(_text({"finetune": {"lr": "auto"}, "lora": {"lr": 1e-3}},
                                                {"task_args": {"max_length": 16}})), LRS, searches_lr)
@@ -135,7 +135,7 @@ def test_an_auto_grid_extends_past_the_end_that_wins(lr, peak, tried_beyond):
     import math
 
     from transferbench.outcome import Diverged, TrainOutcome
-    from transferbench.runners import lr_search
+    from transferbench.runners.train import lr_search
 
     spec = expand(parse_suite(_text({"finetune": {"lr": lr}})), LRS, searches_lr)[0]
 
@@ -154,7 +154,7 @@ def test_an_auto_grid_extends_past_the_end_that_wins(lr, peak, tried_beyond):
 
 def test_a_search_where_every_rate_diverges_is_a_diverged_run():
     from transferbench.outcome import Diverged
-    from transferbench.runners import lr_search
+    from transferbench.runners.train import lr_search
 
     spec = expand(parse_suite(_text({"finetune": {"lr": [1.0, 2.0]}})), LRS, searches_lr)[0]
 

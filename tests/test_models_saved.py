@@ -13,9 +13,9 @@ from transferbench.results import Store
 
 def _trained(suite, tmp_path):
     """(spec, outcome) of the suite's only run through the HF loop in this process, saving to tmp_path/model."""
-    from transferbench.runners import hf_loop
-    from transferbench.runners.execute import accelerator_for
-    from transferbench.runners.suite import expand_runs
+    from transferbench.runners.train import hf_loop
+    from transferbench.runners.orchestrate.execute import accelerator_for
+    from transferbench.runners.orchestrate.suite import expand_runs
     from transferbench.tasks import get_task
 
     (spec,) = expand_runs(load_suite(suite))
@@ -98,8 +98,8 @@ def test_suite_saves_under_models_by_run_id_only_when_asked(tiny_bert, tmp_path)
 
 
 def test_yolo_run_keeps_one_stripped_checkpoint_of_its_final_weights(tmp_path, monkeypatch):
-    from transferbench.runners import yolo_fit
-    from transferbench.runners.suite import run_suite
+    from transferbench.runners.train import yolo_fit
+    from transferbench.runners.orchestrate.suite import run_suite
 
     trainers = []
     make = yolo_fit._trainer_class

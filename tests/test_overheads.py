@@ -13,7 +13,7 @@ import pytest
 from helpers import cli, write_store, result, write_suite
 from transferbench.config import Hyper, parse_suite
 from transferbench.results import SCHEMA_VERSION, Store
-from transferbench.runners import suite as runner
+from transferbench.runners.orchestrate import suite as runner
 
 
 def _text_suite(model: str, **defaults):
@@ -218,7 +218,7 @@ def test_detection_writes_no_checkpoint_and_stays_under_a_relative_results_dir(t
     in scratch and finetune (the class-prediction convs, which a 6-class source cannot give a 4-class target)."""
     import torch
 
-    from transferbench.runners import yolo_fit
+    from transferbench.runners.train import yolo_fit
     from transferbench.tasks import yolo_env
 
     yolo_env.load()

@@ -41,7 +41,7 @@ def _suite(ref, modes: dict, defaults=DEFAULTS) -> list:
 
 def _trained(spec):
     """(state before training, state after, the trained model): the real loop's setup and training."""
-    from transferbench.runners import hf_loop
+    from transferbench.runners.train import hf_loop
 
     task = get_task(spec.task)(spec.task_args)
     data, train_set, model = hf_loop.setup(spec, task, spec.model)

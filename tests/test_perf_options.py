@@ -7,7 +7,9 @@ import torch
 from transferbench import flops, speed
 from transferbench.config import Hyper, RunSpec, parse_suite
 from transferbench.errors import UserError
-from transferbench.runners import execute, hf_loop, report, stages, suite as runner
+from transferbench.runners.orchestrate import execute, stages, suite as runner
+from transferbench.runners.train import hf_loop
+from transferbench.runners.report import outputs as report
 from transferbench.tasks import get_task
 
 
@@ -149,7 +151,7 @@ def test_suite_timing_is_recorded_and_reported(tiny_bert, tmp_path):
 
 
 def test_report_shows_mean_mfu_per_cell():
-    from transferbench.runners.tables import to_markdown
+    from transferbench.runners.report.tables import to_markdown
 
     base = dict(task="t", dataset="d", model="m", train_samples=8, mode="finetune", status="ok", metric=0.5,
                 metric_name="accuracy", higher_is_better=True, config={})

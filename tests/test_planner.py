@@ -8,9 +8,9 @@ from helpers import write_store
 from scipy.optimize import brentq
 
 from transferbench.errors import UserError
-from transferbench.runners import planner
+from transferbench.runners.report import planner
 from transferbench.runners.cli import main
-from transferbench.runners.planner_report import to_markdown, write_plan
+from transferbench.runners.report.planner_report import to_markdown, write_plan
 
 BUDGETS = (64, 128, 256, 512, 1024)
 KEY = ("image-classification", "builtin:digits", "effnet")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from transferbench.runners.report import report
+from transferbench.runners.report.outputs import report
 
 from helpers import assert_json_close
 

@@ -437,8 +437,8 @@ _corrupt_model_case("truncated model.safetensors", "model.safetensors", "truncat
 @case("corrupt shipped stage")
 def _shipped(tmp, ctx):
     from transferbench.config import load_suite
-    from transferbench.runners import stages
-    from transferbench.runners.suite import expand_runs
+    from transferbench.runners.orchestrate import stages
+    from transferbench.runners.orchestrate.suite import expand_runs
 
     _suite(tmp, head="pretrain:\n  base: {task: faulty, dataset: builtin:unused, model: fine}\n",
            body=bench("[pretrain:base]"))
@@ -574,7 +574,7 @@ def test_a_run_claimed_on_another_machine_is_not_trained(reliability_env, capsys
     tmp = reliability_env
     _suite(tmp)
     from transferbench.config import load_suite
-    from transferbench.runners.suite import expand_runs
+    from transferbench.runners.orchestrate.suite import expand_runs
 
     (run,) = expand_runs(load_suite(tmp / "s.yaml"))
     claims = tmp / "res" / "claims"
@@ -590,7 +590,7 @@ def test_a_stale_claim_is_taken_over_and_the_run_recorded_once(reliability_env):
     tmp = reliability_env
     _suite(tmp)
     from transferbench.config import load_suite
-    from transferbench.runners.suite import expand_runs
+    from transferbench.runners.orchestrate.suite import expand_runs
 
     (run,) = expand_runs(load_suite(tmp / "s.yaml"))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -608,8 +608,8 @@ def test_a_run_recorded_meanwhile_by_another_invocation_is_not_trained_again(rel
     tmp = reliability_env
     _suite(tmp)
     from transferbench.config import load_suite
-    from transferbench.runners.execute import process_state
-    from transferbench.runners.suite import _claim_run, expand_runs
+    from transferbench.runners.orchestrate.execute import process_state
+    from transferbench.runners.orchestrate.suite import _claim_run, expand_runs
 
     (run,) = expand_runs(load_suite(tmp / "s.yaml"))
     store = Store(tmp / "res")
@@ -622,7 +622,7 @@ def test_a_run_recorded_meanwhile_by_another_invocation_is_not_trained_again(rel
 
 def test_run_and_report_read_the_store_with_one_rule(tmp_path):
     """A failed-then-ok run and a duplicate: `run` resumes from and `report` tabulates the same records."""
-    from transferbench.runners.merge import load
+    from transferbench.runners.report.merge import load
 
     store = Store(tmp_path)
     for rec in (result("a", status="failed", cost_usd=9.0), result("a", metric=0.7, cost_usd=1.0),
@@ -654,8 +654,8 @@ def test_a_corrupt_cached_stage_is_rebuilt_and_the_old_folder_kept(tiny_bert, tm
             task_args: {{max_length: 8}}
         """))
     from transferbench.config import load_suite
-    from transferbench.runners.stages import stage_dir
-    from transferbench.runners.suite import expand_runs
+    from transferbench.runners.orchestrate.stages import stage_dir
+    from transferbench.runners.orchestrate.suite import expand_runs
 
     stage = expand_runs(load_suite(suite))[0].stage
     assert run_main("stages", suite) == 0

@@ -10,12 +10,12 @@ from helpers import cli, write_store
 from scipy.stats import t as student_t
 
 from transferbench.errors import UserError
-from transferbench.runners import fmt
+from transferbench.runners.report import fmt
 from transferbench.runners.cli import main
-from transferbench.runners.merge import load
-from transferbench.runners.leaderboard import MODE_ORDER, build, welch_interval
-from transferbench.runners.report import after_run
-from transferbench.runners.tables import to_markdown
+from transferbench.runners.report.merge import load
+from transferbench.runners.report.leaderboard import MODE_ORDER, build, welch_interval
+from transferbench.runners.report.outputs import after_run
+from transferbench.runners.report.tables import to_markdown
 
 DEVICE_HOURS = {"scratch": 0.01, "finetune": 0.01, "lora": 0.006, "linear-probe": 0.004}
 

@@ -8,10 +8,10 @@ import pytest
 from helpers import write_store
 from test_report import fixture_records, rec
 
-from transferbench.runners import fmt, headline, planner, plots
-from transferbench.runners.leaderboard import build
-from transferbench.runners.report import report
-from transferbench.runners.tables import to_markdown
+from transferbench.runners.report import fmt, headline, planner, plots
+from transferbench.runners.report.leaderboard import build
+from transferbench.runners.report.outputs import report
+from transferbench.runners.report.tables import to_markdown
 
 BUDGETS = (128, 256, 512, 1024)
 # metric(n) = a - b·n^(-c) per mode: scratch rises fastest and nears finetune a little past the largest budget
@@ -106,7 +106,7 @@ def test_headline_opens_the_report_and_predicts_the_crossover(board, reported):
 
 
 def fmt_examples(n):
-    from transferbench.runners.planner_report import examples
+    from transferbench.runners.report.planner_report import examples
 
     return examples(n)
 

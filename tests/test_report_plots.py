@@ -3,8 +3,8 @@ import math
 
 from test_report import fixture_records
 
-from transferbench.runners import plots
-from transferbench.runners.leaderboard import build
+from transferbench.runners.report import plots
+from transferbench.runners.report.leaderboard import build
 
 
 def test_learning_curves_plot_the_cell_means_and_stds():

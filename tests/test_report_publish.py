@@ -59,7 +59,7 @@ def _with_source(records):
 def test_card_is_a_dataset_card_with_license_configs_and_the_real_suite_file(tmp_path):
     from huggingface_hub import DatasetCard
 
-    from transferbench.runners.publish import card_problems
+    from transferbench.runners.report.publish import card_problems
 
     store, pub = write_store(tmp_path / "store", _with_source(fixture_records())), tmp_path / "pub"
     assert main(["report", str(store), "--publish", str(pub)]) == 0

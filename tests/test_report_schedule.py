@@ -9,9 +9,9 @@ import re
 from helpers import result, write_store
 from test_report import fixture_records
 
-from transferbench.runners.leaderboard import build
-from transferbench.runners.report import report
-from transferbench.runners.tables import to_markdown
+from transferbench.runners.report.leaderboard import build
+from transferbench.runners.report.outputs import report
+from transferbench.runners.report.tables import to_markdown
 
 MODES = ("scratch", "finetune", "lora", "linear-probe")
 

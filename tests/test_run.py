@@ -60,8 +60,8 @@ def test_second_invocation_resumes_everything(first_run):
 
 def test_same_seed_same_metric(tiny_bert, tmp_path):
     from transferbench.config import load_suite
-    from transferbench.runners.execute import execute
-    from transferbench.runners.suite import expand_runs as plan
+    from transferbench.runners.orchestrate.execute import execute
+    from transferbench.runners.orchestrate.suite import expand_runs as plan
 
     spec = plan(load_suite(write_suite(tmp_path / "s.yaml", tiny_bert, modes="[finetune]")))[0]
     a, b = execute(spec), execute(spec)
@@ -108,9 +108,9 @@ def test_same_seed_same_subset_and_init(tiny_bert, tmp_path, monkeypatch):
     import torch
 
     from transferbench.config import load_suite
-    from transferbench.runners import hf_loop as loop
-    from transferbench.runners.execute import execute
-    from transferbench.runners.suite import expand_runs as plan
+    from transferbench.runners.train import hf_loop as loop
+    from transferbench.runners.orchestrate.execute import execute
+    from transferbench.runners.orchestrate.suite import expand_runs as plan
 
     seen = []
 

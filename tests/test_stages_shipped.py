@@ -4,8 +4,8 @@ import json
 
 from transferbench.config import load_suite
 from transferbench.runners.cli import DEFAULT_SUITE
-from transferbench.runners.stages import SHIPPED_STAGES, ensure_stage, shipped_stage
-from transferbench.runners.suite import expand_runs
+from transferbench.runners.orchestrate.stages import SHIPPED_STAGES, ensure_stage, shipped_stage
+from transferbench.runners.orchestrate.suite import expand_runs
 
 
 def _stages():
@@ -33,7 +33,7 @@ def test_a_changed_stage_spec_does_not_use_the_shipped_checkpoint(monkeypatch):
     changed = stage.model_copy(update={"seed": stage.seed + 1})
     assert shipped_stage(changed) is None
     trained = []
-    monkeypatch.setattr("transferbench.runners.stages.execute", lambda *a, **k: trained.append(a) or _Failed())
+    monkeypatch.setattr("transferbench.runners.orchestrate.stages.execute", lambda *a, **k: trained.append(a) or _Failed())
     try:
         ensure_stage(changed, log=lambda *a: None)
     except Exception as err:  # noqa: BLE001 - the fake training fails; what matters is that it was asked for

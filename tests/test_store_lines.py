@@ -66,7 +66,7 @@ def test_run_ends_with_the_leaderboard_report_writes(tmp_path, monkeypatch, caps
     once, as `report` does, and writes the same leaderboard.md."""
     (tmp_path / "s.yaml").write_text(SUITE)
     store = write_store(tmp_path / "res", fixture_records() * 2)
-    monkeypatch.setattr("transferbench.runners.suite.run_suite", lambda *a, **k: [])  # the runs are all done
+    monkeypatch.setattr("transferbench.runners.orchestrate.suite.run_suite", lambda *a, **k: [])  # the runs are all done
     assert main(["run", str(tmp_path / "s.yaml"), "--results-dir", str(store)]) == 0
     printed = capsys.readouterr().out
     after_run = (store / "leaderboard.md").read_text()
@@ -81,7 +81,7 @@ def test_run_prints_why_there_is_no_leaderboard(tmp_path, monkeypatch, capsys):
     other = rec("finetune", 1, 0.8)
     other["config"] = {**other["config"], "hyper": {"lr": 5e-5, "epochs": 1}}
     store = write_store(tmp_path / "res", [rec("finetune", 0, 0.9), other])
-    monkeypatch.setattr("transferbench.runners.suite.run_suite", lambda *a, **k: [])
+    monkeypatch.setattr("transferbench.runners.orchestrate.suite.run_suite", lambda *a, **k: [])
     assert main(["run", str(tmp_path / "s.yaml"), "--results-dir", str(store)]) == 0
     assert "No leaderboard: runs finetune-256-0" in capsys.readouterr().out
     assert "No leaderboard: runs finetune-256-0" in (store / "leaderboard.md").read_text()

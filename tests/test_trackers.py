@@ -84,7 +84,7 @@ def test_report_to_changes_neither_run_id_nor_recorded_config(tracked):
     tmp, suite, records = tracked
     plain = tmp / "plain.yaml"
     plain.write_text(suite.read_text().replace("    report_to: [tensorboard]\n", ""))
-    from transferbench.runners.suite import expand_runs
+    from transferbench.runners.orchestrate.suite import expand_runs
 
     ids = {s.mode: s.run_id for s in expand_runs(load_suite(plain))}
     assert ids == {mode: r["run_id"] for mode, r in records.items()}
@@ -138,12 +138,12 @@ def test_yolo_epochs_reach_tensorboard_and_the_log(tmp_path, caplog):
     tracker run (logged when the loop returns: it may train in a child process)."""
     import logging
 
-    from transferbench.runners.suite import run_suite
+    from transferbench.runners.orchestrate.suite import run_suite
 
     caplog.set_level(logging.INFO, logger="transferbench")
     (res,) = run_suite(load_suite(_det_suite(tmp_path, ", report_to: tensorboard")), tmp_path / "res")
     assert res.status == "ok", res.error
-    lines = [r.getMessage() for r in caplog.records if r.name == "transferbench.runners.yolo_fit"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "transferbench.runners.train.yolo_fit"]
     assert [line.split(": ", 1)[1].split(" loss ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
     for line, point in zip(lines, res.curve):
         assert line.startswith("yolov8n.yaml n=16 scratch s0: ")
@@ -163,8 +163,8 @@ def test_yolo_epoch_lines_reach_the_terminal_from_the_child_process(tmp_path, ca
     import logging
     import types
 
-    from transferbench.runners import ultralytics
-    from transferbench.runners.suite import expand_runs
+    from transferbench.runners.train import ultralytics
+    from transferbench.runners.orchestrate.suite import expand_runs
     from transferbench.tasks import get_task
 
     logging.getLogger("transferbench").setLevel(logging.INFO)

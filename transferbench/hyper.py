@@ -47,7 +47,7 @@ Lr = Annotated[Any, PlainValidator(_lr)]  # float | "auto" | "default" | tuple o
 
 
 class LrSearch(BaseModel):
-    """How `lr: auto` / `lr: [grid]` picks a run's learning rate (runners/lr_search.py): every candidate trains the
+    """How `lr: auto` / `lr: [grid]` picks a run's learning rate (runners/train/lr_search.py): every candidate trains the
     run's own recipe (model init, subset, batch, schedule shape) for `fraction` of its optimizer steps (at least
     `min_steps`, at most all of them), and is scored on `validation_samples` training-pool examples held out
     beyond the run's budget (never the test split); the best metric wins, the lower validation loss breaks ties."""
@@ -71,7 +71,7 @@ class EarlyStopping(BaseModel):
 
 # accelerate's experiment trackers (accelerate.utils.LoggerType, "all" aside; a test keeps the two equal), and the
 # import names accelerate itself checks for each. transferbench names a tracker run by its run_id for those in
-# TRACKERS (runners/trackers.py); the others would need their own naming and are refused with the reason.
+# TRACKERS (runners/train/trackers.py); the others would need their own naming and are refused with the reason.
 ACCELERATE_TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",), "wandb": ("wandb",),
                        "mlflow": ("mlflow",), "comet_ml": ("comet_ml",), "aim": ("aim",), "clearml": ("clearml",),
                        "dvclive": ("dvclive",), "swanlab": ("swanlab",)}
@@ -144,7 +144,7 @@ class Hyper(BaseModel):
     channels_last: bool = False  # NHWC memory format for the model's 4-D weights and inputs (CNNs)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
     # A head-only mode (linear-probe) trains on the frozen backbone's features, computed once per example and
-    # shared by the runs of a benchmark (runners/features.py); same subset, schedule and head init
+    # shared by the runs of a benchmark (runners/train/features.py); same subset, schedule and head init
     cached_features: bool = False
     # Score on this many examples of the eval split (a fixed subset, the same for every run and seed) instead of
     # all of it: cheaper, noisier evaluations (a default-suite trade-off; None = the whole split)
@@ -152,7 +152,7 @@ class Hyper(BaseModel):
     early_stopping: Optional[EarlyStopping] = None  # on the HF loop; evaluations every `eval_every` epochs
     # What a run writes besides its record, not what it measures: never dumped (exclude), so neither run_id nor
     # the recorded config change with them, and turning a tracker on does not retrain a finished suite.
-    # Experiment trackers through accelerate's `log_with` (runners/trackers.py), one tracker run per run
+    # Experiment trackers through accelerate's `log_with` (runners/train/trackers.py), one tracker run per run
     report_to: Trackers = Field((), exclude=True)
     # "final": the trained weights, saved the model's own way under <results>/models/<run_id>
     save_models: Literal["none", "final"] = Field("none", exclude=True)

@@ -36,7 +36,7 @@ class Mode:
     # whether it fits a model (its blocks, its adapters' layer types) is checked at preflight, on a randomly
     # initialised copy, so a misfit is one line before anything trains rather than a failed run per seed
     checked_on_model: bool = False
-    # the rates `lr: auto` tries (runners/lr_search.py); () = half-decades around default_lr, two each side
+    # the rates `lr: auto` tries (runners/train/lr_search.py); () = half-decades around default_lr, two each side
     lr_grid: tuple[float, ...] = ()
 
     @property

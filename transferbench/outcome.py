@@ -40,7 +40,7 @@ class TrainOutcome:
     adapter_bytes: Optional[int] = None  # what training adds to the base model, in bytes (modes.adapter_bytes)
     saved_model: Optional[str] = None  # where the final weights were saved (save_models: final), else None
     lr: Optional[float] = None  # the learning rate trained at (given, or chosen by a search); None: as configured
-    lr_search: Optional[dict] = None  # the search that chose it (runners/lr_search.py), None when lr was given
+    lr_search: Optional[dict] = None  # the search that chose it (runners/train/lr_search.py), None when lr was given
     # Not recorded: what a caller may still need (a pretrain stage saves the model with its processor).
     model: Any = None
     data: Any = None

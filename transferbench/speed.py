@@ -1,5 +1,5 @@
 """Speed options of the HF loop that change how a model runs, not what it learns (suite keys in config.Hyper):
-`gradient_checkpointing` and `channels_last` here; `compile` is accelerate's dynamo backend (runners/execute.py)."""
+`gradient_checkpointing` and `channels_last` here; `compile` is accelerate's dynamo backend (runners/orchestrate/execute.py)."""
 from __future__ import annotations
 
 import torch

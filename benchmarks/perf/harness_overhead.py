@@ -3,7 +3,7 @@ hand-written Accelerate loop vs Hugging Face's `transformers.Trainer`, for the s
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python benchmarks/perf/harness_overhead.py [--repeats 5] [--cases ...]
 
-- transferbench: `runners.execute.execute(spec)`, the very call `run_suite` makes per run (fresh Accelerator,
+- transferbench: `runners.orchestrate.execute.execute(spec)`, the very call `run_suite` makes per run (fresh Accelerator,
   peak memory, scheduler, gradient clipping, NaN check, progress bar, FLOPs count, final evaluation);
 - hand loop: the same `hf_loop.setup` (data subset, model, mode), `accelerator.prepare`, then forward / backward /
   clip / step / scheduler step / zero_grad and nothing else: what a careful user writes by hand (fused AdamW,
@@ -42,7 +42,8 @@ import torch  # noqa: E402
 
 from transferbench import provenance  # noqa: E402
 from transferbench.config import parse_suite  # noqa: E402
-from transferbench.runners import execute, hf_loop, stages, suite as runner  # noqa: E402
+from transferbench.runners.orchestrate import execute, stages, suite as runner  # noqa: E402
+from transferbench.runners.train import hf_loop
 from transferbench.tasks import get_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -294,7 +295,7 @@ KEEP = "\n<!-- other benchmarks: the sections below are kept when harness_overhe
 
 README = """# results/perf: transferbench vs a hand-written Accelerate loop vs transformers.Trainer
 
-Steady-state training samples/s of transferbench (`runners.execute.execute`, as `transferbench run` calls it), of a
+Steady-state training samples/s of transferbench (`runners.orchestrate.execute.execute`, as `transferbench run` calls it), of a
 hand-written Accelerate loop (prepare; forward / backward / clip / fused AdamW step / scheduler step / zero_grad)
 and of `transformers.Trainer` configured to the same work (same subset, collator, model, batch, steps, learning
 rate, warm-up, scheduler, weight decay, max_grad_norm 1.0, fp32, seed; one evaluation at the end; its default

@@ -13,7 +13,7 @@ a torch.Generator seeded with the seed; one evaluation on the whole test split (
 
 Sides:
  1. transferbench: a suite built in Python (`config.parse_suite`, `suite.expand_runs`) with one linear-probe
-    benchmark, each run through `runners.execute.execute(spec)`, the call `transferbench run` makes per run.
+    benchmark, each run through `runners.orchestrate.execute.execute(spec)`, the call `transferbench run` makes per run.
     `tasks/image_classification.py::_create_timm` builds the model with `timm.create_model(..., num_classes=10)`
     and then resets the new head with `model.reset_classifier(10)` (the fix).
  2. transferbench before the fix: the very same runs (same run specs) with
@@ -29,7 +29,7 @@ Sides:
     plain loop transferbench's head start").
 
 Features, for speed on 2 CPU cores: the frozen backbone's output is computed once per image and the head trains
-on it. transferbench does this with `cached_features: true` (runners/features.py); the plain loop computes
+on it. transferbench does this with `cached_features: true` (runners/train/features.py); the plain loop computes
 `model.forward_head(model.forward_features(x), pre_logits=True)` in eval mode. This is the same computation as a
 full forward per step here: tf_efficientnet_lite0 has drop_rate 0 (no dropout before the head), augmentation is
 off and BatchNorm is frozen, so the head's input is a fixed function of the image; the script checks that
@@ -67,7 +67,8 @@ from timm.models.efficientnet import EfficientNet  # noqa: E402
 
 from transferbench import provenance  # noqa: E402
 from transferbench.config import parse_suite  # noqa: E402
-from transferbench.runners import execute, hf_loop, suite as runner  # noqa: E402
+from transferbench.runners.orchestrate import execute, suite as runner  # noqa: E402
+from transferbench.runners.train import hf_loop
 from transferbench.tasks import get_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 and its outputs (validation metrics, results.csv) turned into the fields of a TrainOutcome.
 
 `fit(job)` takes and returns plain JSON-able dicts, so it runs the same in this process or, under a
-multi-process launch, in a child process with a clean environment (`python -m transferbench.runners.yolo_fit`).
+multi-process launch, in a child process with a clean environment (`python -m transferbench.runners.train.yolo_fit`).
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from pathlib import Path
 from transferbench.cache import atomic_dir
 from transferbench.tasks import yolo_env
 
-from .signals import check_stop, stop_requested
+from ..signals import check_stop, stop_requested
 
-log = logging.getLogger("transferbench.runners.yolo_fit")  # also when run as __main__ (the child)
+log = logging.getLogger("transferbench.runners.train.yolo_fit")  # also when run as __main__ (the child)
 
 # our metric name -> Ultralytics' validation key (box metrics)
 METRICS = {"map50_95": "metrics/mAP50-95(B)", "map50": "metrics/mAP50(B)",

@@ -1,4 +1,4 @@
-"""What the Accelerate loop (runners/hf_loop.py) cannot train as asked, found before anything trains. Apart from
+"""What the Accelerate loop (runners/train/hf_loop.py) cannot train as asked, found before anything trains. Apart from
 the loop because the loop imports torch and a dry run (`transferbench run --dry-run`) checks without it."""
 from __future__ import annotations
 

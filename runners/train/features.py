@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from transferbench.outcome import TrainOutcome
 
-from .signals import check_stop
+from ..signals import check_stop
 
 _STORES: "OrderedDict[tuple, FeatureStore]" = OrderedDict()
 KEEP = 4  # feature stores kept per process (a few benchmarks' worth; each is examples x head width floats)

@@ -1,4 +1,4 @@
-"""One run's execution: a fresh Accelerator, the task's loop (runners/loops.py), out-of-memory retries, and
+"""One run's execution: a fresh Accelerator, the task's loop (runners/train/loops.py), out-of-memory retries, and
 the record filled from the loop's outcome (Result.apply) and priced (DESIGN's cost model). Every failure
 becomes a `failed` or `diverged` record: the suite goes on."""
 from __future__ import annotations
@@ -20,8 +20,8 @@ from transferbench.outcome import Diverged
 from transferbench.results import SCHEMA_VERSION, Result
 from transferbench.tasks import get_task
 
-from . import trackers
-from .loops import get_loop
+from ..train import trackers
+from ..train.loops import get_loop
 
 COMPILE_BACKEND = "inductor"  # torch.compile's default backend (tests swap in "eager": no C++ build)
 

@@ -1,7 +1,7 @@
 """The Ultralytics loop: launch glue for tasks whose `loop` is "ultralytics" (object detection).
 
 The task describes the run as a JSON-able job (tasks/object_detection.py); here it gets its devices and is
-trained by runners/yolo_fit.py. Under a multi-process `accelerate launch` the main process trains in a child
+trained by runners/train/yolo_fit.py. Under a multi-process `accelerate launch` the main process trains in a child
 process whose environment lacks the launcher's rank variables (Ultralytics reads RANK/LOCAL_RANK and would
 believe it is already a DDP worker); on GPUs that child uses Ultralytics' own DDP over the same devices; the
 other processes wait for its result, so N processes never train N copies.
@@ -88,7 +88,7 @@ def _fit_in_child(job: dict, work: Path, accelerator) -> dict:
         job_file.write_text(json.dumps(job))
         env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES and not k.startswith("ACCELERATE_")}
         yolo_env.prepare_environment(env)
-        proc = subprocess.run([sys.executable, "-m", "transferbench.runners.yolo_fit", str(job_file)], env=env)
+        proc = subprocess.run([sys.executable, "-m", "transferbench.runners.train.yolo_fit", str(job_file)], env=env)
         if proc.returncode and not result.exists():
             raise RuntimeError(f"the Ultralytics child process exited with code {proc.returncode}")
     while not result.exists():

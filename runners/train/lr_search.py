@@ -23,7 +23,7 @@ from typing import Callable
 from transferbench.modes import get_mode
 from transferbench.outcome import Diverged
 
-from .signals import check_stop
+from ..signals import check_stop
 
 ONLY_FINAL_EVAL = 1e6  # eval_every in epochs: a candidate is evaluated once, when it ends
 

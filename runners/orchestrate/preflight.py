@@ -27,7 +27,7 @@ def preflight(runs: list[RunSpec], rebuild_stages: bool = False, num_processes: 
     num_processes None: a dry run, which imports no torch. The loops' checks get None (the hf loop then counts the
     launcher's processes and builds no model to check a mode's fit: the real run's preflight does), and the data are
     checked by Task.check_data instead of loaded (a real run loads them here, so its runs find them prepared)."""
-    from .loops import get_loop
+    from ..train.loops import get_loop
     from .stages import usable_stage
 
     dry = num_processes is None
@@ -65,7 +65,7 @@ def warm_up(runs: list[RunSpec]) -> None:
     nothing: the run itself then reports the error."""
     from transferbench.modes import get_mode
 
-    from .loops import get_loop
+    from ..train.loops import get_loop
 
     done = set()  # what has been warmed: ("mode", name) and (task, task_args, model)
     for spec in runs:

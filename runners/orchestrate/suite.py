@@ -15,9 +15,9 @@ from transferbench.config import RunSpec, Suite, expand, shard
 from transferbench.errors import UserError
 from transferbench.modes import MODES
 from transferbench.results import Result, Store
-from .loops import searches_lr
+from ..train.loops import searches_lr
 from .preflight import check_writable, preflight, warm_up
-from .signals import check_stop, graceful_stop
+from ..signals import check_stop, graceful_stop
 
 # .execute and .hf_loop import torch: imported where a suite trains, so `run --dry-run` stays torch-free
 

@@ -22,7 +22,7 @@ class Loop:
     splits_batch: bool
     # () -> None: imports what `run` would import on its first call (the suite warms up before its first run)
     warm_up: Callable = lambda: None
-    # it can choose a run's learning rate by a search (`lr: auto`, runners/lr_search.py); unset lr means that
+    # it can choose a run's learning rate by a search (`lr: auto`, runners/train/lr_search.py); unset lr means that
     searches_lr: bool = False
 
 

@@ -18,7 +18,7 @@ from transferbench.claims import Claim
 from transferbench.config import RunSpec
 from transferbench.errors import UserError
 
-from .signals import check_stop
+from ..signals import check_stop
 
 
 def execute(*args, **kwargs):  # .execute imports torch: imported on first use, so a dry run stays torch-free

@@ -30,7 +30,7 @@ from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.speed import batch_channels_last
 
 from . import features, lr_search, trackers
-from .signals import check_stop
+from ..signals import check_stop
 
 LOG_EVERY = 10  # optimizer steps between divergence checks / progress-bar updates (each one syncs a GPU)
 EVAL_BATCH = 128  # the smallest per-device evaluation batch (2 x the training batch when that is larger)
