@@ -1,54 +1,171 @@
-"""The Python API (`transferbench.run`, `transferbench.load`, `Results`): the CLI's `run` and the leaderboard's
-numbers for notebooks, as pandas DataFrames. Nothing here computes a number of its own: `run` drives the CLI's
-`run` command (runners/suite.run_suite, then report.after_run), `cells()` are leaderboard.build's cells (the rows
-of the Markdown table), `plan()` is planner.plan."""
+"""The Python API, the core the CLI is a thin layer over: `run` (and `launch`, `dry_run`, `stages`) a suite,
+`load` a store as `Results` (pandas DataFrames of runs and leaderboard cells), `plan` from stores. Nothing here
+computes a number of its own: `run` plans the suite and drives it (runners/orchestrate), then writes the report
+(report.outputs.after_run); `cells()` are leaderboard.build's cells, `plan()` is planner.plan."""
 from __future__ import annotations
 
+import errno
 import functools
+import inspect
+import math
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from transferbench.config import Suite, load_suite
 from transferbench.errors import UserError
 
 from .report.leaderboard import Leaderboard, build, default_title
 from .report.merge import load as load_records
+from .suites import resolve_suite
+from .verbosity import set_verbosity
 
 if TYPE_CHECKING:
     import pandas
 
-# `run` arguments that are not options: the subcommand, the suite (run's first argument), and --dry-run (it trains
-# nothing and leaves no results to return)
-_NOT_OPTIONS = {"command", "suite", "dry_run"}
+    from .orchestrate.plan import RunPlan
+
+
+def _suite(suite: str | Path, overrides: Sequence[str]) -> tuple[Path, Suite]:
+    path = resolve_suite(suite)
+    return path, load_suite(path, overrides)  # before the heavy imports: a typo is reported at once
+
+
+def _results_dir(results_dir: Optional[str | Path], suite: Suite) -> Path:
+    """The store's folder (default results/<suite name>), refused in one line when it cannot be one."""
+    path = Path(results_dir) if results_dir is not None else Path("results") / suite.name
+    try:
+        is_file = path.exists() and not path.is_dir()
+    except OSError as err:  # a name longer than the filesystem allows, a loop of symlinks...
+        what = "the filesystem cannot hold this name" if err.errno == errno.ENAMETOOLONG else err.strerror
+        raise UserError(f"--results-dir {str(path)[:100]}...: {what}; give another folder") from None
+    if is_file:
+        raise UserError(f"--results-dir {path} is a file; give a folder (it holds runs.jsonl)")
+    return path
+
+
+def _executor(executor: Optional[str], jobs, address, gpus_per_run, cpus_per_run):
+    """RayOptions when the run asks for Ray (executor "ray", jobs or address), checked at once; else None."""
+    if executor not in (None, "local", "ray"):
+        raise UserError(f"--executor must be local or ray (got {executor!r})")
+    if executor == "local" and (jobs is not None or address is not None):
+        raise UserError("--jobs and --address schedule runs on Ray; drop them or use --executor ray")
+    if executor != "ray" and jobs is None and address is None:
+        if gpus_per_run is not None:
+            raise UserError("--gpus-per-run applies to the ray executor; add --jobs N or --executor ray")
+        return None
+    from .orchestrate.ray_executor import RayOptions, check_early
+
+    options = RayOptions(address=address, jobs=jobs, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
+    check_early(options)
+    return options
+
+
+def launch(suite: str | Path, *, results_dir: Optional[str | Path] = None, shard: Optional[str] = None,
+           price_per_device_hour: Optional[float] = None, rebuild_stages: bool = False,
+           overrides: Sequence[str] = (), executor: Optional[str] = None, jobs: Optional[int] = None,
+           address: Optional[str] = None, gpus_per_run: Optional[float] = None, cpus_per_run: float = 1.0,
+           verbosity: Optional[int] = None) -> tuple[Path, list]:
+    """What `run` does, returning (the results folder, this invocation's records); a Ctrl-C/SIGTERM raises
+    runners.signals.Interrupted once the finished runs are recorded."""
+    if verbosity is not None:
+        set_verbosity(verbosity)
+    _, spec = _suite(suite, overrides)
+    price = price_per_device_hour
+    if price is not None and not (math.isfinite(price) and price >= 0):
+        raise UserError(f"--price-per-device-hour must be >= 0 and finite (got {price})")
+    from transferbench.energy import grid_intensity
+
+    grid_intensity()  # a bad TRANSFERBENCH_GRID_GCO2_PER_KWH is one line now, not a failed row per run
+    folder = _results_dir(results_dir, spec)
+    ray = _executor(executor, jobs, address, gpus_per_run, cpus_per_run)
+    from .orchestrate.execute import process_state
+    from .orchestrate.suite import run_suite
+
+    chosen = None
+    if ray is not None:
+        from .orchestrate.ray_executor import RayExecutor
+
+        chosen = RayExecutor(ray, folder, rebuild_stages, spec.imports, spec.trust_remote_code)
+    from .signals import Interrupted
+
+    try:
+        results = run_suite(spec, folder, shard, rebuild_stages=rebuild_stages, price_per_device_hour=price,
+                            executor=chosen)
+    except Interrupted as stop:  # what the caller tells the user: where the finished runs are, and who says it
+        stop.store, stop.main_process = folder / "runs.jsonl", process_state().is_main_process
+        raise
+    if process_state().is_main_process:  # the same loader and writers as `transferbench report` on this store
+        from .report.outputs import after_run
+
+        print("\n" + after_run(folder, title=f"Leaderboard: {spec.name}"))
+    return folder, results
 
 
 def run(suite: str | Path, **options: Any) -> "Results":
-    """Run a suite (a shipped suite's name such as "quickstart", or a path to a YAML) exactly as `transferbench run`
-    does, and return its results store. `options` are the `run` command's flags under their argparse names:
-    results_dir, shard ("I/N"), price_per_device_hour, rebuild_stages, and whatever else `run` accepts (the
-    executor flags such as jobs, overrides for --set, verbose / quiet); an unknown one is a TypeError naming
-    them. Bad input raises transferbench.errors.UserError (the CLI's one-line message); runs that fail are rows
-    with status "failed", as in the store."""
-    from . import cli
-
-    path = cli.resolve_suite(suite)
-    args = cli._parser().parse_args(["run", str(path)])  # every flag at its command-line default
-    accepted = sorted(set(vars(args)) - _NOT_OPTIONS)
+    """Run a suite (a shipped suite's name such as "quickstart", or a path to a YAML) as `transferbench run` does
+    and return its results store. Options, as keywords: results_dir, shard ("I/N"), price_per_device_hour,
+    rebuild_stages, overrides (the --set items), executor ("local" | "ray"), jobs, address, gpus_per_run,
+    cpus_per_run, verbosity (-1 quiet ... 2 debug). Bad input raises transferbench.errors.UserError (the CLI's
+    one-line message); runs that fail are rows with status "failed", as in the store."""
+    accepted = [name for name, p in inspect.signature(launch).parameters.items() if p.kind is p.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(f"run() got unexpected option(s) {', '.join(unknown)}; `run` accepts: {', '.join(accepted)}")
-    for key, value in options.items():
-        setattr(args, key, str(value) if key == "results_dir" and value is not None else value)
-    if args.results_dir is None:  # the CLI's default, made explicit so the store read back is the one written
-        from transferbench.config import load_suite
+    folder, _ = launch(suite, **options)
+    return load(folder)
 
-        overrides = getattr(args, "overrides", None) or ()  # --set may rename the suite
-        args.results_dir = str(Path("results") / load_suite(path, overrides).name)
-    cli._quiet_libraries(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))  # as main() does: -v / -q
-    code = cli._run(args)
-    if code >= 128:  # stopped by Ctrl-C / SIGTERM: finished runs are in the store, the message was printed
-        raise KeyboardInterrupt(f"transferbench run stopped by signal {code - 128}; finished runs are in "
-                                f"{Path(args.results_dir) / 'runs.jsonl'}")
-    return load(args.results_dir)
+
+def dry_run(suite: str | Path, *, results_dir: Optional[str | Path] = None, shard: Optional[str] = None,
+            rebuild_stages: bool = False, overrides: Sequence[str] = ()) -> list["RunPlan"]:
+    """The suite's runs as plans after every check `run` makes before training (preflight, writable outputs);
+    nothing is trained or written, and no torch is imported."""
+    from transferbench.results import Store
+
+    from .orchestrate.plan import plan_runs
+    from .orchestrate.preflight import check_writable, preflight
+
+    _, spec = _suite(suite, overrides)
+    folder = _results_dir(results_dir, spec)
+    plans = plan_runs(spec, shard)
+    done = Store(folder).completed(strict=True)
+    pending = [p for p in plans if p.run_id not in done]
+    if pending:
+        check_writable(folder, pending, keep=False)
+    preflight(pending, rebuild_stages, int(os.environ.get("WORLD_SIZE", "1")), dry_run=True)
+    return plans
+
+
+def stages(suite: str | Path, *, rebuild: bool = False, ship: bool = False,
+           overrides: Sequence[str] = ()) -> dict[str, Path]:
+    """Train (or find) the suite's pretrain stages: {name: checkpoint folder}; `ship` copies each into the package
+    (transferbench/stages/), where the suite then finds it without training."""
+    import shutil
+
+    from .orchestrate.plan import plan_runs
+    from .orchestrate.stages import SHIPPED_STAGES, ensure_stage, stage_dir
+
+    _, spec = _suite(suite, overrides)
+    found = {p.stage.spec.stage_name: p.stage for p in plan_runs(spec) if p.stage}
+    if not found:
+        raise UserError(f"{suite} declares no pretrain stages")
+    out = {}
+    for name, stage in found.items():
+        path = Path(ensure_stage(stage, rebuild=rebuild))
+        if ship and path.parent != SHIPPED_STAGES:
+            for old in SHIPPED_STAGES.glob(f"{name}-*"):
+                shutil.rmtree(old)
+            shipped = SHIPPED_STAGES / stage_dir(stage.spec).name  # NAME-ID, not the cache's version folder
+            shutil.copytree(path, shipped)
+            path = shipped
+        out[name] = path
+    return out
+
+
+def plan(*results_dirs: str | Path, target: Optional[float] = None, budgets=None, max_cost: Optional[float] = None,
+         max_factor: float = 4.0) -> "Plan":
+    """`transferbench plan` on one or several stores: load(...).plan(...)."""
+    return load(*results_dirs).plan(target=target, budgets=budgets, max_cost=max_cost, max_factor=max_factor)
 
 
 def load(*results_dirs: str | Path) -> "Results":

@@ -14,6 +14,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.store, self.main_process = None, True  # set by the API: where the finished runs are recorded
 
 
 _requested: list[int] = []  # the stop signal received inside graceful_stop(), if any

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from transferbench.errors import UserError, did_you_mean
+from transferbench.errors import UserError, check_unique, did_you_mean
 from transferbench.lazy import lazy
 from transferbench.modes import find_head
 
@@ -26,14 +26,14 @@ TASKS: dict[str, type["Task"]] = {}
 
 
 def register_task(cls: type["Task"]) -> type["Task"]:
+    check_unique("task", cls.name, TASKS, cls)
     TASKS[cls.name] = cls
     return cls
 
 
 def _discover() -> None:
-    """Register the built-in tasks (every public module of this package; one whose name starts with `_` is
-    skipped, so a helper that must not be imported here is named `_...`; the other helpers, such as yolo_env,
-    are cheap and have no import-time side effects), then the entry-point tasks."""
+    """Register the built-in tasks (every module of this package whose name does not start with `_`: helpers are
+    named `_...`), then the entry-point tasks."""
     for mod in pkgutil.iter_modules(__path__):
         if not mod.name.startswith("_"):
             importlib.import_module(f"{__name__}.{mod.name}")
@@ -117,9 +117,9 @@ class Task:
     # (IA3: it scales their input) adapt besides lora_targets; a model_type without one: none
     feedforward_targets: ClassVar[dict] = {}
     Args: ClassVar[type[BaseModel]] = NoArgs  # schema of the suite's task_args for this task
-    # The training loop that trains this task, by name (runners/train/loops.py): "hf", the one Accelerate loop, or a
-    # foreign loop such as "ultralytics", which then asks the task for what it needs (e.g. `job`).
-    loop: ClassVar[str] = "hf"
+    # model family (`model_family`) -> the training loop that trains it, by name (runners/train/loops.py); a family
+    # not listed trains with "hf", the one Accelerate loop
+    loops: ClassVar[dict[str, str]] = {}
 
     def __init__(self, task_args: dict):
         try:
@@ -130,6 +130,16 @@ class Task:
             hint = did_you_mean(key, self.Args.model_fields) if e["type"] == "extra_forbidden" else ""
             raise UserError(f"task_args for {self.name}: '{key}': {e['msg']}{hint}") from None
 
+    @classmethod
+    def model_family(cls, model: str) -> str:
+        """The family of the model reference `model`, the key of `loops`."""
+        return "default"
+
+    @classmethod
+    def loop_for(cls, model: str) -> str:
+        """The name of the loop that trains this task on `model`."""
+        return cls.loops.get(cls.model_family(model), "hf")
+
     def load_data(self, dataset, model: str) -> TaskData:
         raise NotImplementedError
 
@@ -139,16 +149,14 @@ class Task:
 
     def check_model(self, model: str) -> None:
         """Fail fast (UserError) when `model` cannot be loaded as this task's kind of model. Called by every
-        preflight, a dry run's too: it should import no torch (read the model's files: transferbench.model_files)."""
+        preflight, a dry run's too: it should import no torch (read the model's files: transferbench.model_files).
+        A model that a loop other than "hf" builds is that loop's to check (its `check`)."""
 
     def check_data(self, dataset, model: str) -> int:
         """The number of training examples load_data(dataset, model) gives, after the same UserErrors (data that
         does not load, a missing column, too few classes): what a dry run checks. It should import no torch; the
         default loads the data as a run does."""
         return len(self.load_data(dataset, model).train)
-
-    def check_run(self, spec) -> None:
-        """Fail fast (UserError) on a run this task cannot train as its spec asks (called before any training)."""
 
     def warm_up(self, model: str) -> None:
         """Pay once, before the suite's first run, what would otherwise land in that run's timed (and billed)

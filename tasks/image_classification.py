@@ -3,28 +3,25 @@
 Model references: a Hub id or save_pretrained directory (transformers); `timm/REPO` (a timm Hub id),
 `timm:NAME` (a timm architecture with its default pretrained weights), `timm:NAME@FILE` (a local weights file),
 `timm:local-dir:PATH` (a folder written by timm's save_for_hf).
-
-Decoding and resizing run once per (dataset, image size) through `datasets.map`, which caches the uint8
-result on disk; normalisation and augmentation are per batch, on tensors.
+Its data pipeline (decoding, caching, collation) is tasks/_image_data.py.
 """
 from __future__ import annotations
 
-import functools
 import json
-import sys
-import warnings
 from pathlib import Path
 from typing import Literal, Optional
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from transferbench import flops, model_files, models, sources
+from transferbench import flops, model_files, models
 from transferbench.config import DatasetSpec
 from transferbench.errors import UserError
 from transferbench.lazy import lazy
 
-from . import Task, TaskData, class_labels, register_task, require_columns
+from . import Task, TaskData, register_task
+from ._image_data import ImageCollate, decoded, prepared
+
+torch = lazy("torch")  # imported when the task prepares data or builds a model, not when it is registered
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -37,19 +34,6 @@ class ImageArgs(BaseModel):
     # (tf_*) keep TensorFlow's 0.01, made for long schedules: after a few dozen steps their running statistics
     # have barely left ImageNet's, so evaluation of a short fine-tune measures that lag, not the mode
     bn_momentum: Optional[float] = Field(None, gt=0, le=1)
-
-
-torch = lazy("torch")  # imported when the task prepares data or builds a model, not when it is registered
-
-
-def __getattr__(name: str):
-    """TimmClassifier (timm models behind the transformers calling convention) and Examples live in
-    tasks/_image_torch.py, imported on first use so that the registry needs no torch."""
-    if name in ("TimmClassifier", "Examples"):
-        from . import _image_torch
-
-        return getattr(_image_torch, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _timm_name(ref: str, resolve=models.resolve) -> Optional[tuple[str, Optional[str]]]:
@@ -84,7 +68,6 @@ def _create_timm(name: str, file: Optional[str], num_classes: int, pretrained: b
                         f" give a local file as `timm:{name.removeprefix('hf-hub:')}@/path/weights.safetensors`") from None
 
 
-# ---------------------------------------------------------------------------------------------------------
 def preprocessing(ref: str) -> tuple[int, tuple, tuple, object]:
     """(square input size, mean, std, the processor to save with a checkpoint) as the model's own image
     processor or timm data config says."""
@@ -116,59 +99,6 @@ def preprocessing(ref: str) -> tuple[int, tuple, tuple, object]:
     return int(side), mean, std, proc
 
 
-class ImageCollate:
-    """uint8 HWC images -> normalised float NCHW batch, with per-example augmentation when training."""
-
-    def __init__(self, size: int, mean, std, augment: str):
-        from torchvision.transforms import v2
-
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
-        self.augment = {
-            "off": None,
-            "light": v2.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
-            "standard": v2.Compose([v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True),
-                                    v2.RandomHorizontalFlip(), v2.ColorJitter(0.3, 0.3, 0.3)]),
-        }[augment]
-
-    def __call__(self, examples):
-        x = torch.stack([e["pixel_values"] for e in examples]).permute(0, 3, 1, 2)
-        x = x.float().div_(255)
-        if self.augment is not None:
-            x = torch.stack([self.augment(img) for img in x])
-        return {"pixel_values": (x - self.mean) / self.std,
-                "labels": torch.tensor([int(e["labels"]) for e in examples])}
-
-
-MAX_PIXELS = 64 * 2**20  # larger pictures are skipped as unreadable (a decompression bomb's header claims more)
-
-
-def _decode_resize(batch, image: str, size: int, bad: list):
-    """Decode and resize once (cached by datasets); unreadable files are marked and reported, not fatal."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    out, ok = [], []
-    for item in batch[image]:
-        try:
-            with warnings.catch_warnings():  # a picture above MAX_PIXELS is a decompression bomb: skipped
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = item if isinstance(item, Image.Image) else Image.open(
-                    io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
-                if img.width * img.height > MAX_PIXELS:
-                    raise ValueError(f"{img.width}x{img.height} pixels is above the limit of {MAX_PIXELS}")
-                arr = np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
-            out.append(arr)
-            ok.append(True)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning):
-            bad.append(item.get("path") if isinstance(item, dict) else "?")
-            out.append(np.zeros((size, size, 3), np.uint8))
-            ok.append(False)
-    return {"pixel_values": out, "_ok": ok}
-
-
 def _size_without_torch(ref: str) -> Optional[int]:
     """The side `preprocessing` gives a transformers model, read from its files (None for a timm model or a
     processor file without a size): a dry run decodes the images at the size the run will, so the run finds the
@@ -198,60 +128,6 @@ CHECK_SIZE = 32  # what a dry run decodes at when the model's size needs torch t
 # unreadable (what the budgets count) does not depend on it
 
 
-@functools.lru_cache(maxsize=8)
-def _prepared(dataset_json: str, size: int) -> tuple:
-    dd, labels, identity = _decoded(dataset_json, size)
-    return {name: _in_memory(split) for name, split in dd.items()}, labels, identity
-
-
-@functools.lru_cache(maxsize=8)
-def _decoded(dataset_json: str, size: int) -> tuple:
-    """(the splits decoded and resized to uint8 `size` x `size`, unreadable images dropped, class names, identity):
-    torch-free, shared by a run's preparation and a dry run's check."""
-    import datasets
-
-    dataset = DatasetSpec.model_validate_json(dataset_json)
-    image, label = dataset.columns.get("image", "image"), dataset.columns.get("label", "label")
-    dd = sources.load(dataset)
-    if label == "label" and dd["train"].column_names == [image]:  # imagefolder adds labels for 2+ class folders
-        raise UserError(f"dataset '{dataset.source}' has no labels: an imagefolder needs one sub-folder per class, "
-                        f"at least 2 (e.g. train/cat/*.png, train/dog/*.png)")
-    require_columns(dd, {"image": image, "label": label}, dataset.source)
-    if not isinstance(dd["train"].features[image], datasets.Image):
-        raise UserError(f"dataset '{dataset.source}': column '{image}' holds {dd['train'].features[image]}, not "
-                        f"images; set dataset.columns.image")
-    dd, labels = class_labels(dd, label, dataset.source)
-    dd = dd.cast_column(image, datasets.Image(decode=False))  # decode ourselves: a corrupt file is one warning
-    bad: list = []
-    features = datasets.Features({"pixel_values": datasets.Array3D((size, size, 3), "uint8"),
-                                  "_ok": datasets.Value("bool"), label: dd["train"].features[label]})
-    dd = dd.map(_decode_resize, batched=True, batch_size=256, fn_kwargs={"image": image, "size": size, "bad": bad},
-                remove_columns=[c for c in dd["train"].column_names if c != label], features=features)
-    flagged = [split for split in dd if not all(dd[split]["_ok"])]
-    if flagged:
-        names = ", ".join(str(b) for b in bad[:5]) or "(listed in an earlier run: the map result is cached)"
-        n = sum(dd[s].num_rows - sum(dd[s]["_ok"]) for s in flagged)
-        print(f"transferbench: warning: skipped {n} unreadable image(s) in '{dataset.source}': {names}",
-              file=sys.stderr)
-        dd = dd.filter(lambda b: b["_ok"], batched=True, input_columns=None)
-    dd = dd.remove_columns("_ok").rename_column(label, "labels")
-    return dd, labels, dataset.source + (f"/{dataset.config}" if dataset.config else "")
-
-
-IN_MEMORY_BYTES = 4 * 2**30  # larger splits stay memory-mapped Arrow (e.g. ImageNet-sized data at 224 px)
-
-
-def _in_memory(split):
-    from ._image_torch import Examples
-
-    nbytes = split.num_rows * int(np.prod(split.features["pixel_values"].shape))
-    if nbytes > IN_MEMORY_BYTES:
-        return split.with_format("torch")
-    columns = split.with_format("torch")[:]
-    columns["pixel_values"] = columns["pixel_values"].to(torch.uint8)
-    return Examples(columns)
-
-
 @register_task
 class ImageClassification(Task):
     name = "image-classification"
@@ -271,7 +147,7 @@ class ImageClassification(Task):
     def load_data(self, dataset: DatasetSpec, model: str) -> TaskData:
         size, mean, std, proc = preprocessing(model)
         size = self.args.image_size or size
-        dd, labels, identity = _prepared(dataset.model_dump_json(), size)
+        dd, labels, identity = prepared(dataset.model_dump_json(), size)
         return TaskData(dd["train"], dd["eval"], ImageCollate(size, mean, std, self.args.augment), labels, identity,
                         eval_collate=ImageCollate(size, mean, std, "off"), processor=proc)
 
@@ -287,7 +163,7 @@ class ImageClassification(Task):
         known without torch, not moved into tensors; the model's preprocessing is not loaded (timm's and
         transformers' image processors import torch)."""
         size = self.args.image_size or _size_without_torch(model) or CHECK_SIZE
-        return _decoded(dataset.model_dump_json(), size)[0]["train"].num_rows
+        return decoded(dataset.model_dump_json(), size)[0]["train"].num_rows
 
     def build_model(self, model: str, labels: list[str], pretrained: bool):
         self._built = built = self._build(model, labels, pretrained)

@@ -1,6 +1,5 @@
 """Offline, tiny, isolated: every test runs with the Hub unreachable and its own caches."""
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +34,16 @@ def tiny_bert(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture
+def reliability_env(tmp_path, monkeypatch, request):
+    """A folder on sys.path (the XOR task module is written there) with its own cache and a store holding one
+    finished run (helpers.KEEP)."""
+    from helpers import KEEP
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("TRANSFERBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "runs.jsonl").write_text(KEEP + "\n")
+    return tmp_path

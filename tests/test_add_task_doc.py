@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import HANG_GUARD_S
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -48,7 +50,7 @@ def test_the_documented_task_runs_as_written(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)  # the command sets its own
-    proc = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "results" / "mean-pool" / "runs.jsonl").read_text().splitlines()]
     assert [r["mode"] for r in records] == ["scratch", "finetune", "lora", "linear-probe"]

@@ -3,7 +3,6 @@ import pytest
 
 from transferbench.convergence import EVAL_TOLERANCE, MIN_STEPS, judge
 from transferbench.outcome import TrainOutcome
-from transferbench.results import Result
 
 
 def _points(*metrics):
@@ -27,9 +26,15 @@ def test_with_one_evaluation_the_training_loss_decides():
 
 
 def test_the_record_gets_the_flag_from_the_outcome():
-    res = Result(schema_version=4, run_id="r", suite="s", task="t", dataset="d", model="m", mode="finetune", seed=0,
-                 train_samples=None, metric_name="accuracy", higher_is_better=True, device_name="CPU", device_count=1)
-    res.apply(TrainOutcome(metrics={"accuracy": 0.8}, curve=_points(0.6, 0.8), losses=[1.0] * 120))
+    from transferbench.config import parse_suite
+    from transferbench.runners.orchestrate.plan import plan_runs
+    from transferbench.runners.orchestrate.record import Measured, build_record
+
+    (plan,) = plan_runs(parse_suite({"name": "s", "benchmarks": [{
+        "task": "text-classification", "dataset": "builtin:topics", "models": ["m"], "modes": {"finetune": {"lr": 1e-3}},
+        "train_samples": [8]}]}))
+    res = build_record(plan, TrainOutcome(metrics={"accuracy": 0.8}, curve=_points(0.6, 0.8), losses=[1.0] * 120),
+                       Measured("CPU", 1, 1, {}))
     assert res.converged is False and res.metric == 0.8 and res.best_metric == 0.8
     assert len(res.loss_curve) == 40 and res.loss_curve[-1] == {"step": 120, "loss": 1.0}  # thinned to <= 50 points
 
@@ -41,7 +46,7 @@ def test_cached_features_probe_equals_the_probe_through_the_model(model_stage):
     from transferbench.config import parse_suite
     from transferbench.runners.orchestrate.execute import execute
     from transferbench.runners.orchestrate.stages import SHIPPED_STAGES
-    from transferbench.runners.orchestrate.suite import expand_runs
+    from transferbench.runners.orchestrate.plan import plan_runs
 
     model = str(next(SHIPPED_STAGES.glob(f"{model_stage}-*")))
 
@@ -50,8 +55,8 @@ def test_cached_features_probe_equals_the_probe_through_the_model(model_stage):
                              "benchmarks": [{"task": "image-classification", "dataset": "builtin:digits",
                                              "models": [model], "modes": {"linear-probe": mode or None},
                                              "train_samples": [64]}]})
-        (spec,) = expand_runs(suite)
-        return execute(spec)
+        (plan,) = plan_runs(suite)
+        return execute(plan)
 
     through, cached, again = run(), run(cached_features=True), run(cached_features=True)
     assert through.status == cached.status == "ok"
@@ -78,12 +83,11 @@ def _es_suite(model, budgets, **early):
 
 def test_early_stopping_validates_on_a_carve_disjoint_from_every_budget(tiny_bert):
     from transferbench.runners.train import hf_loop
-    from transferbench.runners.orchestrate.suite import expand_runs
+    from transferbench.runners.orchestrate.plan import plan_runs
     from transferbench.tasks import get_task
 
-    runs = expand_runs(_es_suite(tiny_bert, [32, 128]))
     held = None
-    for spec in runs:
+    for spec in (p.spec for p in plan_runs(_es_suite(tiny_bert, [32, 128]))):
         data, train_set, _ = hf_loop.setup(spec, get_task(spec.task)(spec.task_args), spec.model)
         held = held or set(data.validation.indices)
         assert set(data.validation.indices) == held and len(held) == 64  # one carve, whatever the seed or budget
@@ -93,11 +97,12 @@ def test_early_stopping_validates_on_a_carve_disjoint_from_every_budget(tiny_ber
 
 def test_early_stopping_stops_on_the_validation_metric(tiny_bert):
     from transferbench.runners.orchestrate.execute import execute
-    from transferbench.runners.orchestrate.suite import expand_runs, preflight
+    from transferbench.runners.orchestrate.plan import plan_runs
+    from transferbench.runners.orchestrate.preflight import preflight
 
-    spec = expand_runs(_es_suite(tiny_bert, [64]))[0]
-    preflight([spec])
-    res = execute(spec)
+    plan = plan_runs(_es_suite(tiny_bert, [64]))[0]
+    preflight([plan])
+    res = execute(plan)
     assert res.status == "ok" and res.stop_reason == "early_stopping" and res.epochs_run < 30
     assert all("validation" in p for p in res.curve) and res.converged is True
     values = [p["validation"] for p in res.curve]
@@ -106,10 +111,11 @@ def test_early_stopping_stops_on_the_validation_metric(tiny_bert):
 
 def test_a_budget_larger_than_the_pool_left_by_the_carve_is_refused(tiny_bert):
     from transferbench.errors import UserError
-    from transferbench.runners.orchestrate.suite import expand_runs, preflight
+    from transferbench.runners.orchestrate.plan import plan_runs
+    from transferbench.runners.orchestrate.preflight import preflight
 
     with pytest.raises(UserError, match="exceeds the 2336 training examples"):
-        preflight(expand_runs(_es_suite(tiny_bert, [2350])))
+        preflight(plan_runs(_es_suite(tiny_bert, [2350])))
 
 
 def test_cached_features_on_a_mode_that_trains_the_backbone_is_refused(tiny_bert, tmp_path, capsys):

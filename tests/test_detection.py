@@ -1,5 +1,6 @@
-"""object-detection through Ultralytics YOLO: modes train what they say, no network, bad data is caught,
-and a 2-process `accelerate launch` trains one copy and writes one row per run."""
+"""object-detection through Ultralytics YOLO: modes train what they say, no network, bad data is caught (label
+lines, options it cannot apply), no wasted checkpoints, and a 2-process `accelerate launch` trains one copy and
+writes one row per run."""
 import os
 import subprocess
 import sys
@@ -9,9 +10,91 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import accelerate_launch, cli
+from helpers import HANG_GUARD_S, accelerate_launch, cli
 from transferbench.builtin import materialize
+from transferbench.config import parse_suite
 from transferbench.results import Store
+from transferbench.runners.orchestrate import suite as runner
+
+
+# --- pieces the table cannot reach through the CLI ---------------------------------------------------------
+@pytest.mark.parametrize("line", ["nan 0.5 0.5 0.1 0.1", "inf 0.5 0.5 0.1 0.1", "-inf 0.5 0.5 0.1 0.1",
+                                  "0 nan 0.5 0.1 0.1", "1e999 0.5 0.5 0.1 0.1", "0 0.5 0.5 inf 0.1"])
+def test_yolo_label_lines_with_non_finite_numbers_are_named(tmp_path, line):
+    from transferbench.tasks.object_detection import _label_problem
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text(line + "\n")
+    problem = _label_problem(str(tmp_path / "images" / "a.png"), nc=4)
+    assert problem and "a.txt:1" in problem
+
+
+def test_detection_refuses_a_max_grad_norm_it_cannot_apply():
+    from transferbench.errors import UserError
+
+    suite = parse_suite({"name": "d", "defaults": {"seeds": [0], "max_grad_norm": 0.5}, "benchmarks": [
+        dict(task="object-detection", dataset="builtin:shapes", models=["yolov8n.yaml"], modes=["scratch"],
+             train_samples=[8])]})
+    with pytest.raises(UserError, match="always clips at 10"):
+        runner.preflight(runner.plan_runs(suite))
+
+
+@pytest.fixture(scope="module")
+def tiny_yolo_data(tmp_path_factory) -> Path:
+    from transferbench.builtin import materialize
+
+    src = materialize("shapes")
+    root = tmp_path_factory.mktemp("yolo-data")
+    (root / "train.txt").write_text("\n".join(map(str, sorted((src / "images" / "train").glob("*.png"))[:8])) + "\n")
+    (root / "val.txt").write_text("\n".join(map(str, sorted((src / "images" / "val").glob("*.png"))[:4])) + "\n")
+    (root / "data.yaml").write_text("train: train.txt\nval: val.txt\nnames: {0: circle, 1: square, 2: triangle, "
+                                    "3: cross}\n")
+    return root / "data.yaml"
+
+
+def test_detection_writes_no_checkpoint_and_stays_under_a_relative_results_dir(tiny_yolo_data, tmp_path,
+                                                                                monkeypatch):
+    """Also: the source checkpoint is built outside the run's random stream, so a seed's fresh layers are the same
+    in scratch and finetune (the class-prediction convs, which a 6-class source cannot give a 4-class target)."""
+    import torch
+
+    from transferbench.runners.train import yolo_fit
+    from transferbench.runners.train import yolo_env
+
+    yolo_env.load()
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+    torch.manual_seed(1234)
+    source = tmp_path / "stage"
+    yolo_fit.save_stage(DetectionModel(yaml_model_load("yolov8n.yaml"), nc=6, verbose=False),
+                        {i: f"c{i}" for i in range(6)}, source)
+    seen, make = {}, yolo_fit._trainer_class
+
+    def spy():
+        class Spy(make()):
+            def get_model(self, *a, **k):
+                model = super().get_model(*a, **k)
+                seen[self.job["pretrained"]] = {n: v.clone() for n, v in model.state_dict().items()}
+                return model
+        return Spy
+
+    monkeypatch.setattr(yolo_fit, "_trainer_class", spy)
+    monkeypatch.chdir(tmp_path)
+    bench = dict(task="object-detection", dataset=str(tiny_yolo_data), modes=["scratch"], train_samples=[8],
+                 task_args={"imgsz": 32, "ultralytics": {"mosaic": 0.0}})
+    suite = parse_suite({"name": "det", "defaults": {"seeds": [0], "epochs": 1, "batch_size": 4}, "benchmarks": [
+        dict(bench, models=["yolov8n.yaml"]), dict(bench, models=[str(source)], modes=["finetune"])]})
+    results = runner.run_suite(suite, Path("res"), log=lambda *a: None)  # relative, as the default results/<suite>
+    assert [r.status for r in results] == ["ok", "ok"], [r.error for r in results]
+    for res in results:
+        assert res.max_grad_norm == 10.0  # Ultralytics' own clipping, recorded
+        run_dir = tmp_path / "res" / "work" / res.run_id / "ultralytics"
+        assert (run_dir / "results.csv").exists()  # Ultralytics' save dir is the run's work dir, not its runs dir
+    assert not list(tmp_path.rglob("*.pt"))  # no last.pt / best.pt: nothing reads them
+    fresh = [n for n in seen[True] if ".cv3." in n and n.endswith(".2.weight")]  # nc-sized: not transferred
+    assert fresh and all(torch.equal(seen[True][n], seen[False][n]) for n in fresh)
+    assert not torch.equal(seen[True]["model.0.conv.weight"], seen[False]["model.0.conv.weight"])  # loaded
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +114,7 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def source_checkpoint(tmp_path_factory) -> Path:
     """A transferbench detection checkpoint (as a pretrain stage writes it) of a 6-class yolov8n."""
-    from transferbench.tasks import yolo_env
+    from transferbench.runners.train import yolo_env
     yolo_env.load()
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
@@ -145,7 +228,7 @@ def test_no_network_attempt_during_a_detection_run(tmp_path, tiny_data):
     log = tmp_path / "attempts.txt"
     env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}  # the defaults must be safe alone
     out = subprocess.run([sys.executable, "-c", NO_NETWORK, str(log), "run", str(suite), "--results-dir",
-                          str(tmp_path / "res")], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+                          str(tmp_path / "res")], capture_output=True, text=True, timeout=HANG_GUARD_S, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert not log.exists(), log.read_text()
     (rec,) = Store(tmp_path / "res").records()

@@ -8,7 +8,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_report import fixture_records, write_store
+
+from helpers import HANG_GUARD_S, fixture_records, write_store
 
 from transferbench.runners.cli import main
 
@@ -81,7 +82,7 @@ def test_chromium_renders_sorts_and_shows_the_plots(tmp_path):
     def chromium(*args):
         profile = tmp_path / f"profile{len(list(tmp_path.glob('profile*')))}"
         proc = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args, url],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=HANG_GUARD_S)
         shutil.rmtree(profile, ignore_errors=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
@@ -130,7 +131,7 @@ def test_headline_and_cost_column_are_visible_at_1400_px(tmp_path):
     page.write_text((store / "leaderboard.html").read_text().replace("</body>", MEASURE + "</body>"))
     profile = tmp_path / "profile"
     proc = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000",
-                           "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+                           "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=HANG_GUARD_S)
     shutil.rmtree(profile, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads(Page(proc.stdout).body["data-measured"])

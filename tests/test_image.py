@@ -1,4 +1,5 @@
-"""image-classification: LoRA defaults per architecture, scratch init, pretrain stages, bad image data."""
+"""image-classification: LoRA defaults per architecture, scratch init, pretrain stages, bad image data (corrupt
+images, decompression bombs)."""
 import json
 
 import pytest
@@ -11,9 +12,37 @@ from transferbench.modes import get_mode
 from transferbench.results import Store
 from transferbench.tasks import get_task
 
+
+def test_a_decompression_bomb_is_skipped_and_named_like_a_corrupt_image(tmp_path):
+    import struct
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    from transferbench.tasks._image_data import decode_resize
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"  # a 100 000 x 100 000 header over a few bytes of data
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
+    bad: list = []
+    out = decode_resize({"image": [{"path": str(bomb), "bytes": None}, {"path": str(good), "bytes": None}]},
+                        "image", 4, bad)
+    assert out["_ok"] == [False, True] and bad == [str(bomb)]
+
+
 LABELS = [str(i) for i in range(10)]
+
+
 VIT = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
        "num_attention_heads": 2, "intermediate_size": 64}
+
+
 RESNET = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 16, 16], "depths": [1, 1, 1, 1]}
 
 

@@ -5,13 +5,17 @@ import json
 import pytest
 
 from helpers import run_main, write_suite
-from transferbench.config import expand, parse_suite
+from transferbench.config import parse_suite
 from transferbench.errors import UserError
 from transferbench.modes import MODES
-from transferbench.runners.train.loops import searches_lr
+from transferbench.runners.orchestrate.plan import plan_runs
+from transferbench.runners.train.loops import loop_for
 from transferbench.tasks import get_task
 
-LRS = {name: m.default_lr for name, m in MODES.items()}
+
+def expand(suite):
+    """The suite's run specs, as the run plans hold them."""
+    return [p.spec for p in plan_runs(suite)]
 
 
 def _text(modes, defaults=None, task="text-classification"):
@@ -22,46 +26,45 @@ def _text(modes, defaults=None, task="text-classification"):
 
 def test_unset_lr_is_searched_where_the_loop_searches_and_a_given_rate_keeps_its_run_id():
     runs = {r.mode: r for r in expand(parse_suite(_text(
-        {"scratch": None, "finetune": {"lr": 1e-4}, "lora": {"lr": "default"}, "linear-probe": {"lr": [1e-2, 1e-3]}})),
-        LRS, searches_lr)}
+        {"scratch": None, "finetune": {"lr": 1e-4}, "lora": {"lr": "default"}, "linear-probe": {"lr": [1e-2, 1e-3]}})))}
     assert runs["scratch"].hyper.lr == "auto" and runs["scratch"].hyper.searched
     assert runs["lora"].hyper.lr == MODES["lora"].default_lr and not runs["lora"].hyper.searched
     assert runs["linear-probe"].hyper.lr == (1e-3, 1e-2)  # a grid, kept sorted
     # how a search would run is no part of a run given its rate: its run_id does not move with lr_search
     other = {r.mode: r for r in expand(parse_suite(_text(
         {"scratch": None, "finetune": {"lr": 1e-4}, "lora": {"lr": "default"}, "linear-probe": {"lr": [1e-2, 1e-3]}},
-        {"lr_search": {"fraction": 0.5}})), LRS, searches_lr)}
+        {"lr_search": {"fraction": 0.5}})))}
     assert other["finetune"].run_id == runs["finetune"].run_id and other["lora"].run_id == runs["lora"].run_id
     assert other["scratch"].run_id != runs["scratch"].run_id  # ... but it is part of a searched run
     # "default" is the same run as the mode's default rate given as a number
-    given = expand(parse_suite(_text({"lora": {"lr": MODES["lora"].default_lr}})), LRS, searches_lr)[0]
+    given = expand(parse_suite(_text({"lora": {"lr": MODES["lora"].default_lr}})))[0]
     assert given.run_id == runs["lora"].run_id
 
 
 def test_a_loop_without_a_search_trains_unset_lr_at_the_mode_default_and_refuses_auto():
-    assert get_task("object-detection").loop == "ultralytics" and not searches_lr("object-detection")
-    run = expand(parse_suite(_text({"finetune": None}, task="object-detection")), LRS, searches_lr)[0]
+    assert not loop_for(get_task("object-detection"), "yolov8n.yaml").searches_lr
+    run = expand(parse_suite(_text({"finetune": None}, task="object-detection")))[0]
     assert run.hyper.lr == MODES["finetune"].default_lr
     with pytest.raises(UserError, match=r"benchmarks\[0\].modes.finetune.lr: this task trains with its own loop"):
-        expand(parse_suite(_text({"finetune": {"lr": "auto"}}, task="object-detection")), LRS, searches_lr)
+        expand(parse_suite(_text({"finetune": {"lr": "auto"}}, task="object-detection")))
 
 
 def test_the_search_scores_on_examples_beyond_the_budget_and_leaves_the_budget_as_it_was(tiny_bert):
     from transferbench.runners.train import hf_loop
 
-    searched, given = expand(parse_suite(_text({"finetune": {"lr": "auto"}, "lora": {"lr": 1e-3}},
-                                               {"task_args": {"max_length": 16}})), LRS, searches_lr)
-    searched = searched.model_copy(update={"model": tiny_bert})
-    given = given.model_copy(update={"model": tiny_bert})
+    plan, other = plan_runs(parse_suite(_text({"finetune": {"lr": "auto"}, "lora": {"lr": 1e-3}},
+                                              {"task_args": {"max_length": 16}})))
+    searched = plan.spec.model_copy(update={"model": tiny_bert})
+    given = other.spec.model_copy(update={"model": tiny_bert})
     task = get_task("text-classification")({"max_length": 16})
-    data, train_set, held = hf_loop.load(searched, task, tiny_bert)
+    data, train_set, held = hf_loop.load(searched, task, tiny_bert, plan.search)
     _, same_set, none = hf_loop.load(given, task, tiny_bert)
     assert none is None and train_set.indices == same_set.indices  # every mode of a seed: the same subset
     assert len(held) == 100 and not set(held.indices) & set(train_set.indices)
     assert held.dataset is data.train  # from the training pool, never the test split
     # a larger budget of the same seed starts with this one (nested), whatever the search holds out
     bigger = searched.model_copy(update={"train_samples": 64})
-    assert hf_loop.load(bigger, task, tiny_bert)[1].indices[:32] == train_set.indices
+    assert hf_loop.load(bigger, task, tiny_bert, plan.search)[1].indices[:32] == train_set.indices
 
 
 @pytest.mark.parametrize("mode, options", [("finetune", ""), ("linear-probe", ", cached_features: true")])
@@ -114,7 +117,7 @@ def test_a_stage_trains_at_one_given_rate():
                                                              "model": "m", "lr": "auto"}}}
     data["benchmarks"][0]["models"] = ["pretrain:p"]
     with pytest.raises(UserError, match="pretrain.p.lr: a pretrain stage trains once at one rate"):
-        expand(parse_suite(data), LRS, searches_lr)
+        expand(parse_suite(data))
 
 
 def test_too_few_examples_left_for_the_search_is_a_failed_row_that_says_what_to_do(tiny_bert, tmp_path):
@@ -137,14 +140,14 @@ def test_an_auto_grid_extends_past_the_end_that_wins(lr, peak, tried_beyond):
     from transferbench.outcome import Diverged, TrainOutcome
     from transferbench.runners.train import lr_search
 
-    spec = expand(parse_suite(_text({"finetune": {"lr": lr}})), LRS, searches_lr)[0]
+    (plan,) = plan_runs(parse_suite(_text({"finetune": {"lr": lr}})))
 
     def fake(c):  # validation accuracy peaks at `peak` (in log rate); 3e-2 and above diverge
         if c.hyper.lr >= 3e-2:
             raise Diverged("nan")
         return TrainOutcome(metrics={"accuracy": -abs(math.log10(c.hyper.lr / peak)), "loss": 1.0})
 
-    chosen, record, _ = lr_search.search(spec, 40, fake, "accuracy", True, 100)
+    chosen, record, _ = lr_search.search(plan.spec, plan.search, 40, fake, "accuracy", True, 100)
     grid = list(MODES["finetune"].auto_grid) if lr == "auto" else lr
     assert [s["lr"] for s in record["scores"]] == grid + tried_beyond
     assert record["steps"] == 20 and record["grid"] == grid  # a quarter of 40 steps, at least 20
@@ -156,10 +159,10 @@ def test_a_search_where_every_rate_diverges_is_a_diverged_run():
     from transferbench.outcome import Diverged
     from transferbench.runners.train import lr_search
 
-    spec = expand(parse_suite(_text({"finetune": {"lr": [1.0, 2.0]}})), LRS, searches_lr)[0]
+    (plan,) = plan_runs(parse_suite(_text({"finetune": {"lr": [1.0, 2.0]}})))
 
     def fake(c):
         raise Diverged("nan")
 
     with pytest.raises(Diverged, match="every candidate learning rate of the search diverged"):
-        lr_search.search(spec, 40, fake, "accuracy", True, 100)
+        lr_search.search(plan.spec, plan.search, 40, fake, "accuracy", True, 100)

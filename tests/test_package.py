@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_main
+from helpers import HANG_GUARD_S, run_main
 from transferbench.errors import UserError
-from transferbench.runners.cli import BENCHMARKS, resolve_suite, shipped_suites
+from transferbench.runners.suites import BENCHMARKS, resolve_suite, shipped_suites
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.stem for p in (REPO / "benchmarks").glob("*.yaml"))
@@ -95,7 +95,7 @@ def test_a_wheel_installed_outside_the_repository_lists_and_plans_the_default_su
     _copy_sources(tmp_path / "src")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist",
-                            tmp_path / "src"], capture_output=True, text=True, timeout=300)
+                            tmp_path / "src"], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("transferbench-*.whl")
     with zipfile.ZipFile(wheel) as zf:
@@ -106,7 +106,7 @@ def test_a_wheel_installed_outside_the_repository_lists_and_plans_the_default_su
     assert "transferbench = transferbench.runners.cli:main" in entry_points
     site = tmp_path / "site"
     installed = subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], capture_output=True,
-                               text=True, timeout=300)
+                               text=True, timeout=HANG_GUARD_S)
     assert installed.returncode == 0, installed.stderr[-2000:]
 
     # dependencies come from this venv; the wheel's transferbench shadows the checkout's editable install
@@ -114,11 +114,11 @@ def test_a_wheel_installed_outside_the_repository_lists_and_plans_the_default_su
     work = tmp_path / "elsewhere"
     work.mkdir()
 
-    def python(*args, timeout=300):
+    def python(*args, timeout=HANG_GUARD_S):
         return subprocess.run([sys.executable, *map(str, args)], cwd=work, env=env, capture_output=True, text=True,
                               timeout=timeout)
 
-    where = python("-c", "import transferbench, transferbench.runners.cli as c; print(transferbench.__file__); "
+    where = python("-c", "import transferbench, transferbench.runners.suites as c; print(transferbench.__file__); "
                          "print(c.__file__); print(c.BENCHMARKS)")
     assert where.returncode == 0, where.stderr
     module, cli, benchmarks = map(Path, where.stdout.split())

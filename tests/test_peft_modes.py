@@ -11,12 +11,11 @@ import yaml
 from accelerate import Accelerator
 
 from helpers import run_main, write_suite
-from transferbench.config import expand, load_suite, parse_suite
+from transferbench.config import load_suite, parse_suite
 from transferbench.hyper import Hyper
-from transferbench.modes import MODES, apply, find_blocks, get_mode
+from transferbench.modes import apply, find_blocks, get_mode
 from transferbench.tasks import get_task
 
-LRS = {name: m.default_lr for name, m in MODES.items()}
 METHODS = {  # mode name -> its suite settings
     "lora": {},
     "dora": {"peft": {"method": "lora", "use_dora": True, "r": 4}},
@@ -36,7 +35,13 @@ def _suite(ref, modes: dict, defaults=DEFAULTS) -> list:
     data = {"name": "peft", "defaults": defaults,
             "benchmarks": [{"task": "text-classification", "dataset": "builtin:topics", "models": [ref],
                             "task_args": {"max_length": 16}, "modes": modes, "train_samples": [16]}]}
-    return expand(parse_suite(data), LRS)
+    return _specs(parse_suite(data))
+
+
+def _specs(suite) -> list:
+    from transferbench.runners.orchestrate.plan import plan_runs
+
+    return [plan.spec for plan in plan_runs(suite)]
 
 
 def _trained(spec):
@@ -105,7 +110,7 @@ def test_the_shipped_peft_suite_compares_the_methods_tested_here():
     """benchmarks/peft-methods.yaml: every mode the issue names, each at a learning rate of its own, and each adapter
     method one that the tests above train with the same config fields (only the sizes differ)."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "peft-methods.yaml"
-    runs = expand(load_suite(path), LRS)
+    runs = _specs(load_suite(path))
     assert len(runs) == 30 and {r.seed for r in runs} == {0, 1, 2} and {r.train_samples for r in runs} == {256}
     hypers = {r.mode: r.hyper for r in runs}
     assert list(hypers) == ["scratch", "linear-probe", "partial", "finetune", "lora", "dora", "loha", "lokr", "ia3",

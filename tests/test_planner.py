@@ -8,7 +8,7 @@ from helpers import write_store
 from scipy.optimize import brentq
 
 from transferbench.errors import UserError
-from transferbench.runners.report import planner
+from transferbench.runners.report import curves, planner
 from transferbench.runners.cli import main
 from transferbench.runners.report.planner_report import to_markdown, write_plan
 
@@ -36,7 +36,7 @@ def test_recovers_known_parameters_and_cost_line():
     rng = np.random.default_rng(7)
     recs = records("finetune", power(0.9, 2.0, 0.5), noise=tuple(rng.normal(0, 0.002, 3)))
     recs = [dict(r, metric=r["metric"] + rng.normal(0, 0.002)) for r in recs]  # noise per point, not only per seed
-    fit = planner.fit_curves(recs)[(*KEY, "finetune")]
+    fit = curves.fit_curves(recs)[(*KEY, "finetune")]
     assert fit.status == "ok" and fit.r2 > 0.99
     assert fit.a == pytest.approx(0.9, abs=0.02)
     assert fit.c == pytest.approx(0.5, abs=0.1)
@@ -50,14 +50,14 @@ def test_recovers_known_parameters_and_cost_line():
 
 
 def test_lower_is_better_curve():
-    fit = planner.fit_curves(records("lora", power(0.05, 3.0, 0.6, sign=-1), higher_is_better=False))[(*KEY, "lora")]
+    fit = curves.fit_curves(records("lora", power(0.05, 3.0, 0.6, sign=-1), higher_is_better=False))[(*KEY, "lora")]
     assert fit.status == "ok"
     assert fit.a == pytest.approx(0.05, abs=0.01) and fit.c == pytest.approx(0.6, abs=0.05)
     assert fit.predict(4096)[0] == pytest.approx(0.05 + 3.0 * 4096 ** -0.6, abs=0.005)
 
 
 def test_flat_curve_is_stated_not_crashed():
-    fits = planner.fit_curves(records("scratch", lambda n: 0.25, noise=(0.0, 0.0, 0.0)))
+    fits = curves.fit_curves(records("scratch", lambda n: 0.25, noise=(0.0, 0.0, 0.0)))
     fit = fits[(*KEY, "scratch")]
     assert fit.status == "flat" and "same value" in fit.reason
     assert fit.predict(4096) == (pytest.approx(0.25), pytest.approx(0.25), pytest.approx(0.25))
@@ -67,14 +67,14 @@ def test_flat_curve_is_stated_not_crashed():
     # within the seeds' noise: flat or poor fit, both said in words, never a confident curve
     jitter = [0.001, -0.002, 0.0015, -0.001, 0.0005]
     noisy = records("lora", lambda n: 0.7 + jitter[BUDGETS.index(n)], noise=(-0.01, 0.0, 0.01))
-    assert planner.fit_curves(noisy)[(*KEY, "lora")].status in ("flat", "poor fit")
+    assert curves.fit_curves(noisy)[(*KEY, "lora")].status in ("flat", "poor fit")
 
 
 def test_noisy_curve_is_an_honest_poor_fit():
     zigzag = dict(zip(BUDGETS, (0.5, 0.8, 0.4, 0.9, 0.45)))
     recs = records("lora", zigzag.get, noise=(-0.01, 0.0, 0.01))
-    fit = planner.fit_curves(recs)[(*KEY, "lora")]
-    assert fit.status == "poor fit" and fit.r2 < planner.R2_MIN
+    fit = curves.fit_curves(recs)[(*KEY, "lora")]
+    assert fit.status == "poor fit" and fit.r2 < curves.R2_MIN
     assert "not trusted" in fit.reason
     result = planner.plan(recs)
     assert result["curves"][0]["predictions"]  # shown, flagged
@@ -83,7 +83,7 @@ def test_noisy_curve_is_an_honest_poor_fit():
 
 def test_too_few_budgets_not_fitted_and_refused_when_nothing_fits():
     two = records("scratch", power(0.9, 2.0, 0.5), budgets=(64, 128))
-    fit = planner.fit_curves(two)[(*KEY, "scratch")]
+    fit = curves.fit_curves(two)[(*KEY, "scratch")]
     assert fit.status == "not fitted" and fit.reason == "2 budgets; a fit needs at least 3"
     with pytest.raises(ValueError):
         fit.predict(100)
@@ -181,7 +181,7 @@ def test_validation_reports_the_holdout_error():
 
 def test_one_seed_per_budget_has_no_interval_and_output_is_deterministic():
     recs = records("finetune", power(0.9, 2.0, 0.5), noise=(0.0,))
-    fit = planner.fit_curves(recs)[(*KEY, "finetune")]
+    fit = curves.fit_curves(recs)[(*KEY, "finetune")]
     mean, lo, hi = fit.predict(2048)
     assert lo is None and hi is None and "no interval" in fit.reason
     both = records("scratch", power(0.9, 20.0, 0.8)) + records("finetune", power(0.9, 2.0, 0.5))

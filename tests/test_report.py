@@ -1,56 +1,32 @@
 """The leaderboard's numbers equal a hand computation on a fixture store, in every format; verdicts, merging
-and the awkward rows (failed, no eval, one seed)."""
+and the awkward rows (failed, no eval, one seed); MFU per cell."""
 import csv
 import json
 import math
 import statistics
 
 import pytest
-from helpers import cli, write_store
 from scipy.stats import t as student_t
 
+from helpers import cli, fixture_records, rec, write_store
 from transferbench.errors import UserError
-from transferbench.runners.report import fmt
 from transferbench.runners.cli import main
+from transferbench.runners.report import fmt, outputs as report
+from transferbench.runners.report.leaderboard import build, MODE_ORDER
 from transferbench.runners.report.merge import load
-from transferbench.runners.report.leaderboard import MODE_ORDER, build, welch_interval
 from transferbench.runners.report.outputs import after_run
+from transferbench.runners.report.stats import welch_interval
 from transferbench.runners.report.tables import to_markdown
 
-DEVICE_HOURS = {"scratch": 0.01, "finetune": 0.01, "lora": 0.006, "linear-probe": 0.004}
 
+def test_report_shows_mean_mfu_per_cell():
+    from transferbench.runners.report.tables import to_markdown
 
-def rec(mode, seed, metric, budget=256, **kw):
-    """A result record as the store holds it; cost = device-hours × $2."""
-    dh = DEVICE_HOURS[mode]
-    curve = [{"step": 1, "samples_seen": budget // 2, "seconds": 1.0 + seed, "metric": None if metric is None else
-              metric / 2}, {"step": 2, "samples_seen": budget, "seconds": 2.5 + seed, "metric": metric}]
-    base = dict(schema_version=1, run_id=f"{mode}-{budget}-{seed}", suite="fixture", task="text-classification",
-                dataset="builtin:topics", model="m", mode=mode, seed=seed, train_samples=budget,
-                metric_name="accuracy", higher_is_better=True, metric=metric, best_metric=metric,
-                metrics={"accuracy": metric}, curve=curve, target=0.9, time_to_target_s=None, train_seconds=10.0,
-                samples_per_second=100.0, params_total=1000, params_trainable=1000, peak_memory_bytes=2**30,
-                device_name="CPU: x", device_count=1, num_processes=1, mixed_precision="no", device_hours=dh,
-                cost_usd=2 * dh, price_per_device_hour=2.0, price_date="2026-11-25", status="ok", error=None,
-                started_at="2026-11-25T10:00:00", finished_at="2026-11-25T10:01:00",
-                config={"suite": "fixture", "task": "text-classification", "model": "m", "mode": mode, "seed": seed,
-                        "train_samples": budget, "hyper": {"lr": 1e-3, "epochs": 1}, "price_per_device_hour": None},
-                env={"versions": {"python": "3.11.2", "torch": "2.14.1"}, "git_commit": "abc123", "host": "h"})
-    return {**base, **kw}
-
-
-def fixture_records():
-    """Two budgets, four modes, 3 seeds; one failed run, one run without an evaluation, one single-seed cell."""
-    out = [rec("scratch", s, m, 64) for s, m in enumerate([0.25, 0.27, 0.29])]
-    out += [rec("finetune", s, m, 64) for s, m in enumerate([0.80, 0.86, 0.83])]
-    out += [rec("lora", s, m, 64, params_trainable=3) for s, m in enumerate([0.81, 0.82, 0.83])]
-    out += [rec("linear-probe", 0, None, 64, status="failed", error="RuntimeError: boom", train_samples=None,
-                device_hours=0.0, cost_usd=0.0)]
-    out += [rec("scratch", s, m) for s, m in enumerate([0.90, 0.92, 0.94])]
-    out += [rec("finetune", s, m, time_to_target_s=tt) for s, m, tt in zip(range(3), [0.91, 0.95, 0.93], [4, 6, 5])]
-    out += [rec("lora", 0, 0.89, params_trainable=3)]
-    out += [rec("linear-probe", 0, None, curve=[])]  # trained, never evaluated
-    return out
+    base = dict(task="t", dataset="d", model="m", train_samples=8, mode="finetune", status="ok", metric=0.5,
+                metric_name="accuracy", higher_is_better=True, config={})
+    board = report.build([dict(base, run_id="a", seed=0, mfu=0.2), dict(base, run_id="b", seed=1, mfu=0.3)])
+    assert board.cells[0]["mfu"] == pytest.approx(0.25)
+    assert to_markdown(board).count("| 25.00% |") == 1  # the last column of its row
 
 
 def by_key(cells):
@@ -82,8 +58,8 @@ def test_cells_match_hand_computation():
 def test_awkward_cells():
     cells = by_key(build(fixture_records()).cells)
     failed, no_eval, single = cells[(64, "linear-probe")], cells[(256, "linear-probe")], cells[(256, "lora")]
-    assert failed["status"] == "failed" and failed["n"] == 0 and failed["errors"] == [
-        "seed 0: failed: RuntimeError: boom"]  # budget from the config: the run failed before resolving it
+    assert failed["status"] == "failed" and failed["n"] == 0 and failed["errors"] == (
+        "seed 0: failed: RuntimeError: boom",)  # budget from the config: the run failed before resolving it
     assert no_eval["status"] == "no eval" and no_eval["metric_mean"] is None and no_eval["delta_vs_scratch"] is None
     assert single["n"] == 1 and single["metric_std"] is None and single["delta_ci"] is None
     assert math.isclose(single["delta_vs_scratch"], 0.89 - 0.92)
@@ -248,3 +224,30 @@ def test_lower_is_better_metrics_pick_the_lowest():
     (verdict,) = board.budget_verdicts
     assert verdict["best_mode"] == "finetune" and verdict["cheapest_mode"] == "lora"  # 1.2 trails by 0.1 < std 0.14
     assert all(c["cost_per_point"] is None for c in board.cells)  # "points" only mean something for higher-better
+
+
+def test_cells_are_computed_once_and_no_writer_can_change_them():
+    """Energy and adapter size are cell values of the build, like every other: the formats agree whichever writer
+    runs first, and a writer that tries to change a cell fails."""
+    import copy
+    import dataclasses
+
+    from transferbench.runners.report import html, tables
+
+    records = [dict(r, energy_source="rapl", energy_kwh=0.001 * (r["seed"] + 1), co2_kg=0.0005 * (r["seed"] + 1),
+                    adapter_bytes=4096 if r["mode"] == "lora" else None) for r in fixture_records()]
+    board = build(records)
+    lora = by_key(board.cells)[(64, "lora")]
+    assert math.isclose(lora["energy_kwh"], 0.002) and math.isclose(lora["co2_kg"], 0.001)
+    assert lora["adapter_bytes"] == 4096 and by_key(board.cells)[(64, "scratch")]["adapter_bytes"] is None
+    before = json.dumps(tables.to_json(board), default=str)
+    assert "energy/run" in to_markdown(board) and "adapter size" in html.render(board)
+    assert json.dumps(tables.to_json(board), default=str) == before
+    with pytest.raises(TypeError, match="read-only"):
+        lora["energy_kwh"] = 0.0
+    with pytest.raises(TypeError, match="read-only"):
+        lora.update(best=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        board.cells = ()
+    assert lora["seeds"] == (0, 1, 2) and copy.deepcopy(lora) == lora and dict(lora)["n"] == 3
+    assert "energy_kwh" not in build(fixture_records()).cells[0]  # older stores: no energy field, no column

@@ -5,8 +5,7 @@ import inspect
 import json
 
 import pytest
-from helpers import write_store
-from test_report import fixture_records, rec
+from helpers import fixture_records, rec, write_store
 
 from transferbench.runners.report import fmt, headline, planner, plots
 from transferbench.runners.report.leaderboard import build
@@ -93,7 +92,7 @@ def test_headline_opens_the_report_and_predicts_the_crossover(board, reported):
     pred = planner.crossover(fits, headline.MAX_FACTOR)
     claim = line["predicted_crossover"]
     assert claim["n"] == pred["crossover_budget"] and 1024 < claim["n"] <= 4096
-    assert (f"scratch predicted to come within one std of finetune at ~{fmt_examples(claim['n'])} examples "
+    assert (f"scratch predicted to come within one std of finetune at ~{fmt.examples(claim['n'])} examples "
             f"(fitted curves, {claim['n'] / 1024:.1f}× the largest budget run)") in text
     assert "cheapest mode within one std of the best: lora at 128–1,024 examples" in text
     assert text.endswith("; provisional: finetune still improving at 128 examples (2/3 runs)")
@@ -103,12 +102,6 @@ def test_headline_opens_the_report_and_predicts_the_crossover(board, reported):
     _, md = reported
     title, blank, first = md.splitlines()[:3]
     assert title.startswith("## ") and blank == "" and first == f"- {line['markdown']}"  # the answer first
-
-
-def fmt_examples(n):
-    from transferbench.runners.report.planner_report import examples
-
-    return examples(n)
 
 
 def test_headline_never_calls_a_non_significant_lead_a_win():

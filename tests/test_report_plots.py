@@ -1,7 +1,7 @@
 """The plots draw the leaderboard's numbers: learning-curve points are cell means, the Pareto front is right."""
 import math
 
-from test_report import fixture_records
+from helpers import fixture_records
 
 from transferbench.runners.report import plots
 from transferbench.runners.report.leaderboard import build

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import yaml
-from test_report import fixture_records, rec, write_store
+from helpers import fixture_records, rec, write_store
 
 from transferbench.runners.cli import main
 

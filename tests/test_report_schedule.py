@@ -6,8 +6,7 @@ import html
 import json
 import re
 
-from helpers import result, write_store
-from test_report import fixture_records
+from helpers import fixture_records, result, write_store
 
 from transferbench.runners.report.leaderboard import build
 from transferbench.runners.report.outputs import report
@@ -147,4 +146,4 @@ def test_older_records_still_report():
     assert note(board, "m") == "equal: unknown (the runs record no optimizer steps)"
     table = rows(to_markdown(board), "m")
     assert table[(256, "finetune")][3:5] == ["1e-3", "1 epoch"]
-    assert all(c["lr"] == [1e-3] and c["lr_search"] is None for c in board.cells)
+    assert all(c["lr"] == (1e-3,) and c["lr_search"] is None for c in board.cells)

@@ -84,9 +84,9 @@ def test_report_to_changes_neither_run_id_nor_recorded_config(tracked):
     tmp, suite, records = tracked
     plain = tmp / "plain.yaml"
     plain.write_text(suite.read_text().replace("    report_to: [tensorboard]\n", ""))
-    from transferbench.runners.orchestrate.suite import expand_runs
+    from transferbench.runners.orchestrate.plan import plan_runs
 
-    ids = {s.mode: s.run_id for s in expand_runs(load_suite(plain))}
+    ids = {p.spec.mode: p.run_id for p in plan_runs(load_suite(plain))}
     assert ids == {mode: r["run_id"] for mode, r in records.items()}
     assert all("report_to" not in r["config"]["hyper"] for r in records.values())
 
@@ -164,14 +164,15 @@ def test_yolo_epoch_lines_reach_the_terminal_from_the_child_process(tmp_path, ca
     import types
 
     from transferbench.runners.train import ultralytics
-    from transferbench.runners.orchestrate.suite import expand_runs
+    from transferbench.runners.orchestrate.plan import plan_runs
     from transferbench.tasks import get_task
 
     logging.getLogger("transferbench").setLevel(logging.INFO)
-    (spec,) = expand_runs(load_suite(_det_suite(tmp_path)))
+    (plan,) = plan_runs(load_suite(_det_suite(tmp_path)))
+    spec = plan.spec
     launched = types.SimpleNamespace(num_processes=2, is_main_process=True, wait_for_everyone=lambda: None,
                                      device=torch.device("cpu"), log_with=[])  # as under accelerate launch
-    out = ultralytics.run(spec, get_task(spec.task)(spec.task_args), spec.model, launched,
+    out = ultralytics.run(plan, get_task(spec.task)(spec.task_args), spec.model, launched,
                           work_dir=tmp_path / "work")
     err = capfd.readouterr().err
     epochs = [line for line in err.splitlines() if line.startswith("yolov8n.yaml n=16 scratch s0: epoch ")]

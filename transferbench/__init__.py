@@ -9,10 +9,12 @@ light and core modules never load the runners):
     results.to_pandas()                                        # one row per run
     results.cells()                                            # one row per leaderboard cell
     results.plan(target=0.9)                                   # `transferbench plan`
+    transferbench.plan("results/quickstart", target=0.9)       # the same, from folders
+    transferbench.dry_run("quickstart")                        # the run plans, checked; nothing trains
 """
 __version__ = "0.1.0"
 
-_API = ("run", "load", "Results")
+_API = ("run", "load", "plan", "dry_run", "Results")
 __all__ = ["__version__", *_API]
 
 

@@ -109,53 +109,78 @@ def _check_trackers(names: tuple[str, ...]) -> tuple[str, ...]:
 Trackers = Annotated[tuple[str, ...], BeforeValidator(_tracker_list), AfterValidator(_check_trackers)]
 
 
-class Hyper(BaseModel):
-    """Everything the training loop reads. Defaults here are the suite's defaults."""
+_FROZEN = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
-    epochs: Positive = 3  # may be fractional
-    max_steps: Optional[PositiveInt] = None  # optimizer steps; when set it replaces epochs (as in HF Trainer)
-    max_seconds: Optional[Positive] = None  # wall-time cap on training, evaluations included; stops earlier
+class _Optimizer(BaseModel):
+    model_config = _FROZEN
     batch_size: PositiveInt = 32  # the effective (global) batch: per-device x processes x grad_accum
     grad_accum: PositiveInt = 1
     # a number; "auto": searched over the mode's grid (modes.Mode.lr_grid); a list: searched over that grid;
-    # "default": the mode's default rate. Unset: "auto" where the task's loop searches, else "default" (config.expand)
+    # "default": the mode's default rate; unset: "auto" where the run's loop searches (runners/orchestrate/plan.py)
     lr: Lr = None
     lr_search: LrSearch = LrSearch()  # how a searched lr is chosen; dropped from the dump when lr is a number
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     # clip the gradients' global L2 norm to this before each optimizer step (HF Trainer's default 1.0); 0/None: off
     max_grad_norm: Optional[Annotated[float, Field(ge=0)]] = 1.0
+
+
+class _Schedule(BaseModel):
+    model_config = _FROZEN
+    epochs: Positive = 3  # may be fractional
+    max_steps: Optional[PositiveInt] = None  # optimizer steps; when set it replaces epochs (as in HF Trainer)
+    max_seconds: Optional[Positive] = None  # wall-time cap on training, evaluations included; stops earlier
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    eval_every: Positive = 1.0  # in epochs (0.5 = twice per epoch); the end of training always evaluates
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    early_stopping: Optional[EarlyStopping] = None  # on the HF loop; evaluations every `eval_every` epochs
+
+
+class _Adapter(BaseModel):
+    model_config = _FROZEN
     lora_r: PositiveInt = 8
     lora_alpha: Optional[PositiveInt] = None  # None: 2 x lora_r
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # None: the task's default for the model_type; a list matches module-name suffixes, a string is a regex
     lora_targets: Optional[Union[list[str], str]] = None
     # A peft-family mode's method and its peft config fields ({method: lora, use_dora: true, r: 8}), validated by
-    # peft's own config class when the suite is expanded (transferbench/peft_modes.py); set on a mode only
+    # peft's own config class when the suite is planned (transferbench/peft_modes.py); set on a mode only
     peft: Optional[dict[str, Any]] = None
     partial_blocks: PositiveInt = 2  # mode partial: how many of the model's last blocks train (with the head)
-    # Speed options of the HF loop (the optimisation is the same; numerics may differ in the last bits)
+
+
+class _Speed(BaseModel):
+    """Speed options of the HF loop: the optimisation is the same; numerics may differ in the last bits."""
+    model_config = _FROZEN
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     compile: bool = False  # torch.compile (accelerate's dynamo backend "inductor")
     channels_last: bool = False  # NHWC memory format for the model's 4-D weights and inputs (CNNs)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
     # A head-only mode (linear-probe) trains on the frozen backbone's features, computed once per example and
     # shared by the runs of a benchmark (runners/train/features.py); same subset, schedule and head init
     cached_features: bool = False
+
+
+class _Evaluation(BaseModel):
+    model_config = _FROZEN
+    eval_every: Positive = 1.0  # in epochs (0.5 = twice per epoch); the end of training always evaluates
     # Score on this many examples of the eval split (a fixed subset, the same for every run and seed) instead of
-    # all of it: cheaper, noisier evaluations (a default-suite trade-off; None = the whole split)
+    # all of it: cheaper, noisier evaluations (None = the whole split)
     eval_samples: Optional[PositiveInt] = None
-    early_stopping: Optional[EarlyStopping] = None  # on the HF loop; evaluations every `eval_every` epochs
-    # What a run writes besides its record, not what it measures: never dumped (exclude), so neither run_id nor
-    # the recorded config change with them, and turning a tracker on does not retrain a finished suite.
-    # Experiment trackers through accelerate's `log_with` (runners/train/trackers.py), one tracker run per run
+
+
+class _Output(BaseModel):
+    """What a run writes besides its record, not what it measures: never dumped (exclude), so neither run_id nor
+    the recorded config change with them, and turning a tracker on does not retrain a finished suite."""
+    model_config = _FROZEN
+    # experiment trackers through accelerate's `log_with` (runners/train/trackers.py), one tracker run per run
     report_to: Trackers = Field((), exclude=True)
     # "final": the trained weights, saved the model's own way under <results>/models/<run_id>
     save_models: Literal["none", "final"] = Field("none", exclude=True)
+
+
+class Hyper(_Output, _Evaluation, _Speed, _Adapter, _Schedule, _Optimizer):  # fields dumped in reverse: optimizer first
+    """Everything a training loop reads, grouped by concern; flat in a suite, a record and a run_id. Defaults here
+    are the suite's defaults."""
 
     def per_device_batch(self, num_processes: int) -> int:
         """batch_size is the effective batch: per-device x processes x grad_accum, so a run means the same
@@ -167,13 +192,14 @@ class Hyper(BaseModel):
         return per_device
 
     @model_serializer(mode="wrap")
-    def _omit_later_defaults(self, handler):
-        """Fields added after stores and shipped stage checkpoints existed are left out of the dump (hence of
-        run_id and the recorded config) while at their default, so every unchanged run keeps its identity."""
+    def _omit_defaults_of_later_fields(self, handler):
+        """Only the fields of the first schema are always dumped; any other field is left out of the dump (hence of
+        run_id and the recorded config) while at its default, so adding a field never changes an existing run's
+        identity, and stores and shipped stage checkpoints stay valid."""
         data = handler(self)
-        for name in LATER_FIELDS:
+        for name in set(data) - FIRST_FIELDS:
             if getattr(self, name) == Hyper.model_fields[name].default:
-                data.pop(name, None)
+                del data[name]
         if not self.searched:  # how a search would run does not change a run given its rate
             data.pop("lr_search", None)
         return data
@@ -184,8 +210,9 @@ class Hyper(BaseModel):
         return is_searched(self.lr)
 
 
-LATER_FIELDS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples",
-                "early_stopping", "max_grad_norm", "peft", "partial_blocks", "lr_search")
+FIRST_FIELDS = frozenset({"epochs", "max_steps", "max_seconds", "batch_size", "grad_accum", "lr", "weight_decay",
+                          "warmup_ratio", "scheduler", "eval_every", "mixed_precision", "lora_r", "lora_alpha",
+                          "lora_dropout", "lora_targets"})
 
 
 def _optional(model: type[BaseModel], name: str) -> type[BaseModel]:

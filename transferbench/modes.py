@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from . import peft_modes
-from .errors import UserError, did_you_mean
+from .errors import UserError, check_unique, did_you_mean
 from .lazy import lazy
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ MODES: dict[str, Mode] = {}
 
 
 def register_mode(mode: Mode) -> Mode:
+    check_unique("mode", mode.name, MODES, mode)
     MODES[mode.name] = mode
     return mode
 

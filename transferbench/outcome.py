@@ -1,8 +1,8 @@
-"""What a training loop returns: the contract between loops (runners/) and the result record (results.py).
+"""What a training loop returns: the contract between loops (runners/train/) and the result record (results.py).
 
 Every loop (the Accelerate loop, the Ultralytics adapter, a loop added later) fills a `TrainOutcome`;
-`Result.apply(outcome)` is the one place that turns it into record fields, so two loops can never fill the
-same field two ways.
+runners/orchestrate/record.build_record is the one place that turns it into record fields, so two loops can never
+fill the same field two ways.
 """
 from __future__ import annotations
 

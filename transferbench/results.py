@@ -13,9 +13,7 @@ from typing import Any, Optional
 
 from filelock import lock_descriptor, unlock_descriptor
 
-from .energy import Energy
 from .errors import UserError
-from .outcome import TrainOutcome
 
 # 2 added stop_reason, per_device_batch, grad_accum, oom_retries (with defaults: version-1 rows still load)
 # 3 added peak_flops, mfu, compile, channels_last, gradient_checkpointing (defaults: older rows still load)
@@ -109,41 +107,6 @@ class Result:
         """One JSON line; a non-finite number (a NaN metric) is written as null: the store holds valid JSON only."""
         return json.dumps(_finite_or_none(dataclasses.asdict(self)), sort_keys=False, default=str, allow_nan=False)
 
-    def apply(self, out: TrainOutcome) -> None:
-        """Fill the training fields from a loop's outcome: the one place they are set, whatever the loop."""
-        from . import convergence, flops
-
-        self.dataset = out.dataset or self.dataset
-        self.train_samples = out.train_samples
-        self.params_total, self.params_trainable = out.params_total, out.params_trainable
-        self.adapter_bytes = out.adapter_bytes
-        self.eval_samples = out.eval_samples
-        self.metrics = dict(out.metrics)
-        self.metric = out.metrics.get(self.metric_name)
-        values = [p["metric"] for p in out.curve]
-        self.best_metric = (max(values) if self.higher_is_better else min(values)) if values else None
-        self.curve, self.time_to_target_s = out.curve, out.time_to_target_s
-        self.train_seconds, self.eval_seconds, self.setup_seconds = out.train_seconds, out.eval_seconds, out.setup_seconds
-        self.samples_per_second = out.samples_seen / out.train_seconds if out.train_seconds else None
-        self.optimizer_steps, self.epochs_run, self.stop_reason = out.optimizer_steps, out.epochs_run, out.stop_reason
-        self.per_device_batch, self.grad_accum = out.per_device_batch, out.grad_accum
-        self.max_grad_norm = out.max_grad_norm
-        self.flops_estimate = out.flops
-        self.converged, self.convergence = convergence.judge(out.curve, out.losses, self.higher_is_better,
-                                                             out.stop_reason)
-        self.loss_curve = _thin(out.losses)
-        self.peak_flops = flops.peak_flops(self.device_name, self.mixed_precision)
-        self.mfu = flops.mfu(self.flops_estimate, self.train_seconds, self.peak_flops, self.device_count)
-        self.saved_model = out.saved_model
-        given = self.config.get("hyper", {}).get("lr")
-        self.lr = out.lr if out.lr is not None else (given if isinstance(given, (int, float)) else None)
-        self.lr_search = out.lr_search
-
-    def apply_energy(self, energy: Energy) -> None:
-        """The energy fields from a run's meter (transferbench/energy.py)."""
-        self.energy_kwh, self.co2_kg, self.grid_gco2_per_kwh = energy.kwh, energy.co2_kg, energy.grid_gco2_per_kwh
-        self.energy_source, self.energy_note = energy.source, energy.note
-
 
 def _finite_or_none(value):
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):  # numpy integers
@@ -156,15 +119,6 @@ def _finite_or_none(value):
     if isinstance(value, (list, tuple)):
         return [_finite_or_none(v) for v in value]
     return value
-
-
-def _thin(losses: list[float], points: int = 50) -> list[dict[str, float]]:
-    """The training-loss curve at most `points` long: the mean loss of each window of steps."""
-    if not losses:
-        return []
-    width = -(-len(losses) // points)
-    return [{"step": min(i + width, len(losses)), "loss": round(sum(w) / len(w), 5)}
-            for i in range(0, len(losses), width) for w in [losses[i:i + width]]]
 
 
 class Store:

@@ -3,7 +3,7 @@ hand-written Accelerate loop vs Hugging Face's `transformers.Trainer`, for the s
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python benchmarks/perf/harness_overhead.py [--repeats 5] [--cases ...]
 
-- transferbench: `runners.orchestrate.execute.execute(spec)`, the very call `run_suite` makes per run (fresh Accelerator,
+- transferbench: `runners.orchestrate.execute.execute(plan)`, the very call `run_suite` makes per run (fresh Accelerator,
   peak memory, scheduler, gradient clipping, NaN check, progress bar, FLOPs count, final evaluation);
 - hand loop: the same `hf_loop.setup` (data subset, model, mode), `accelerator.prepare`, then forward / backward /
   clip / step / scheduler step / zero_grad and nothing else: what a careful user writes by hand (fused AdamW,
@@ -42,8 +42,9 @@ import torch  # noqa: E402
 
 from transferbench import provenance  # noqa: E402
 from transferbench.config import parse_suite  # noqa: E402
-from transferbench.runners.orchestrate import execute, stages, suite as runner  # noqa: E402
-from transferbench.runners.train import hf_loop
+from transferbench.runners.orchestrate import execute, stages  # noqa: E402
+from transferbench.runners.orchestrate.plan import plan_runs  # noqa: E402
+from transferbench.runners.train import hf_loop  # noqa: E402
 from transferbench.tasks import get_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,8 +72,8 @@ def spec_for(case: str, batch_size: int):
     suite = parse_suite({"name": "perf", "defaults": {"seeds": [0], "batch_size": batch_size, "eval_every": 1000,
                                                       "eval_samples": 200, "max_steps": warmup + steps + 1},
                          "benchmarks": [bench]})
-    (spec,) = runner.expand_runs(suite)
-    return spec, warmup, steps
+    (plan,) = plan_runs(suite)
+    return plan, warmup, steps
 
 
 class Stamps:
@@ -106,8 +107,8 @@ class Stamps:
         return samples / (window[-1][clock] - window[0][clock])
 
 
-def harness(spec, stamps) -> None:
-    res = execute.execute(spec)
+def harness(plan, stamps) -> None:
+    res = execute.execute(plan)
     if res.status != "ok":
         raise SystemExit(f"harness run {res.status}: {res.error}")
 
@@ -119,7 +120,8 @@ def _schedule(spec, optimizer, total_steps: int):
                          num_training_steps=total_steps)
 
 
-def hand_loop(spec, stamps) -> None:
+def hand_loop(plan, stamps) -> None:
+    spec = plan.spec
     """The minimal Accelerate loop: what a careful user writes by hand (fused AdamW, warm-up schedule, clipping)."""
     task = get_task(spec.task)(spec.task_args)
     data, train_set, model = hf_loop.setup(spec, task, spec.model)
@@ -145,8 +147,9 @@ def hand_loop(spec, stamps) -> None:
                 break
 
 
-def trainer(spec, stamps) -> None:
-    """`transformers.Trainer` configured to the same work as the transferbench run of `spec`."""
+def trainer(plan, stamps) -> None:
+    """`transformers.Trainer` configured to the same work as the transferbench run of `plan`."""
+    spec = plan.spec
     import tempfile
 
     from transformers import Trainer, TrainingArguments
@@ -178,7 +181,8 @@ SIDES = {"transferbench": harness, "hand": hand_loop, "trainer": trainer}
 
 
 def measure(case: str, repeats: int, batch_size: int, sides: list[str]) -> dict:
-    spec, warmup, steps = spec_for(case, batch_size)
+    plan, warmup, steps = spec_for(case, batch_size)
+    spec = plan.spec
     stamps = Stamps(get_task(spec.task))
     rates = {side: [] for side in sides}
     cpu_rates = {side: [] for side in sides}
@@ -189,7 +193,7 @@ def measure(case: str, repeats: int, batch_size: int, sides: list[str]) -> dict:
         for side in (order if (i // len(sides)) % 2 == 0 else order[::-1]):
             stamps.times.clear()
             t0 = time.perf_counter()
-            SIDES[side](spec, stamps)
+            SIDES[side](plan, stamps)
             walls[side].append(time.perf_counter() - t0)
             rates[side].append(stamps.rate(warmup, steps))
             cpu_rates[side].append(stamps.rate(warmup, steps, clock=2))

@@ -12,8 +12,8 @@ warm-up over the first 10% of the steps then linear decay to 0, batch --batch-si
 a torch.Generator seeded with the seed; one evaluation on the whole test split (359 images) at the end.
 
 Sides:
- 1. transferbench: a suite built in Python (`config.parse_suite`, `suite.expand_runs`) with one linear-probe
-    benchmark, each run through `runners.orchestrate.execute.execute(spec)`, the call `transferbench run` makes per run.
+ 1. transferbench: a suite built in Python (`config.parse_suite`, `plan.plan_runs`) with one linear-probe
+    benchmark, each run through `runners.orchestrate.execute.execute(plan)`, the call `transferbench run` makes per run.
     `tasks/image_classification.py::_create_timm` builds the model with `timm.create_model(..., num_classes=10)`
     and then resets the new head with `model.reset_classifier(10)` (the fix).
  2. transferbench before the fix: the very same runs (same run specs) with
@@ -67,7 +67,8 @@ from timm.models.efficientnet import EfficientNet  # noqa: E402
 
 from transferbench import provenance  # noqa: E402
 from transferbench.config import parse_suite  # noqa: E402
-from transferbench.runners.orchestrate import execute, suite as runner  # noqa: E402
+from transferbench.runners.orchestrate import execute  # noqa: E402
+from transferbench.runners.orchestrate.plan import plan_runs  # noqa: E402
 from transferbench.runners.train import hf_loop
 from transferbench.tasks import get_task  # noqa: E402
 
@@ -92,7 +93,7 @@ def specs(args) -> list:
                         "modes": {"linear-probe": {"lr": args.lr, "cached_features": not args.full_forward}},
                         "train_samples": [args.train_samples]}],
     })
-    return runner.expand_runs(suite)
+    return plan_runs(suite)
 
 
 class InitStd:
@@ -123,12 +124,13 @@ class InitStd:
 
 def run_transferbench(runs, before_fix: bool) -> dict:
     acc, stds, heads, ids, secs = [], [], [], [], []
-    for spec in runs:
+    for plan in runs:
+        spec = plan.spec
         t0 = time.perf_counter()
         patch = mock.patch.object(EfficientNet, "reset_classifier", lambda self, *a, **k: None) if before_fix \
             else contextlib.nullcontext()
         with patch, InitStd() as init:
-            res = execute.execute(spec)
+            res = execute.execute(plan)
         if res.status != "ok":
             sys.exit(f"transferbench run seed {spec.seed} {res.status}: {res.error}")
         assert res.train_samples == spec.train_samples, (res.train_samples, spec.train_samples)
@@ -205,9 +207,10 @@ def run_plain(runs, args, reset: bool, cache: dict) -> dict:
     from transferbench.shipped_weights import efficientnet_lite0_file
 
     weights = efficientnet_lite0_file()
-    task = get_task("image-classification")(runs[0].task_args)
+    task = get_task("image-classification")(runs[0].spec.task_args)
     acc, stds, heads, secs = [], [], [], []
-    for spec in runs:
+    for plan in runs:
+        spec = plan.spec
         t0 = time.perf_counter()
         if spec.seed not in cache:  # the data and this seed's subset exactly as the loop gets them (model unused)
             data, train_set, _ = hf_loop.setup(spec, task, spec.model)

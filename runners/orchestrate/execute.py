@@ -1,9 +1,9 @@
-"""One run's execution: a fresh Accelerator, the task's loop (runners/train/loops.py), out-of-memory retries, and
-the record filled from the loop's outcome (Result.apply) and priced (DESIGN's cost model). Every failure
+"""One run's execution: a fresh Accelerator, the plan's loop (runners/train/loops.py), out-of-memory retries, and
+the record built from the plan, the loop's outcome and what was measured (record.build_record). Every failure
 becomes a `failed` or `diverged` record: the suite goes on."""
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import time
 import traceback
 from pathlib import Path
@@ -11,23 +11,21 @@ from typing import Optional
 
 import torch
 
-from transferbench import cost, provenance
+from transferbench import provenance
 from transferbench.config import RunSpec
 from transferbench.errors import UserError
 from transferbench.energy import EnergyMeter
 from transferbench.memory import PeakMemory
-from transferbench.outcome import Diverged
-from transferbench.results import SCHEMA_VERSION, Result
+from transferbench.outcome import Diverged, TrainOutcome
+from transferbench.results import Result
 from transferbench.tasks import get_task
 
 from ..train import trackers
 from ..train.loops import get_loop
+from .plan import RunPlan
+from .record import Measured, build_record
 
 COMPILE_BACKEND = "inductor"  # torch.compile's default backend (tests swap in "eager": no C++ build)
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def process_state():
@@ -58,80 +56,84 @@ def accelerator_for(spec: RunSpec, results_dir: Optional[Path] = None):
                        **trackers.accelerator_kwargs(spec, results_dir))  # report_to: log_with, project_dir
 
 
-def execute(spec: RunSpec, price_override: Optional[float] = None, model_ref: Optional[str] = None,
-            save_to: Optional[Path] = None, work_dir: Optional[Path] = None) -> Result:
-    """Train and evaluate one run.
+def execute(plan: RunPlan, model_ref: Optional[str] = None, save_to: Optional[Path] = None,
+            work_dir: Optional[Path] = None, env: Optional[dict] = None) -> Result:
+    """Train and evaluate one run; its record.
 
-    `model_ref` replaces spec.model where it names something resolved at run time (a stage's checkpoint);
+    `model_ref` replaces the plan's model where it names something resolved at run time (a stage's checkpoint);
     `save_to`: the main process saves the trained model there (a pretrain stage's output);
-    `work_dir`: scratch space for a loop that writes files (Ultralytics).
-    Out of memory in a loop that owns its batch split (the HF loop): retried up to spec.oom_retries times, each
-    at half the per-device batch with twice the gradient accumulation, so the effective batch and the
+    `work_dir`: scratch space for a loop that writes files (Ultralytics); `env`: provenance the executor adds.
+    Out of memory in a loop that owns its batch split (the HF loop): retried up to the policy's oom_retries times,
+    each at half the per-device batch with twice the gradient accumulation, so the effective batch and the
     optimisation stay the same; the record says so. The failed attempts' time counts in wall_seconds (and the
     cost), not in setup/train/eval seconds."""
-    wall0, started_at = time.perf_counter(), now()
-    attempt, retries = spec, 0
+    wall0 = time.perf_counter()
+    state = process_state()
+    device = state.device
+    measured = Measured(provenance.device_name(device), state.num_processes if device.type == "cuda" else 1,
+                        state.num_processes, {**provenance.env(), **(env or {})})
+    attempt, charged, outcome = plan.spec, 0.0, None
     while True:
-        res, oom, charged = _attempt(spec, attempt, model_ref, save_to, work_dir)
-        smaller = _halved(attempt) if oom and retries < spec.oom_retries else None
+        outcome, oom, charged = _attempt(plan, attempt, measured, model_ref, save_to, work_dir)
+        smaller = _halved(attempt) if oom and measured.oom_retries < plan.policy.oom_retries else None
         if smaller is None:
             break
-        retries, attempt = retries + 1, smaller
-    res.started_at, res.oom_retries = started_at, retries
-    if oom and spec.oom_retries:
-        res.error += (f" (still out of memory after {retries} retr{'y' if retries == 1 else 'ies'} at per-device "
-                      f"batch {res.per_device_batch})" if retries else
-                      f" (per-device batch {res.per_device_batch} cannot be halved: batch_size "
-                      f"{attempt.hyper.batch_size} / processes / grad_accum {attempt.hyper.grad_accum * 2} is not whole)")
-    return _finish(res, spec, time.perf_counter() - wall0 + charged, price_override)
+        measured.oom_retries, attempt = measured.oom_retries + 1, smaller
+    if oom and plan.policy.oom_retries:
+        retries, batch = measured.oom_retries, measured.planned_batch[0]
+        measured.error += (f" (still out of memory after {retries} retr{'y' if retries == 1 else 'ies'} at "
+                           f"per-device batch {batch})" if retries else
+                           f" (per-device batch {batch} cannot be halved: batch_size {attempt.hyper.batch_size} / "
+                           f"processes / grad_accum {attempt.hyper.grad_accum * 2} is not whole)")
+    measured.wall_seconds = time.perf_counter() - wall0 + charged
+    return build_record(plan, outcome, measured)
 
 
-def _attempt(spec: RunSpec, attempt: RunSpec, model_ref: Optional[str], save_to: Optional[Path],
-             work_dir: Optional[Path]) -> tuple[Result, bool, float]:
-    """One try of `spec` with `attempt`'s hyper-parameters: (its record, whether it ran out of memory, seconds
-    of shared work charged to it beyond its own wall time)."""
+def _attempt(plan: RunPlan, attempt: RunSpec, measured: Measured, model_ref: Optional[str],
+             save_to: Optional[Path], work_dir: Optional[Path]) -> tuple[Optional[TrainOutcome], bool, float]:
+    """One try of the plan with `attempt`'s hyper-parameters: (its outcome or None, whether it ran out of memory,
+    seconds of shared work charged to it beyond its own wall time). Failures go into `measured`."""
     wall0 = time.perf_counter()
-    charged = 0.0
     # the suite's results folder (work_dir is <results>/work/<run_id>): trackers and saved models go there
     results_dir = work_dir.parent.parent if work_dir is not None and work_dir.parent.name == "work" else None
     accelerator = accelerator_for(attempt, results_dir)
     device = accelerator.device
-    res = new_result(spec, accelerator)
-    task_cls = get_task(attempt.task)
-    loop = get_loop(task_cls.loop)
-    oom = False
-    energy = EnergyMeter(device, res.device_count)  # two counter reads: before and after the run
+    loop = get_loop(plan.loop)
+    outcome, oom, charged = None, False, 0.0
+    energy = EnergyMeter(device, measured.device_count)  # two counter reads: before and after the run
+    measured.status, measured.error = "ok", None
     try:
         if loop.splits_batch:  # as planned (an out-of-memory error names it); the outcome says what trained
-            res.grad_accum = attempt.hyper.grad_accum
-            res.per_device_batch = attempt.hyper.per_device_batch(accelerator.num_processes)
-        saving = {"model_dir": results_dir / "models" / spec.run_id} \
+            measured.planned_batch = (attempt.hyper.per_device_batch(accelerator.num_processes),
+                                      attempt.hyper.grad_accum)
+        saving = {"model_dir": results_dir / "models" / plan.run_id} \
             if results_dir is not None and attempt.hyper.save_models == "final" else {}
+        this = dataclasses.replace(plan, spec=attempt)
         with PeakMemory(device) as mem, energy:
-            before = time.perf_counter() - wall0  # the accelerator and the record's provenance
-            out = loop.run(attempt, task_cls(attempt.task_args), model_ref or attempt.model, accelerator, save_to,
-                           work_dir, **saving)
-        out.setup_seconds += before
-        charged = out.charged_seconds
-        res.apply(out)
-        res.peak_memory_bytes, res.peak_memory_kind = mem.peak, mem.kind
+            before = time.perf_counter() - wall0  # the accelerator
+            outcome = loop.run(this, get_task(attempt.task)(attempt.task_args), model_ref or attempt.model,
+                               accelerator, save_to, work_dir, **saving)
+        outcome.setup_seconds += before
+        charged = outcome.charged_seconds
+        measured.peak_memory = (mem.peak, mem.kind)
     except Diverged as err:
-        res.status, res.error = "diverged", str(err)
+        measured.status, measured.error = "diverged", str(err)
     except Exception as err:  # noqa: BLE001 - any failure is recorded and the suite goes on
-        res.status = "failed"
-        res.error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        measured.status = "failed"
+        measured.error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         oom = loop.splits_batch and out_of_memory(err)
         if not isinstance(err, UserError):
-            res.env["traceback"] = traceback.format_exc()[-4000:]
+            measured.env["traceback"] = traceback.format_exc()[-4000:]
     finally:
-        res.apply_energy(energy.result())
-        out = None
+        measured.energy = energy.result()
         if oom or device.type != "cpu":  # free the model, optimizer and loaders before the retry/next run
             from accelerate.utils.memory import clear_device_cache
 
             accelerator.free_memory()
             clear_device_cache(garbage_collection=True)  # a full gc costs ~0.5 s: not after every CPU run
-    return res, oom, charged
+    if measured.status != "ok":
+        outcome = None
+    return outcome, oom, charged
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -151,34 +153,9 @@ def _halved(spec: RunSpec) -> Optional[RunSpec]:
     return spec.model_copy(update={"hyper": hyper})
 
 
-def new_result(spec: RunSpec, accelerator) -> Result:
-    """A run's record before training: identity, hardware, precision and provenance."""
-    task_cls, device = get_task(spec.task), accelerator.device
-    return Result(
-        schema_version=SCHEMA_VERSION, run_id=spec.run_id, suite=spec.suite, task=spec.task,
-        dataset=spec.dataset.source, model=spec.model, mode=spec.mode, seed=spec.seed, train_samples=None,
-        metric_name=task_cls.metric_name, higher_is_better=task_cls.higher_is_better,
-        target=spec.target.value if spec.target else None, device_name=provenance.device_name(device),
-        device_count=accelerator.num_processes if device.type == "cuda" else 1,
-        num_processes=accelerator.num_processes, mixed_precision=spec.hyper.mixed_precision, started_at=now(),
-        compile=spec.hyper.compile, channels_last=spec.hyper.channels_last,
-        gradient_checkpointing=spec.hyper.gradient_checkpointing,
-        config=spec.model_dump(mode="json"), env=provenance.env(),
-    )
-
-
-def _finish(res: Result, spec: RunSpec, wall_seconds: float, price_override: Optional[float]) -> Result:
-    """Wall time and what it costs (DESIGN's cost model)."""
-    res.wall_seconds = wall_seconds
-    res.device_hours = cost.device_hours(wall_seconds, res.device_count)
-    price = cost.lookup(res.device_name, price_override if price_override is not None else spec.price_per_device_hour)
-    res.price_per_device_hour, res.price_date = price.per_device_hour, price.date
-    res.cost_usd = cost.cost_usd(res.device_hours, price)
-    res.finished_at = now()
-    return res
-
-
-def failed_result(spec: RunSpec, error: str, price_override: Optional[float] = None) -> Result:
-    res = new_result(spec, accelerator_for(spec))
-    res.status, res.error = "failed", error
-    return _finish(res, spec, 0.0, price_override)
+def failed_result(plan: RunPlan, error: str, env: Optional[dict] = None) -> Result:
+    """The record of a run that could not start (its stage failed, its worker died)."""
+    state = process_state()
+    measured = Measured(provenance.device_name(state.device), 1, state.num_processes,
+                        {**provenance.env(), **(env or {})}, status="failed", error=error)
+    return build_record(plan, None, measured)

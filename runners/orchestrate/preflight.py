@@ -9,45 +9,44 @@ import importlib
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 from transferbench import checkpoints, sources
-from transferbench.config import RunSpec
 from transferbench.errors import UserError
 from transferbench.tasks import get_task
 
+from ..train.loops import get_loop
+from .plan import RunPlan
 
-def preflight(runs: list[RunSpec], rebuild_stages: bool = False, num_processes: Optional[int] = None) -> None:
-    """Fail fast, before any training, on bad input: unknown task, bad task_args, unloadable dataset or model,
-    a model of the wrong kind, a missing column, a budget larger than the data, a target on a metric the task
-    does not compute. A run on a pretrain stage is checked with the stage's starting model (same
+
+def preflight(plans: list[RunPlan], rebuild_stages: bool = False, num_processes: int = 1,
+              dry_run: bool = False) -> None:
+    """Fail fast, before any training, on bad input: bad task_args, unloadable dataset or model, a model of the
+    wrong kind, a missing column, a budget larger than the data, a target on a metric the task does not compute,
+    what the run's loop cannot train. A run on a pretrain stage is checked with the stage's starting model (same
     architecture and preprocessing); the stage itself is checked like a run when it will train (a cached or
     shipped stage will not: loading its large source set would only cost time).
 
-    num_processes None: a dry run, which imports no torch. The loops' checks get None (the hf loop then counts the
-    launcher's processes and builds no model to check a mode's fit: the real run's preflight does), and the data are
-    checked by Task.check_data instead of loaded (a real run loads them here, so its runs find them prepared)."""
-    from ..train.loops import get_loop
+    A dry run imports no torch: the loops' checks are told so (the hf loop then builds no model to check a mode's
+    fit: the real run's preflight does), and the data are checked by Task.check_data instead of loaded (a real run
+    loads them here, so its runs find them prepared)."""
     from .stages import usable_stage
 
-    dry = num_processes is None
-
     seen = set()
-    stages = [r.stage for r in runs if r.stage and (rebuild_stages or not usable_stage(r.stage))]
-    for spec in stages + runs:
-        model = spec.stage.model if spec.stage else spec.model
+    stages = [p.stage for p in plans if p.stage and (rebuild_stages or not usable_stage(p.stage.spec))]
+    for plan in stages + plans:
+        spec = plan.spec
+        model = spec.model_source
         task = get_task(spec.task)(spec.task_args)
         where = (f"pretrain stage '{spec.stage_name}'" if spec.stage_name else f"{spec.task} on {spec.dataset.source}"
                  f" with {model} ({spec.mode})")
-        _about(where, get_loop(task.loop).check, spec, num_processes)
-        _about(where, task.check_run, spec)
-        key = (spec.task, spec.dataset.model_dump_json(), model, str(spec.task_args), spec.budget_key)
+        _about(where, get_loop(plan.loop).check, spec, num_processes, dry_run)
+        key = (spec.task, spec.dataset.model_dump_json(), model, str(spec.task_args), spec.budget)
         if key in seen:
             continue
         seen.add(key)
         check_checkpoint(model)  # a truncated weights/config file is named before anything tries to load it
-        task.check_model(model)  # the model and the data must load (a foreign loop's task checks its own)
-        available = (task.check_data(spec.dataset, model) if dry else len(task.load_data(spec.dataset, model).train))
+        task.check_model(model)  # the model and the data must load (a model another loop builds: its loop's check)
+        available = task.check_data(spec.dataset, model) if dry_run else len(task.load_data(spec.dataset, model).train)
         if spec.hyper.early_stopping:  # the validation carve leaves the rest for the budgets
             available = len(_about(where, sources.validation_split, available,
                                    spec.hyper.early_stopping.validation_samples)[1])
@@ -57,7 +56,7 @@ def preflight(runs: list[RunSpec], rebuild_stages: bool = False, num_processes: 
                             f"(it computes {', '.join(task.metric_names)})")
 
 
-def warm_up(runs: list[RunSpec]) -> None:
+def warm_up(plans: list[RunPlan]) -> None:
     """Pay the one-time costs of the pending runs before the first one starts its clock, so they land in the
     suite's own timing, never in a run's setup/train/eval seconds or cost (the first run is scratch seed 0:
     it would look costlier than its seeds 1-2): each loop's and mode's lazy imports, and once per (task,
@@ -65,12 +64,10 @@ def warm_up(runs: list[RunSpec]) -> None:
     nothing: the run itself then reports the error."""
     from transferbench.modes import get_mode
 
-    from ..train.loops import get_loop
-
     done = set()  # what has been warmed: ("mode", name) and (task, task_args, model)
-    for spec in runs:
-        model = spec.stage.model if spec.stage else spec.model  # a stage's output has its starting architecture
-        for key in (("mode", spec.mode), (spec.task, str(spec.task_args), model)):
+    for plan in plans:
+        spec = plan.spec
+        for key in (("mode", spec.mode), (spec.task, str(spec.task_args), spec.model_source)):
             if key in done:
                 continue
             done.add(key)
@@ -79,9 +76,8 @@ def warm_up(runs: list[RunSpec]) -> None:
                     for module in get_mode(spec.mode, spec.hyper).imports:
                         importlib.import_module(module)
                 else:
-                    task = get_task(spec.task)(spec.task_args)
-                    get_loop(task.loop).warm_up()
-                    task.warm_up(model)
+                    get_loop(plan.loop).warm_up()
+                    get_task(spec.task)(spec.task_args).warm_up(spec.model_source)
             except Exception:  # noqa: BLE001, S112 - the run reports it, with its own context
                 continue
 
@@ -95,7 +91,7 @@ def check_checkpoint(model: str) -> None:
         raise UserError(f"model {model}: corrupt checkpoint file {problem}; save or download it again")
 
 
-def check_writable(results_dir: Path, runs: list[RunSpec], keep: bool = True) -> None:
+def check_writable(results_dir: Path, plans: list[RunPlan], keep: bool = True) -> None:
     """Prove, before anything trains, that every folder a run writes to takes a file (create + fsync + remove a
     probe), that the store can be appended to, and that the names the runs will create fit the filesystem. With
     keep=False the folders this check had to create are removed again (a refused or dry run leaves nothing
@@ -108,9 +104,9 @@ def check_writable(results_dir: Path, runs: list[RunSpec], keep: bool = True) ->
                         f"it or point it at a file")
     if store.exists() and not store.is_file():
         raise UserError(f"results store {store} is not a file; give --results-dir a folder of your own")
-    folders = {results_dir: [f"{r.run_id}.claim" for r in runs[:1]] + ["suite_timing.jsonl"],
-               results_dir / "work": [r.run_id for r in runs[:1]]}
-    for stage in {r.stage.stage_name: r.stage for r in runs if r.stage}.values():
+    folders = {results_dir: [f"{p.run_id}.claim" for p in plans[:1]] + ["suite_timing.jsonl"],
+               results_dir / "work": [p.run_id for p in plans[:1]]}
+    for stage in {p.spec.stage.stage_name: p.spec.stage for p in plans if p.stage}.values():
         name = f"{stage.stage_name}-{stage.run_id}.v{time.time_ns()}.work.claim"  # the longest a stage creates
         folders.setdefault(cache_dir() / "stages", []).append(name)
     for folder, names in folders.items():
@@ -131,20 +127,13 @@ def _probe(folder: Path, names: list[str], keep: bool) -> None:
     try:
         if folder.exists() and not folder.is_dir():
             raise UserError(f"{folder} is a file, not a folder; give --results-dir a folder of your own")
-        folder.mkdir(parents=True, exist_ok=True)
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-        long = [n for n in names if len(os.fsencode(n)) > limit]
-        if long:
-            raise UserError(f"{folder}: the filesystem cannot hold the name '{long[0]}' ({len(os.fsencode(long[0]))} "
-                            f"bytes > {limit}); use a shorter suite or stage name")
-        probe = folder / f".write-probe-{os.getpid()}"
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, b"probe\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            probe.unlink(missing_ok=True)
+        for attempt in range(3):  # a concurrent invocation's probe may remove a folder it created meanwhile
+            try:
+                _write_probe(folder, names)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
     except OSError as err:
         what = ("the filesystem cannot hold this name" if err.errno == errno.ENAMETOOLONG else
                 f"it is not writable ({err.strerror})")
@@ -154,6 +143,23 @@ def _probe(folder: Path, names: list[str], keep: bool) -> None:
             for c in created:
                 with contextlib.suppress(OSError):
                     c.rmdir()
+
+
+def _write_probe(folder: Path, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    limit = os.pathconf(folder, "PC_NAME_MAX")
+    long = [n for n in names if len(os.fsencode(n)) > limit]
+    if long:
+        raise UserError(f"{folder}: the filesystem cannot hold the name '{long[0]}' ({len(os.fsencode(long[0]))} "
+                        f"bytes > {limit}); use a shorter suite or stage name")
+    probe = folder / f".write-probe-{os.getpid()}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, b"probe\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
 
 
 def _about(where: str, check, *args):

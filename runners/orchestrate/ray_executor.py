@@ -17,11 +17,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional, Sequence
 
-from transferbench.config import RunSpec
 from transferbench.errors import UserError
+
+from ..signals import check_stop
+from .executor import Executor, train_one
 
 RETRIES = 1  # Ray re-executes a task once when its worker process dies; a second death is a failed row
 # What a worker needs from the driver's environment on a cluster (a local instance inherits it anyway).
@@ -133,22 +136,17 @@ def resources(ray, options: RayOptions) -> dict:
 _warmed: set = set()
 
 
-def _prepare(imports: tuple[str, ...], trust_remote_code: bool, spec: RunSpec) -> None:
-    """Once per worker process: the suite's task modules, its trust setting, and the runs' one-time imports (so
-    they land outside the run's timed fields, as in the local executor)."""
-    import importlib
-
-    from transferbench import models
-
+def _prepare(imports: tuple[str, ...], trust: tuple[str, ...], plan) -> None:
+    """Once per worker process: the suite's task modules and trust list, and the runs' one-time imports (so they
+    land outside the run's timed fields, as in the local executor)."""
+    from .plan import prepare
     from .preflight import warm_up
 
-    for module in imports:
-        importlib.import_module(module)
-    models.trust_remote_code(trust_remote_code)
-    key = (spec.task, str(spec.task_args), spec.mode, spec.model)
+    prepare(imports, trust)
+    key = (plan.spec.task, str(plan.spec.task_args), plan.spec.mode, plan.spec.model)
     if key not in _warmed:
         _warmed.add(key)
-        warm_up([spec])
+        warm_up([plan])
 
 
 def _where(ray) -> dict:
@@ -158,91 +156,94 @@ def _where(ray) -> dict:
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
 
-def train_stage(stage: RunSpec, rebuild: bool, price: Optional[float], imports: tuple, trust: bool):
+def train_stage(stage, rebuild: bool, imports: tuple, trust: tuple):
     """A pretrain stage's checkpoint folder, or the StageFailed that its runs then report."""
     from .stages import StageFailed, ensure_stage
 
     _prepare(imports, trust, stage)
     try:
-        return ensure_stage(stage, rebuild, price)
+        return ensure_stage(stage, rebuild)
     except StageFailed as err:
         return err
 
 
-def train_run(spec: RunSpec, stage, price: Optional[float], work_dir: str, imports: tuple, trust: bool):
+def train_run(plan, stage, work_dir: str, imports: tuple, trust: tuple):
     """One run on a worker: the same execute() as the local executor; returns its record."""
     import ray
 
-    from .execute import execute, failed_result
-    from .stages import StageFailed
-
-    _prepare(imports, trust, spec)
-    if isinstance(stage, StageFailed):
-        res = failed_result(spec, str(stage), price)
-    else:
-        res = execute(spec, price, model_ref=stage, work_dir=Path(work_dir))
-    res.env["executor"] = _where(ray)
-    return res
+    _prepare(imports, trust, plan)
+    return train_one(plan, stage, Path(work_dir), env={"executor": _where(ray)})
 
 
 # --- driver side -------------------------------------------------------------------------------------------
 
-def run_pending(ray, options: RayOptions, queue: list[tuple[int, RunSpec]], claim: Callable, finish: Callable,
-                failed: Callable, results_dir: Path, price: Optional[float], rebuild_stages: bool,
-                imports: tuple, trust: bool, log, check_stop: Callable) -> None:
-    """Submit every run of `queue` that this invocation can claim, then record each as it finishes.
-    `claim(i, spec)` -> (verdict, claim) as in the local executor; `finish(i, spec, result)` appends and logs;
-    `failed(spec, error)` builds a failed record."""
-    need = resources(ray, options)
-    stage_task = ray.remote(train_stage).options(**need)
-    run_task = ray.remote(train_run).options(**need)
-    stages, running = {}, {}  # stage name -> ObjectRef; run ObjectRef -> (i, spec, claim)
-    try:
-        for i, spec in queue:
+class RayExecutor(Executor):
+    """One Ray task per run (and per pretrain stage, which its runs wait for); the driver records."""
+
+    name, where = "ray", "Ray"
+
+    def __init__(self, options: RayOptions, results_dir: Path, rebuild_stages: bool, imports: Sequence[str],
+                 trust: Sequence[str], log=print) -> None:
+        super().__init__()
+        self.options, self.results_dir, self.rebuild_stages = options, results_dir, rebuild_stages
+        self.imports, self.trust, self.log = tuple(imports), tuple(trust), log
+        self.ray = self.started = None
+        self.stages: dict[str, object] = {}  # stage name -> ObjectRef
+        self.running: dict[object, object] = {}  # run ObjectRef -> plan
+
+    def start(self, plans) -> None:
+        from .execute import process_state
+
+        if process_state().num_processes > 1:
+            raise UserError("--executor ray schedules whole runs on Ray's devices; start it with `transferbench "
+                            "run`, not under `accelerate launch` with several processes")
+        t0 = time.perf_counter()
+        self.ray, self.started = connect(self.options)  # workers warm up themselves, outside their runs' clocks
+        self.need = resources(self.ray, self.options)
+        self.stage_task = self.ray.remote(train_stage).options(**self.need)
+        self.run_task = self.ray.remote(train_run).options(**self.need)
+        self.times = {"ray_start_seconds": time.perf_counter() - t0, "stages_seconds": 0.0}  # stages: Ray tasks
+        cluster = self.ray.cluster_resources()
+        self.log(f"ray: {self.need['num_gpus']:g} GPU / {self.need['num_cpus']:g} CPU per run, on "
+                 f"{cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs")
+
+    def submit(self, plan) -> None:
+        stage = None
+        if plan.stage is not None:
+            name = plan.stage.spec.stage_name
+            if name not in self.stages:
+                self.stages[name] = self.stage_task.remote(plan.stage, self.rebuild_stages, self.imports, self.trust)
+            stage = self.stages[name]
+        work = str((self.results_dir / "work" / plan.run_id).resolve())
+        self.running[self.run_task.remote(plan, stage, work, self.imports, self.trust)] = plan
+
+    def finished(self, wait: bool):
+        from .execute import failed_result
+
+        while self.running:
+            done, _ = self.ray.wait(list(self.running), num_returns=1, timeout=0.5 if wait else 0)
             check_stop()
-            verdict, held = claim(i, spec)
-            if verdict != "run":
-                continue
-            stage = None
-            if spec.stage is not None:
-                name = spec.stage.stage_name
-                if name not in stages:
-                    stages[name] = stage_task.remote(spec.stage, rebuild_stages, price, imports, trust)
-                stage = stages[name]
-            ref = run_task.remote(spec, stage, price, str((results_dir / "work" / spec.run_id).resolve()),
-                                  imports, trust)
-            running[ref] = (i, spec, held)
-        log(f"ray: {len(running)} run(s) submitted, {need['num_gpus']:g} GPU / {need['num_cpus']:g} CPU each, "
-            f"on {ray.cluster_resources().get('CPU', 0):g} CPUs and {ray.cluster_resources().get('GPU', 0):g} GPUs")
-        while running:
-            done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-            check_stop()
+            if not done and not wait:
+                return
             for ref in done:
-                i, spec, held = running.pop(ref)
+                plan = self.running.pop(ref)
                 try:
-                    res = ray.get(ref)
-                except ray.exceptions.RayError as err:  # the worker died twice, or its node was lost
-                    res = failed(spec, f"ray worker died: {type(err).__name__}: {_cause(err)}")
-                try:
-                    finish(i, spec, res)
-                finally:
-                    if held is not None:
-                        held.release()
-    finally:  # Ctrl-C, or a failure in the driver: nothing keeps training for a driver that stopped listening
-        for ref, (_, _, held) in running.items():
-            ray.cancel(ref, force=True)
-            if held is not None:
-                held.release()
-        for ref in stages.values():
-            ray.cancel(ref, force=True)
+                    res = self.ray.get(ref)
+                except self.ray.exceptions.RayError as err:  # the worker died twice, or its node was lost
+                    res = failed_result(plan, f"ray worker died: {type(err).__name__}: {_cause(err)}")
+                yield plan, res
+
+    def cancel(self) -> None:
+        """Nothing keeps training for a driver that stopped listening."""
+        for ref in [*self.running, *self.stages.values()]:
+            self.ray.cancel(ref, force=True)
+        self.running.clear()
+
+    def close(self) -> None:
+        if self.started:  # a cluster joined with --address keeps running
+            self.ray.shutdown()
 
 
 def _cause(err) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return (lines[0] if lines else "no message")[:300]
-
-
-def shutdown(ray, started: bool) -> None:
-    """Stop the local instance this driver started (a cluster joined with --address keeps running)."""
-    if started:
-        ray.shutdown()

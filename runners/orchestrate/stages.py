@@ -1,4 +1,5 @@
-"""Pretrain stages: a run whose saved checkpoint other runs use as their model (`model: pretrain:NAME`).
+"""Pretrain stages: a run whose saved checkpoint other runs use as their model (`model: pretrain:NAME`). Found by
+the stage's spec (its identity), trained from its plan.
 
 A stage's checkpoint is keyed by its resolved spec (run_id): found in the cache, or shipped as package data
 (transferbench/stages/, made by `transferbench stages --ship`), or trained once and cached.
@@ -73,7 +74,7 @@ def usable_stage(stage: RunSpec, log=print) -> Optional[Path]:
     return None
 
 
-def ensure_stage(stage: RunSpec, rebuild: bool = False, price_override: Optional[float] = None, log=print) -> str:
+def ensure_stage(plan, rebuild: bool = False, log=print) -> str:
     """The checkpoint folder of a pretrain stage, training it first when it is neither in the cache nor
     shipped (or when `rebuild`, or when the cached one is corrupt).
 
@@ -82,6 +83,7 @@ def ensure_stage(stage: RunSpec, rebuild: bool = False, price_override: Optional
     (`NAME-ID.vTIME`), is loaded back once, and only then becomes the stage by replacing the `NAME-ID` symlink
     in one rename. The folder returned is the resolved version, which is never deleted: runs that are using an
     older version (a `--rebuild` by another invocation) keep reading it."""
+    stage = plan.spec
     path = stage_dir(stage)
     ready = None if rebuild else usable_stage(stage, log)
     if ready is not None:
@@ -103,17 +105,18 @@ def ensure_stage(stage: RunSpec, rebuild: bool = False, price_override: Optional
             if ready is not None:
                 log(f"pretrain stage {stage.stage_name}: reusing the checkpoint another invocation built")
                 return str(ready.resolve())
-        return _build(stage, path, price_override, log)
+        return _build(plan, path, log)
     finally:
         if claim is not None:
             claim.release()
 
 
-def _build(stage: RunSpec, path: Path, price_override: Optional[float], log) -> str:
+def _build(plan, path: Path, log) -> str:
+    stage = plan.spec
     version = path.parent / f"{path.name}.v{time.time_ns()}"
     log(f"pretrain stage {stage.stage_name}: training {stage.model} on {stage.dataset.source} -> {path}")
     try:
-        res = execute(stage, price_override, save_to=version, work_dir=path.parent / f"{path.name}.work")
+        res = execute(plan, save_to=version, work_dir=path.parent / f"{path.name}.work")
     except BaseException:  # Ctrl-C/SIGTERM: no half-built version folder is left behind
         shutil.rmtree(version, ignore_errors=True)
         raise

@@ -1,5 +1,5 @@
-"""Learning curves fitted: a saturating power law per (task, dataset, model, mode), metric(n) = a − b·n^(−c), by least
-squares on every seed's point, with bootstrap intervals over seeds and a cost-per-run line; each curve is fitted
+"""Learning curves fitted: a saturating power law per (task, dataset, model, mode), metric(n) = a − b·n^(−c), by
+least squares on every seed's point, with bootstrap intervals over seeds and a cost-per-run line; each curve is fitted
 once per process. Pure computation: the planner (planner.py) and the report's plots use it."""
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Optional
 
 import numpy as np
 
-CURVE_KEY = ("task", "dataset", "model", "mode")
+from .cells import BENCHMARK_KEY, budget_of, run_key
+
+CURVE_KEY = BENCHMARK_KEY + ("mode",)  # a cell's key without its budget
 MIN_BUDGETS = 3  # three parameters: fewer distinct budgets cannot pin a, b and c
 R2_MIN = 0.8  # below this on the cell means a fit is "poor fit": its predictions are shown, not trusted
 BOOTSTRAP = 200
@@ -159,11 +161,11 @@ def fit_curve(key: tuple, rows: list[dict]) -> CurveFit:
     first = rows[0]
     points: dict[int, list[float]] = defaultdict(list)
     for r in rows:
-        points[int(r["train_samples"])].append(float(r["metric"]))
+        points[int(budget_of(r))].append(float(r["metric"]))
     points = dict(sorted(points.items()))
     fit = CurveFit(key, first.get("metric_name") or "metric", bool(first.get("higher_is_better", True)), points,
-                   "not fitted", "", cost=cost_line([(r["train_samples"], r.get("cost_usd")) for r in rows]),
-                   hours=cost_line([(r["train_samples"], r.get("device_hours")) for r in rows]))
+                   "not fitted", "", cost=cost_line([(budget_of(r), r.get("cost_usd")) for r in rows]),
+                   hours=cost_line([(budget_of(r), r.get("device_hours")) for r in rows]))
     if len(points) < MIN_BUDGETS:
         fit.reason = f"{len(points)} budget{'s' * (len(points) != 1)}; a fit needs at least {MIN_BUDGETS}"
         return fit
@@ -214,15 +216,15 @@ def fit_curve(key: tuple, rows: list[dict]) -> CurveFit:
 
 def usable(records: list[dict]) -> list[dict]:
     """ok runs with a finite metric and a resolved budget."""
-    return [r for r in records if r.get("status") == "ok" and r.get("train_samples") is not None
-            and isinstance(r.get("metric"), (int, float)) and math.isfinite(r["metric"]) and r["train_samples"] > 0]
+    return [r for r in records if r.get("status") == "ok" and (budget_of(r) or 0) > 0
+            and isinstance(r.get("metric"), (int, float)) and math.isfinite(r["metric"])]
 
 
 def by_curve(records: list[dict]) -> dict[tuple, list[dict]]:
     """The usable records per (task, dataset, model, mode), in a stable order."""
     groups: dict[tuple, list] = defaultdict(list)
     for r in usable(records):
-        groups[tuple(r.get(k) for k in CURVE_KEY)].append(r)
+        groups[run_key(r, CURVE_KEY)].append(r)
     return dict(sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))))
 
 
@@ -233,7 +235,7 @@ def fit_curves(records: list[dict]) -> dict[tuple, CurveFit]:
     """Every curve of the records, fitted or with the reason it is not: (task, dataset, model, mode) -> CurveFit."""
     out = {}
     for key, rows in by_curve(records).items():
-        data = (key, tuple((r["train_samples"], r["metric"], r.get("cost_usd"), r.get("device_hours"),
+        data = (key, tuple((budget_of(r), r["metric"], r.get("cost_usd"), r.get("device_hours"),
                             r.get("metric_name"), r.get("higher_is_better")) for r in rows))
         if data not in _FITS:
             _FITS[data] = fit_curve(key, rows)

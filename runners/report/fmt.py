@@ -98,6 +98,15 @@ def count(n: Optional[int]) -> str:
     return NONE if n is None else f"{n:,}"
 
 
+def examples(n: Optional[float]) -> str:
+    """A predicted number of examples, '2,900': two significant digits past 1,000 (a prediction is not more precise
+    than that)."""
+    if n is None:
+        return NONE
+    n = float(n)
+    return f"{round(n, -max(0, len(str(int(n))) - 2)):,.0f}"
+
+
 def improving(cell: dict) -> str:
     """The table's marker: 'still improving k/n' (k runs had not stopped improving when they ended), or ''."""
     return f"still improving {cell['still_improving']}/{cell['n']}" if cell.get("still_improving") else ""

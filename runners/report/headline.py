@@ -10,7 +10,8 @@ from collections import defaultdict
 from typing import Optional
 
 from . import fmt, planner
-from .planner_report import examples
+from .cells import BENCHMARK_KEY, cell_key
+from .curves import MIN_BUDGETS, CurveFit
 from .stats import best, significant, welch_interval
 
 MAX_FACTOR = 4.0  # planner.plan's default: no prediction further than this past the largest budget measured
@@ -83,10 +84,10 @@ def _vs_scratch(by_budget: dict[int, list[dict]], named: bool) -> list[Part]:
     return parts
 
 
-def _predicted(fits: dict[str, planner.CurveFit]) -> tuple[Optional[dict], str]:
+def _predicted(fits: dict[str, CurveFit]) -> tuple[Optional[dict], str]:
     """The planner's crossover when its fits are usable (scratch's and the best transfer mode's status ok), else
     (None, why not)."""
-    if "scratch" not in fits or len(fits["scratch"].points) < planner.MIN_BUDGETS:
+    if "scratch" not in fits or len(fits["scratch"].points) < MIN_BUDGETS:
         return None, ""  # too few budgets: no prediction, and nothing to say about it
     pred = planner.crossover(fits, MAX_FACTOR)
     involved = ["scratch"] + ([pred["best_mode"]] if pred.get("best_mode") else [])
@@ -97,7 +98,7 @@ def _predicted(fits: dict[str, planner.CurveFit]) -> tuple[Optional[dict], str]:
     return pred, ""
 
 
-def _crossover(measured: dict, fits: dict[str, planner.CurveFit], single: bool) -> tuple[list[Part], Optional[dict]]:
+def _crossover(measured: dict, fits: dict[str, CurveFit], single: bool) -> tuple[list[Part], Optional[dict]]:
     if not measured["budgets"]:
         return [("no budget has both scratch and a transfer mode to compare", False)], None
     where = "" if single else " at any budget run"
@@ -117,7 +118,7 @@ def _crossover(measured: dict, fits: dict[str, planner.CurveFit], single: bool) 
                  + (f" (no crossover prediction: {why})" if why else ""), False)], None
     if pred["crossover_budget"] is None:
         return [(f"scratch not within one std of the best transfer mode{where}, and no crossover predicted below "
-                 f"{examples(pred['limit'])} examples (fitted curves, {pred['limit'] / largest:.1f}× the "
+                 f"{fmt.examples(pred['limit'])} examples (fitted curves, {pred['limit'] / largest:.1f}× the "
                  "largest budget run)", False)], None
     n = pred["crossover_budget"]
     if n <= largest:  # the fit places it among the budgets run, where the measurement says otherwise: trust that
@@ -125,7 +126,7 @@ def _crossover(measured: dict, fits: dict[str, planner.CurveFit], single: bool) 
     claim = dict(n=n, mode=pred["best_mode"], factor=n / largest, largest_measured=largest, std=pred["std"])
     # one seed per budget: no std to come within, so the prediction is of scratch reaching the mode itself
     near = "come within one std of" if fits[pred["best_mode"]].seed_std else "reach"
-    return [(f"scratch predicted to {near} {pred['best_mode']} at ~{examples(n)} examples "
+    return [(f"scratch predicted to {near} {pred['best_mode']} at ~{fmt.examples(n)} examples "
              f"(fitted curves, {n / largest:.1f}× the largest budget run)", False)], claim
 
 
@@ -176,13 +177,13 @@ def lines(cells: list[dict], verdicts: list[dict], crossovers: list[dict], fits:
     text (plain), markdown, provisional, predicted_crossover ({n, mode, factor, ...} or None), budgets}."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for c in cells:
-        groups[(c["task"], c["dataset"], c["model"])].append(c)
+        groups[cell_key(c, BENCHMARK_KEY)].append(c)
     tasks = defaultdict(set)
     for task, dataset, _ in groups:
         tasks[dataset].add(task)
     out = []
     for key, group in groups.items():
-        mine = lambda v: (v["task"], v["dataset"], v["model"]) == key  # noqa: E731
+        mine = lambda v: cell_key(v, BENCHMARK_KEY) == key  # noqa: E731
         by_mode = {k[3]: f for k, f in fits.items() if k[:3] == key}
         line = _line(_name(*key, ambiguous=len(tasks[key[1]]) > 1), group, [v for v in verdicts if mine(v)],
                      next((x for x in crossovers if mine(x)), None), by_mode)

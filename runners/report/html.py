@@ -21,6 +21,7 @@ def _order(board: Leaderboard) -> list:
     cols = columns(board)
     return [c for key in PRIMARY for c in cols if c[0] == key] + [c for c in cols if c[0] not in PRIMARY]
 
+
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1500px;padding:0 1em;
 color:#1b1f24}

@@ -1,33 +1,34 @@
 """Leaderboard data: runs -> cells (task, dataset, model, budget, mode; mean over seeds) -> Δ vs scratch with its
-95% interval, the best cell per budget, the verdicts and the suite timings. Writers (tables, html, plots, publish)
-import this module and only format what it computes, so every format shows the same numbers; it imports no writer."""
+95% interval, the best cell per budget, energy and adapter size where runs record them, the verdicts and the suite
+timings. Writers (tables, html, plots, publish) import this module and only format what it computes, so every
+format shows the same numbers whatever order they run in; it imports no writer (an import-linter contract)."""
 from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
 from . import fmt, headline, schedules
-from .merge import CELL_KEY, check_configs, store_folder
-from .planner import MIN_BUDGETS, fit_curves
-# EPS, welch_interval and within_std stay importable from here (this module's API before stats.py existed)
-from .stats import EPS, significant, welch_interval, within_std  # noqa: F401
+from .cells import (BENCHMARK_KEY, BUDGET_KEY, Cell, adapter_fields, aggregate, carries_adapters, carries_energy,
+                    cell_key, energy_fields, run_key)
+from .curves import MIN_BUDGETS, fit_curves
+from .merge import check_configs, store_folder
 from .stats import best as _best
 from .stats import sign as _sign
+from .stats import significant, welch_interval, within_std
 
 # transferbench.modes.MODES' order (a test keeps them equal), without importing torch for a report
 MODE_ORDER = ("scratch", "finetune", "lora", "linear-probe", "partial")  # peft-family modes sort after
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Leaderboard:
     title: str
     sources: list[str]
     records: list[dict]  # the runs, each run_id once
-    cells: list[dict]  # sorted: task, dataset, model, budget, mode
+    cells: tuple[Cell, ...]  # read-only, sorted: task, dataset, model, budget, mode
     budget_verdicts: list[dict]  # per task, dataset, model, budget
     crossovers: list[dict]  # per task, dataset, model
     prices: list[dict]  # each (device, price, date) that priced a run
@@ -36,6 +37,21 @@ class Leaderboard:
     fits: dict = dataclasses.field(default_factory=dict)  # planner.CurveFit per (task, dataset, model, mode)
     # per task, dataset, model: what its modes held equal at each budget (schedules.equal_notes)
     equal: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def measures_energy(self) -> bool:
+        """The runs carry energy fields (older stores do not: their tables keep no energy column)."""
+        return carries_energy(self.records)
+
+    @property
+    def records_adapters(self) -> bool:
+        """The runs record adapter_bytes (older stores do not: their tables keep no adapter column)."""
+        return carries_adapters(self.records)
+
+    @property
+    def spent(self) -> tuple[float, float]:
+        """Device-hours and USD of every run, failed ones included (they were paid too)."""
+        return sum(c["device_hours_total"] for c in self.cells), sum(c["cost_usd_total"] for c in self.cells)
 
     @property
     def plannable(self) -> bool:
@@ -53,63 +69,10 @@ class Leaderboard:
         return [r for r in self.records if r.get("status") != "ok"]
 
 
-def _mean(xs) -> Optional[float]:
-    xs = [x for x in xs if x is not None]
-    return statistics.fmean(xs) if xs else None
-
-
-def _std(xs) -> Optional[float]:
-    xs = [x for x in xs if x is not None]
-    return statistics.stdev(xs) if len(xs) > 1 else None
-
-
-def budget_of(r: dict) -> Optional[int]:
-    """The resolved training-set size; a run that failed before resolving it falls back to the suite's number."""
-    if r.get("train_samples") is not None:
-        return r["train_samples"]
-    return (r.get("config") or {}).get("train_samples")
-
-
-def _cell(key: tuple, rs: list[dict]) -> dict:
-    ok = [r for r in rs if r.get("status") == "ok"]
-    scored = [r for r in ok if r.get("metric") is not None]
-    bad = [r for r in rs if r.get("status") != "ok"]
-    head = (ok or rs)[0]
-    reached = [r["time_to_target_s"] for r in scored if r.get("time_to_target_s") is not None]
-    priced = ok and all(r.get("cost_usd") is not None for r in ok)
-    cell = dict(zip(CELL_KEY, key))
-    cell.update(
-        status="ok" if scored else "no eval" if ok else head.get("status", "failed"),
-        n=len(scored), runs=len(rs), failed=len(bad), no_eval=len(ok) - len(scored),
-        errors=[f"seed {r.get('seed')}: {r.get('status')}: {r.get('error')}" for r in bad],
-        seeds=sorted(r.get("seed") for r in scored),
-        metric_name=head.get("metric_name"), higher_is_better=head.get("higher_is_better", True),
-        metric_mean=_mean(r["metric"] for r in scored), metric_std=_std(r["metric"] for r in scored),
-        target=head.get("target"), target_reached=len(reached), time_to_target_s=_mean(reached),
-        train_seconds=_mean(r.get("train_seconds") for r in ok),
-        samples_per_second=_mean(r.get("samples_per_second") for r in ok),
-        # older stores have no `converged`: unknown counts as neither
-        converged_runs=sum(r.get("converged") is True for r in scored),
-        still_improving=sum(r.get("converged") is False for r in scored),
-        mfu=_mean(r.get("mfu") for r in ok),
-        trainable_share=_mean(r["params_trainable"] / r["params_total"] for r in ok
-                              if r.get("params_trainable") is not None and r.get("params_total")),
-        peak_memory_bytes=max((r["peak_memory_bytes"] for r in ok if r.get("peak_memory_bytes")), default=None),
-        # per run: what one more run of this cell costs; the totals include failed runs, which were paid too
-        device_hours=_mean(r.get("device_hours") for r in ok),
-        cost_usd=_mean(r["cost_usd"] for r in ok) if priced else None,
-        device_hours_total=sum(r.get("device_hours") or 0.0 for r in rs),
-        cost_usd_total=sum(r.get("cost_usd") or 0.0 for r in rs),
-        price_per_device_hour=head.get("price_per_device_hour"), price_date=head.get("price_date"),
-        device_name=" + ".join(sorted({str(r.get("device_name")) for r in ok or rs})),
-    )
-    return cell
-
-
 def _compare_to_scratch(cells: list[dict]) -> None:
-    scratch = {tuple(c[k] for k in CELL_KEY[:-1]): c for c in cells if c["mode"] == "scratch" and c["n"]}
+    scratch = {cell_key(c, BUDGET_KEY): c for c in cells if c["mode"] == "scratch" and c["n"]}
     for c in cells:
-        base = scratch.get(tuple(c[k] for k in CELL_KEY[:-1]))
+        base = scratch.get(cell_key(c, BUDGET_KEY))
         c["delta_vs_scratch"] = c["delta_ci"] = c["delta_significant"] = None
         if base is None or not c["n"]:
             continue
@@ -154,7 +117,7 @@ def _budget_verdict(key: tuple, group: list[dict]) -> Optional[dict]:
             f"{fmt.metric(best['metric_mean'])} {fmt.spread(best)}; cheapest within one std of it: "
             f"{cheapest['mode']} ({fmt.metric(cheapest['metric_mean'])}, {spend} per run{per_point})"
             + ("" if len(close) > 1 else "; no other mode is within one std") + _provisional(group))
-    return dict(zip(CELL_KEY[:-1], key), best_mode=best["mode"], within_one_std=[c["mode"] for c in close],
+    return dict(zip(BUDGET_KEY, key), best_mode=best["mode"], within_one_std=[c["mode"] for c in close],
                 cheapest_mode=cheapest["mode"], cheapest_by=price, provisional=_still(group), text=text)
 
 
@@ -195,34 +158,42 @@ def _crossover(key: tuple, group: list[dict]) -> dict:
     else:
         text = f"{prefix} from {crossover} examples on (budgets run: {budgets})"
     compared = [c for cs in per_budget.values() for c in cs]
-    return dict(zip(CELL_KEY[:-2], key), crossover_budget=crossover, budgets=sorted(holds),
+    return dict(zip(BENCHMARK_KEY, key), crossover_budget=crossover, budgets=sorted(holds),
                 within_one_std=[b for b in sorted(holds) if holds[b]], provisional=_still(compared),
                 text=text + _provisional(compared))
 
 
 def build(records: list[dict], title: str = "Leaderboard", sources=(), timings=()) -> Leaderboard:
-    """The leaderboard of `records` (each run_id once: merge.load). Raises UserError when a cell's runs differ in
-    config (check_configs)."""
+    """The leaderboard of `records` (each run_id once: merge.load). Every value a writer shows is computed here;
+    the cells come out read-only. Raises UserError when a cell's runs differ in config (check_configs)."""
     check_configs(records)
     groups = defaultdict(list)
     for r in records:
-        groups[(r.get("task"), r.get("dataset"), r.get("model"), budget_of(r), r.get("mode"))].append(r)
-    cells = [_cell(key, rs) for key, rs in groups.items()]
+        groups[run_key(r)].append(r)
+    cells = [aggregate(key, rs) for key, rs in groups.items()]
     order = {m: i for i, m in enumerate(MODE_ORDER)}
     cells.sort(key=lambda c: (str(c["task"]), str(c["dataset"]), str(c["model"]), c["train_samples"] or 0,
                               order.get(c["mode"], 99), str(c["mode"])))
     for c in cells:  # the rate(s) each cell trained at, and what each mode trained for
-        c.update(schedules.lr_fields(groups[schedules.cell_key(c)]))
+        c.update(schedules.lr_fields(groups[cell_key(c)]))
     schedules.schedule_texts(cells, groups)
     equal = schedules.equal_notes(cells, groups)
     _compare_to_scratch(cells)
     _mark_best(cells)
+    # energy and adapter size only where runs carry them: older stores keep their cells and columns
+    energy, adapters = carries_energy(records), carries_adapters(records)
     for c in cells:
         c["cost_per_point"] = _cost_per_point(c)
+        ok = [r for r in groups[cell_key(c)] if r.get("status") == "ok"]
+        if energy:
+            c.update(energy_fields(ok))
+        if adapters:
+            c.update(adapter_fields(ok))
+    cells = tuple(map(Cell, cells))
     by_budget, by_model = defaultdict(list), defaultdict(list)
     for c in cells:
-        by_budget[tuple(c[k] for k in CELL_KEY[:-1])].append(c)
-        by_model[tuple(c[k] for k in CELL_KEY[:-2])].append(c)
+        by_budget[cell_key(c, BUDGET_KEY)].append(c)
+        by_model[cell_key(c, BENCHMARK_KEY)].append(c)
     verdicts = [v for key, g in by_budget.items() if (v := _budget_verdict(key, g))]
     crossovers = [_crossover(key, g) for key, g in by_model.items()]
     fits = fit_curves(records)  # curves with fewer than MIN_BUDGETS budgets return at once, unfitted

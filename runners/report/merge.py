@@ -6,8 +6,8 @@ from pathlib import Path
 from transferbench.errors import UserError
 from transferbench.results import Store, dedupe
 
-# What identifies a cell of the leaderboard: its runs differ only by seed.
-CELL_KEY = ("task", "dataset", "model", "train_samples", "mode")
+from .cells import run_key
+
 # Config fields that may differ between the runs of one cell: the seed (what a cell averages over), the suite's
 # name (the same run may sit in two suites), the price (it changes the cost, not the run; the report prints
 # each price), the stage's suite-local name and the suite file it was read from (suite_source: provenance).
@@ -64,11 +64,12 @@ def check_configs(records: list[dict]) -> None:
     for r in records:
         if r.get("status") != "ok" or not r.get("config"):
             continue
-        key = tuple(r.get(k) for k in CELL_KEY)
+        key = run_key(r)
         seen = first.setdefault(key, r)
         diff = _differences(_comparable(seen["config"]), _comparable(r["config"]))
         if diff:
             where = [f"{x.get('run_id')} ({x.get('_store', 'store')})" for x in (seen, r)]
             raise UserError(
                 f"runs {where[0]} and {where[1]} fall into one cell ({', '.join(map(str, key))}) but their "
-                f"configs differ in {'; '.join(diff[:3])}; only {', '.join(sorted(MAY_DIFFER))} may differ: report them separately or remove the stale runs")
+                f"configs differ in {'; '.join(diff[:3])}; only {', '.join(sorted(MAY_DIFFER))} may differ: "
+                "report them separately or remove the stale runs")

@@ -1,7 +1,7 @@
 """`transferbench report` and the end of `transferbench run`: stores -> runs (merge.load, each run_id once) -> the
 leaderboard (leaderboard.build) -> every format (tables, plots, html, publish), and the plan (planner_report) when a
-curve has enough budgets to fit. The numbers are computed in runners/report/leaderboard.py and runners/report/planner.py; this
-module only wires loading to the writers, so both commands write the same files."""
+curve has enough budgets to fit. The numbers are computed in leaderboard.py and planner.py; this module only wires
+loading to the writers, so both commands write the same files."""
 from __future__ import annotations
 
 from pathlib import Path

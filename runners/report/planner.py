@@ -1,7 +1,6 @@
 """The budget planner: from the fitted curves (curves.py), predict metric and cost per run at budgets not yet run,
 find the predicted crossover, the cheapest mode to reach a target and the best metric under a cost cap, and check
-the fits by predicting each curve's largest budget from the others. Pure computation; planner_report renders it.
-Never imports report (report may import this to draw fits)."""
+the fits by predicting each curve's largest budget from the others. Pure computation; planner_report renders it."""
 from __future__ import annotations
 
 import math
@@ -12,8 +11,9 @@ import numpy as np
 
 from transferbench.errors import UserError
 
-from .curves import (BOOTSTRAP, CURVE_KEY, EPS, GRID, LEVEL, MIN_BUDGETS, R2_MIN, CostLine, CurveFit,  # noqa: F401
-                     by_curve, fit_curve, fit_curves, limit, usable)
+from .cells import budget_of
+from .curves import (BOOTSTRAP, CURVE_KEY, EPS, GRID, LEVEL, MIN_BUDGETS, R2_MIN, CurveFit, by_curve, fit_curve,
+                     fit_curves, limit, usable)
 from .merge import check_configs
 
 
@@ -126,11 +126,11 @@ def validate(records: list[dict]) -> dict:
     """Each curve with ≥ MIN_BUDGETS + 1 budgets: fit on all but the largest, predict the largest."""
     out, errors = [], defaultdict(list)
     for key, rs in by_curve(records).items():
-        largest = max(r["train_samples"] for r in rs)
-        if len({r["train_samples"] for r in rs}) < MIN_BUDGETS + 1:
+        largest = max(budget_of(r) for r in rs)
+        if len({budget_of(r) for r in rs}) < MIN_BUDGETS + 1:
             continue
-        fit = fit_curve(key, [r for r in rs if r["train_samples"] != largest])
-        held = [r["metric"] for r in rs if r["train_samples"] == largest]
+        fit = fit_curve(key, [r for r in rs if budget_of(r) != largest])
+        held = [r["metric"] for r in rs if budget_of(r) == largest]
         measured = float(np.mean(held))
         entry = dict(zip(CURVE_KEY, key), fit_on=fit.budgets, largest=largest, measured=measured,
                      measured_std=float(np.std(held, ddof=1)) if len(held) > 1 else None,
@@ -159,7 +159,7 @@ def plan(records: list[dict], target: Optional[float] = None, budgets=None, max_
     check_configs(rows)
     if target is not None:
         _check_target(target, rows)
-    measured = {key: {r["train_samples"] for r in rs} for key, rs in by_curve(rows).items()}
+    measured = {key: {budget_of(r) for r in rs} for key, rs in by_curve(rows).items()}
     most = max(len(b) for b in measured.values())
     if most < MIN_BUDGETS:
         raise UserError(f"no curve has {MIN_BUDGETS} or more budgets (at most {most} per task, dataset, model and "

@@ -10,7 +10,8 @@ from transferbench.errors import UserError
 
 from . import fmt
 from .merge import load
-from .planner import BOOTSTRAP, LEVEL, MIN_BUDGETS, R2_MIN, plan
+from .curves import BOOTSTRAP, LEVEL, MIN_BUDGETS, R2_MIN
+from .planner import plan
 
 MODEL_LINE = ("Each curve (task, dataset, model, mode) is fitted with a saturating power law, "
               "metric(n) = a − b·n^(−c) (lower is better: a + b·n^(−c)), b ≥ 0, 0.01 ≤ c ≤ 3, by least squares on "
@@ -20,14 +21,6 @@ MODEL_LINE = ("Each curve (task, dataset, model, mode) is fitted with a saturati
               "trusted). \"flat\": the cell means vary less than the seeds do, so the prediction is their mean. "
               f"Fewer than {MIN_BUDGETS} budgets: not fitted. Cost per run: least-squares line α + β·n over the ok "
               "runs.")
-
-
-def examples(n) -> str:
-    """'2,900': two significant digits past 1,000 (a prediction is not more precise than that)."""
-    if n is None:
-        return fmt.NONE
-    n = float(n)
-    return f"{round(n, -max(0, len(str(int(n))) - 2)):,.0f}"
 
 
 def _metric_ci(p: dict) -> str:
@@ -49,7 +42,8 @@ def crossover_text(c: dict) -> str:
         n, largest = c["crossover_budget"], c["largest_measured"]
         where = (f"extrapolated ×{n / largest:.1f}" if n > largest else "within the budgets measured")
         text = (f"scratch predicted to come within one std ({fmt.metric(c['std'])}, {c['best_mode']}'s mean seed std) "
-                f"of {c['best_mode']} at ~{examples(n)} examples ({where}) and to stay there up to {c['limit']:,.0f}")
+                f"of {c['best_mode']} at ~{fmt.examples(n)} examples ({where}) and to stay there up to "
+                f"{c['limit']:,.0f}")
     return head + text + (f"; poor fit: {', '.join(c['poor'])}, so read this as a guess" if c["poor"] else "")
 
 
@@ -61,9 +55,9 @@ def target_text(t: dict) -> str:
         r = next(r for r in t["modes"] if r["mode"] == t["cheapest"])
         spend = (fmt.money(r["cost_usd"]) if t["cheapest_by"] == "cost_usd" else
                  f"{fmt.hours(r['device_hours'])} device-h" if t["cheapest_by"] == "device_hours" else "no cost")
-        at = f"≤ {r['n']:,.0f} (the smallest budget measured)" if r["at_smallest"] else f"~{examples(r['n'])}"
+        at = f"≤ {r['n']:,.0f} (the smallest budget measured)" if r["at_smallest"] else f"~{fmt.examples(r['n'])}"
         text = f"cheapest is {r['mode']}, predicted to reach it at {at} examples, {spend} per run"
-    others = [f"{r['mode']} {'~' + examples(r['n']) if r['n'] is not None else r['reason']}" for r in t["modes"]]
+    others = [f"{r['mode']} {'~' + fmt.examples(r['n']) if r['n'] is not None else r['reason']}" for r in t["modes"]]
     return head + text + f" (all: {'; '.join(others)})" + (f"; not fitted: {', '.join(t['not_fitted'])}"
                                                             if t["not_fitted"] else "")
 
@@ -74,7 +68,7 @@ def cost_text(curve: dict, cap: float) -> str:
         return f"{_name(curve, True)}: nothing within {fmt.money(cap)} per run ({m['reason']})"
     limit = " (the extrapolation limit)" if m["capped"] else ""
     return (f"{_name(curve, True)}: best predicted {curve['metric_name']} within {fmt.money(cap)} per run: "
-            f"{_metric_ci(m)} at ~{examples(m['n'])} examples{limit}, {fmt.money(m['cost_usd'])} per run")
+            f"{_metric_ci(m)} at ~{fmt.examples(m['n'])} examples{limit}, {fmt.money(m['cost_usd'])} per run")
 
 
 def _note(p: dict) -> str:

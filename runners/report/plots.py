@@ -13,9 +13,9 @@ from matplotlib.figure import Figure
 
 from . import fmt
 from .headline import MAX_FACTOR
+from .cells import BENCHMARK_KEY, BUDGET_KEY, budget_of, cell_key, run_key
+from .curves import MIN_BUDGETS, limit
 from .leaderboard import MODE_ORDER, Leaderboard
-from .planner import MIN_BUDGETS, limit
-from .planner_report import examples
 
 COLORS = dict(zip(MODE_ORDER, ["#7f7f7f", "#1f77b4", "#2ca02c", "#ff7f0e"]))
 MARKERS = dict(zip(MODE_ORDER, "osD^"))
@@ -62,9 +62,9 @@ def _fitted(board: Leaderboard, ax, key: tuple, color: str) -> bool:
 def _crossover_mark(board: Leaderboard, ax, key: tuple) -> None:
     """The headline's predicted crossover (only ever from usable fits) as a labelled vertical line."""
     claim = next((h["predicted_crossover"] for h in board.headlines
-                  if (h["task"], h["dataset"], h["model"]) == key and h["predicted_crossover"]), None)
+                  if cell_key(h, BENCHMARK_KEY) == key and h["predicted_crossover"]), None)
     if claim:
-        label = f"predicted crossover ~{examples(claim['n'])}"
+        label = f"predicted crossover ~{fmt.examples(claim['n'])}"
         ax.axvline(claim["n"], color="black", linestyle=":", linewidth=1.2, label=label)
         ax.text(claim["n"], 0.03, f" {label} ", transform=ax.get_xaxis_transform(), rotation=90, fontsize=8,
                 ha="right", va="bottom")
@@ -186,20 +186,19 @@ def time_to_target(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
 
 
 def _curve_runs(board: Leaderboard, cells: list[dict]) -> list[dict]:
-    keys = {(c["task"], c["dataset"], c["model"], c["train_samples"]) for c in cells}
-    return [r for r in board.records if r.get("status") == "ok" and r.get("curve")
-            and (r["task"], r["dataset"], r["model"], r.get("train_samples")) in keys]
+    keys = {cell_key(c, BUDGET_KEY) for c in cells}
+    return [r for r in board.records if r.get("status") == "ok" and r.get("curve") and run_key(r, BUDGET_KEY) in keys]
 
 
 def training_curves(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
     """Every run's eval curve at the largest budget that has curves (one budget keeps runs comparable)."""
     runs = _curve_runs(board, cells)
-    budget = max(r["train_samples"] for r in runs)
+    budget = max(budget_of(r) for r in runs)
     ax = fig.subplots()
     labelled, several = set(), len({r["model"] for r in runs}) > 1
     for r in sorted(runs, key=lambda r: (r["model"], MODE_ORDER.index(r["mode"]) if r["mode"] in MODE_ORDER else 9,
                                          r["seed"])):
-        if r["train_samples"] != budget:
+        if budget_of(r) != budget:
             continue
         points = [(p["seconds"], p["metric"]) for p in r["curve"] if p.get("metric") is not None]
         name = f"{r['model']} · {r['mode']}" if several else r["mode"]

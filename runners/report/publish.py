@@ -1,6 +1,7 @@
 """A leaderboard as a Hugging Face dataset folder: data/runs.jsonl (one row per run), data/cells.jsonl (one row per
-cell; JSON too, because one folder's configs share one loader), the plots and the HTML page, and a dataset card whose YAML `configs:` tell `datasets.load_dataset(DIR)`
-which files to read. `report --publish DIR --push-to-hub USER/NAME` uploads it through huggingface_hub's HfApi."""
+cell; JSON too, because one folder's configs share one loader), the plots and the HTML page, and a dataset card
+whose YAML `configs:` tell `datasets.load_dataset(DIR)` which files to read. `report --publish DIR --push-to-hub
+USER/NAME` uploads it through huggingface_hub's HfApi."""
 from __future__ import annotations
 
 import dataclasses

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from typing import Optional
 
 from . import fmt
-from .merge import CELL_KEY
+from .cells import BENCHMARK_KEY, BUDGET_KEY, cell_key
 
 COMPUTE_TOLERANCE = 0.01  # "same training FLOPs": the modes' mean flops_estimate within 1% of the largest
 MAX_RATES = 3  # a cell whose seeds chose more rates than this shows their range instead of each one
@@ -108,11 +108,11 @@ def _common(values: list):
 
 def schedule_texts(cells: list[dict], runs: dict[tuple, list[dict]]) -> None:
     """Each cell's `schedule` text: the length (and time cap) it trained for; warm-up, scheduler, and any part that
-    differs from the other modes at the same benchmark and budget, with theirs. `runs`: the cell's records by
-    (task, dataset, model, train_samples, mode); `cells` in leaderboard order."""
+    differs from the other modes at the same benchmark and budget, with theirs. `runs`: each cell's records by its
+    key (cells.run_key); `cells` in leaderboard order."""
     groups = defaultdict(list)
     for c in cells:
-        groups[(c["task"], c["dataset"], c["model"], c["train_samples"])].append(c)
+        groups[cell_key(c, BUDGET_KEY)].append(c)
     for group in groups.values():
         parts = {}
         for c in group:
@@ -135,10 +135,6 @@ def schedule_texts(cells: list[dict], runs: dict[tuple, list[dict]]) -> None:
             c["schedule"] = text + (f" ({', '.join(notes)})" if notes else "")
             steps = [r["optimizer_steps"] for r in ok if _number(r.get("optimizer_steps"))]
             c["optimizer_steps"] = statistics.fmean(steps) if steps else None
-
-
-def cell_key(c: dict) -> tuple:
-    return tuple(c[k] for k in CELL_KEY)
 
 
 def _batch(r: dict) -> Optional[int]:
@@ -227,7 +223,7 @@ def equal_notes(cells: list[dict], runs: dict[tuple, list[dict]]) -> list[dict]:
     for c in cells:
         ok = [r for r in runs[cell_key(c)] if r.get("status") == "ok"]
         if ok:
-            benches[(c["task"], c["dataset"], c["model"])][c["train_samples"]][c["mode"]] = ok
+            benches[cell_key(c, BENCHMARK_KEY)][c["train_samples"]][c["mode"]] = ok
     notes = []
     for (task, dataset, model), budgets in benches.items():
         checked = []
@@ -256,7 +252,7 @@ def equal_notes(cells: list[dict], runs: dict[tuple, list[dict]]) -> list[dict]:
         notes.append(dict(task=task, dataset=dataset, model=model, text=line,
                           budgets=[{k: v for k, v in b.items() if k != "facts"} for b in checked]))
     for c in cells:  # each cell: what its budget held equal (its row in CSV/JSON)
-        note = next((b for n in notes if (n["task"], n["dataset"], n["model"]) == (c["task"], c["dataset"], c["model"])
+        note = next((b for n in notes if cell_key(n, BENCHMARK_KEY) == cell_key(c, BENCHMARK_KEY)
                      for b in n["budgets"] if b["train_samples"] == c["train_samples"]), None)
         c["equal"] = None if note is None else " ".join(note["held"]) or "none"
     return notes

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import fmt, schedules
-from .leaderboard import Leaderboard, budget_of
+from .cells import budget_text
+from .leaderboard import Leaderboard
 
 EXPLAIN = ("Metric: mean ± sample std over seeds (n = seeds with an evaluation). Δ vs scratch: difference of means, "
            "with its 95% Welch t interval over seeds (none for n=1). **Bold**: the best cell of its budget. Time, "
@@ -17,8 +18,8 @@ EXPLAIN = ("Metric: mean ± sample std over seeds (n = seeds with an evaluation)
            "replaces epochs); a part that differs from the other modes at its budget names theirs.")
 EQUAL_INTRO = "What the modes held equal at each budget (from the runs' records):"
 HEADLINE_EXPLAIN = ("The lines above: a mode \"wins\" at a budget when its lead over the runner-up mode has a 95% "
-                    "Welch interval that excludes 0 (bold: such a claim); \"still improving k/n\": k of the cell's n runs "
-                    "had not stopped improving when they ended, so what rests on them is provisional.")
+                    "Welch interval that excludes 0 (bold: such a claim); \"still improving k/n\": k of the cell's n "
+                    "runs had not stopped improving when they ended, so what rests on them is provisional.")
 
 
 def metric_text(cell: dict) -> str:
@@ -71,25 +72,6 @@ ENERGY_SOURCES = {"nvml": "NVML's total-energy counter of each GPU the run used 
                                "and DRAM"}
 
 
-def with_energy(board: Leaderboard) -> bool:
-    """Whether the runs carry energy fields (schema 6 on; older stores have none, and their pages stay as they
-    were); when they do, each cell gets the mean energy_kwh and co2_kg of its ok runs (None unless every one of
-    them was measured). Idempotent: every writer calls it."""
-    if not any("energy_source" in r for r in board.records):
-        return False
-    runs: dict[tuple, list] = {}
-    for r in board.records:
-        if r.get("status") == "ok":
-            runs.setdefault(tuple(r.get(k) for k in ("task", "dataset", "model", "mode")) + (budget_of(r),),
-                            []).append(r)
-    for c in board.cells:
-        rs = runs.get(tuple(c[k] for k in ("task", "dataset", "model", "mode")) + (c["train_samples"],), [])
-        measured = bool(rs) and all(r.get("energy_kwh") is not None for r in rs)
-        for key in ("energy_kwh", "co2_kg"):
-            c[key] = sum(r[key] for r in rs) / len(rs) if measured else None
-    return True
-
-
 def adapter_text(c: dict) -> str:
     nbytes = c.get("adapter_bytes")
     if nbytes is None:
@@ -104,34 +86,18 @@ def adapter_text(c: dict) -> str:
 ADAPTER_COLUMN: Column = ("adapter", "adapter size", adapter_text, lambda c: c.get("adapter_bytes"))
 
 
-def with_adapter(board: Leaderboard) -> bool:
-    """Whether the runs record adapter_bytes (older stores do not: their tables stay as they were); when they do,
-    each cell gets its ok runs' value (the same for every seed: it depends on shapes only). Idempotent."""
-    if not any(r.get("adapter_bytes") is not None for r in board.records):
-        return False
-    sizes: dict[tuple, list] = {}
-    for r in board.records:
-        if r.get("status") == "ok" and r.get("adapter_bytes") is not None:
-            sizes.setdefault(tuple(r.get(k) for k in ("task", "dataset", "model", "mode")) + (budget_of(r),),
-                             []).append(r["adapter_bytes"])
-    for c in board.cells:
-        got = sizes.get(tuple(c[k] for k in ("task", "dataset", "model", "mode")) + (c["train_samples"],))
-        c["adapter_bytes"] = max(got) if got else None
-    return True
-
-
 def columns(board: Leaderboard) -> list[Column]:
     """The table's columns: COLUMNS, plus the adapter size where runs record it, plus energy per run when the runs
     carry energy fields."""
     cols = list(COLUMNS)
-    if with_adapter(board):
+    if board.records_adapters:
         cols.insert(next(i for i, c in enumerate(cols) if c[0] == "trainable") + 1, ADAPTER_COLUMN)
-    return cols + [ENERGY_COLUMN] if with_energy(board) else cols
+    return cols + [ENERGY_COLUMN] if board.measures_energy else cols
 
 
 def energy_lines(board: Leaderboard) -> list[str]:
     """How the energy column was measured, and why it says — where it does (none for stores without energy)."""
-    if not with_energy(board):
+    if not board.measures_energy:
         return []
     runs = [r for r in board.records if r.get("status") == "ok"]
     lines = []
@@ -167,12 +133,12 @@ def price_lines(board: Leaderboard) -> list[str]:
     lines = [f"{p['device_name']}: {fmt.price(p['price_per_device_hour'])} per device-hour (price table dated "
              f"{p['price_date'] or 'n/a'})" if p["price_per_device_hour"] is not None else
              f"{p['device_name']}: no price (cost not computed; verdicts compare device-hours)" for p in board.prices]
-    total_h = sum(c["device_hours_total"] for c in board.cells)
-    total_usd = sum(c["cost_usd_total"] for c in board.cells)
+    total_h, total_usd = board.spent
     lines.append(f"Device-hours = wall seconds × devices / 3600. Spent on these runs (failed ones included): "
                  f"{fmt.hours(total_h)} device-h, {fmt.money(total_usd)}.")
     lines.append("MFU = training FLOPs (6 × parameters × tokens; 3 × a counted forward for vision models) / train "
-                 "seconds / the device's stated dense peak (transferbench/peaks.yaml); — where no peak is stated (CPU).")
+                 "seconds / the device's stated dense peak (transferbench/peaks.yaml); — where no peak is stated "
+                 "(CPU).")
     return lines + energy_lines(board) + [timing_line(t) for t in board.timings]
 
 
@@ -184,7 +150,7 @@ def timing_line(t: dict) -> str:
             f"{fmt.seconds(t.get('wall_seconds'))} (process start to last run), runs' train + eval "
             f"{fmt.seconds(work)}: {ratio}; setup {fmt.seconds(t.get('setup_seconds'))}, preflight "
             f"{fmt.seconds(t.get('preflight_seconds'))}, "
-            + (f"warm-up {fmt.seconds(t['warmup_seconds'])}, " if "warmup_seconds" in t else "")  # since issue 17
+            + (f"warm-up {fmt.seconds(t['warmup_seconds'])}, " if "warmup_seconds" in t else "")
             + (f"Ray start {fmt.seconds(t['ray_start_seconds'])} (runs in parallel: their train + eval may "
                f"exceed the wall), " if "ray_start_seconds" in t else "")
             + f"start-up and imports {fmt.seconds(t.get('startup_seconds'))}.")
@@ -192,7 +158,7 @@ def timing_line(t: dict) -> str:
 
 def failed_lines(board: Leaderboard) -> list[str]:
     return [f"{r.get('task')} · {r.get('dataset')} · {r.get('model')} · {r.get('mode')} · "
-            f"{r.get('train_samples') or (r.get('config') or {}).get('train_samples') or '?'} examples · "
+            f"{budget_text(r)} · "
             f"seed {r.get('seed')} (run {r.get('run_id')}): {r.get('status')}: {r.get('error')}"
             for r in board.failed()]
 
@@ -301,8 +267,6 @@ def write_markdown(text: str, out: Path) -> None:
 
 def write_all(board: Leaderboard, out: Path, figures: list[dict] = ()) -> str:
     """leaderboard.md, .csv and .json in `out`; returns the Markdown."""
-    with_energy(board)  # the cells' energy, in every format alike
-    with_adapter(board)
     text = to_markdown(board, figures)
     write_markdown(text, out)
     with open(out / "leaderboard.csv", "w", newline="", encoding="utf-8") as f:

@@ -2,9 +2,6 @@
 the loop because the loop imports torch and a dry run (`transferbench run --dry-run`) checks without it."""
 from __future__ import annotations
 
-import os
-from typing import Optional
-
 from transferbench.errors import UserError
 from transferbench.modes import apply, get_mode
 from transferbench.tasks import get_task
@@ -12,18 +9,18 @@ from transferbench.tasks import get_task
 _FITTED: set = set()  # (task, task_args, model, mode and its settings) already shown to fit
 
 
-def check(spec, num_processes: Optional[int]) -> None:
-    """What this loop cannot train as asked, found before anything trains: an uneven batch split. num_processes
-    None: a dry run, which counts the launcher's processes (WORLD_SIZE, what accelerate reads) and imports no torch,
-    so a mode's fit (check_fit builds the model) is left to the real run's preflight."""
-    spec.hyper.per_device_batch(num_processes or int(os.environ.get("WORLD_SIZE", "1")))
+def check(spec, num_processes: int, dry_run: bool) -> None:
+    """What this loop cannot train as asked, found before anything trains: an uneven batch split over
+    `num_processes`, options that do not combine. A dry run imports no torch, so a mode's fit (check_fit builds the
+    model) is left to the real run's preflight."""
+    spec.hyper.per_device_batch(num_processes)
     if spec.hyper.cached_features and not get_mode(spec.mode, spec.hyper).head_only:
         raise UserError(f"cached_features applies to a mode that trains only the head (linear-probe), not "
                         f"{spec.mode}: the backbone's features change while it trains; remove it from that mode")
     if spec.hyper.early_stopping and spec.hyper.cached_features:
         raise UserError("early_stopping and cached_features do not combine yet: the probe on cached features has "
                         "no validation features; drop one of them")
-    if num_processes is not None:
+    if not dry_run:
         check_fit(spec)
 
 
@@ -34,7 +31,7 @@ def check_fit(spec) -> None:
     mode = get_mode(spec.mode, spec.hyper)
     if not mode.checked_on_model:
         return
-    model_ref = spec.stage.model if spec.stage else spec.model  # a stage's output has its starting architecture
+    model_ref = spec.model_source
     key = (spec.task, str(spec.task_args), model_ref, spec.mode,
            spec.hyper.model_dump_json(include={"peft", "partial_blocks", "lora_targets"}))
     if key in _FITTED:

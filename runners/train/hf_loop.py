@@ -1,4 +1,4 @@
-"""The one training loop: Accelerate, AdamW, warm-up schedule, periodic evaluation.
+"""The HF loop: Accelerate, AdamW, a warm-up schedule, periodic evaluation.
 
 Shape of the Accelerate examples: prepare, then `with accelerator.accumulate(model)`, backward, step.
 Evaluation gathers with gather_for_metrics, so under N processes every eval example counts exactly once.
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,51 +21,18 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from transferbench import energy, sources, speed
-from transferbench.cache import atomic_dir
 from transferbench.errors import UserError
 from transferbench.modes import adapter_bytes, apply, get_mode, parameter_counts
 from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.speed import batch_channels_last
 
 from . import features, lr_search, trackers
+from .hf_eval import EVAL_BATCH, EarlyStop, eval_values, evaluate_point, train_mode
+from .progress import StepLog, bar_label, quiet
+from .hf_save import save_checkpoint, save_final
 from ..signals import check_stop
 
 LOG_EVERY = 10  # optimizer steps between divergence checks / progress-bar updates (each one syncs a GPU)
-EVAL_BATCH = 128  # the smallest per-device evaluation batch (2 x the training batch when that is larger)
-
-
-def evaluate(model, loader, task, accelerator, with_loss: bool = False) -> dict[str, float]:
-    """The task's metrics over the whole eval split, plus `eval_samples`: how many examples were scored, and with
-    `with_loss` the mean loss (`loss`; the learning-rate search breaks ties with it)."""
-    model.eval()
-    preds, refs = [], []
-    loss_sum = torch.zeros(2, device=accelerator.device)  # (sum of per-example losses, examples) on this process
-    with torch.inference_mode():
-        for batch in loader:
-            check_stop()
-            loss, logits = task.loss_and_logits(model, batch)
-            if with_loss:
-                n = len(batch["labels"])
-                loss_sum += torch.stack([loss.detach().float() * n, loss_sum.new_tensor(n)])
-            p, r = accelerator.gather_for_metrics((task.predictions(logits), batch["labels"]))
-            preds.append(p.cpu())
-            refs.append(r.cpu())
-    train_mode(model)
-    preds, refs = torch.cat(preds).tolist(), torch.cat(refs).tolist()
-    extra = {}
-    if with_loss:
-        total, n = accelerator.reduce(loss_sum, reduction="sum").tolist()
-        extra["loss"] = total / n
-    return {**task.compute_metrics(preds, refs), **extra, "eval_samples": len(refs)}
-
-
-def train_mode(model) -> None:
-    """Train mode, except BatchNorm layers with nothing to train (linear-probe, LoRA): they keep their pretrained
-    running statistics, so a frozen backbone really is frozen (as Ultralytics' `freeze` does)."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
-            m.eval()
 
 
 def warm_up() -> None:
@@ -76,34 +41,33 @@ def warm_up() -> None:
     import transformers.optimization  # noqa: F401 - get_scheduler
 
 
-from .hf_check import check  # noqa: E402, F401 - torch-free, so a dry run checks without importing torch
 
-
-def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None, work_dir=None,
+def run(plan, task, model_ref: str, accelerator, save_to: Optional[Path] = None, work_dir=None,
         model_dir: Optional[Path] = None) -> TrainOutcome:
-    """One run through the Accelerate loop: the budget's subset, the mode applied to the model, training and
-    evaluation; `save_to`: the main process saves the trained model there (a pretrain stage's output);
+    """One run (a RunPlan) through the Accelerate loop: the budget's subset, the mode applied to the model, training
+    and evaluation; `save_to`: the main process saves the trained model there (a pretrain stage's output);
     `model_dir`: the final weights saved there the model's own way (save_models: final). The accelerator's
     trackers (report_to) get one run, closed however this one ends."""
-    tracking = trackers.start(accelerator, spec)
+    tracking = trackers.start(accelerator, plan.spec)
     try:
-        return _run(spec, task, model_ref, accelerator, save_to, model_dir)
+        return _run(plan.spec, plan.search, task, model_ref, accelerator, save_to, model_dir)
     finally:
         if tracking:
             accelerator.end_training()
 
 
-def _run(spec, task, model_ref: str, accelerator, save_to: Optional[Path], model_dir: Optional[Path]) -> TrainOutcome:
+def _run(spec, search, task, model_ref: str, accelerator, save_to: Optional[Path],
+         model_dir: Optional[Path]) -> TrainOutcome:
     t0 = time.perf_counter()
-    data, train_set, held = load(spec, task, model_ref)
+    data, train_set, held = load(spec, task, model_ref, search)
     key = (model_ref, data.identity, spec.dataset.model_dump_json(), repr(spec.task_args), spec.hyper.eval_samples)
     searched, search_seconds, charged = None, 0.0, 0.0
-    if held is not None:  # lr: auto / a grid: the rate is chosen first, on the held-out examples
+    if search is not None:  # the rate is chosen first, on the held-out examples
         t1 = time.perf_counter()
         scoring = dataclasses.replace(data, eval=held, validation=None)
         held_key = key + ("lr-search", tuple(held.indices))  # cached features of the held-out examples: apart
         lr, searched, charged = lr_search.search(
-            spec, planned_steps(spec.hyper, len(train_set), accelerator.num_processes),
+            spec, search, planned_steps(spec.hyper, len(train_set), accelerator.num_processes),
             lambda c: _candidate(c, task, model_ref, scoring, train_set, accelerator, held_key),
             task.metric_name, task.higher_is_better, len(held))
         spec = lr_search.chosen(spec, lr)
@@ -123,7 +87,7 @@ def _run(spec, task, model_ref: str, accelerator, save_to: Optional[Path], model
     out.params_total, out.params_trainable, out.adapter_bytes = params_total, params_trainable, adapter
     out.data = data
     if save_to is not None:
-        _save(task, out.model, data, save_to, accelerator)
+        save_checkpoint(task, out.model, data, save_to, accelerator)
     if model_dir is not None:
         out.saved_model = save_final(task, out.model, data, Path(model_dir), accelerator)
     return out
@@ -136,8 +100,9 @@ def setup(spec, task, ref: str):
     return data, train_set, build(spec, task, ref, data)
 
 
-def load(spec, task, ref: str):
-    """(data, the budget's training subset, the examples a learning-rate search scores on or None)."""
+def load(spec, task, ref: str, search=None):
+    """(data, the budget's training subset, the examples beyond it that a learning-rate search scores on, or None
+    without a search)."""
     data = task.load_data(spec.dataset, ref)
     if spec.hyper.eval_samples and spec.hyper.eval_samples < len(data.eval):  # seed 0: one subset for all runs
         keep = sorted(sources.subset_indices(len(data.eval), 0, spec.hyper.eval_samples))
@@ -147,14 +112,14 @@ def load(spec, task, ref: str):
         held, pool = sources.validation_split(len(data.train), spec.hyper.early_stopping.validation_samples)
         data = dataclasses.replace(data, validation=torch.utils.data.Subset(data.train, held))
     size = sources.budget_size(len(pool), spec.train_samples, spec.train_fraction)
-    extra = spec.hyper.lr_search.validation_samples if spec.hyper.searched else 0
+    extra = search.rule.validation_samples if search else 0
     # the budget is a prefix of the seed's permutation of the pool; a search scores on the examples after it
     order = sources.subset_indices(len(pool), spec.seed, min(len(pool), size + extra))
     train_set = torch.utils.data.Subset(data.train, [pool[i] for i in order[:size]])
     if not extra:
         return data, train_set, None
     if len(order) - size < extra:
-        raise UserError(f"lr: {spec.hyper.lr if spec.hyper.lr == 'auto' else 'a grid'} scores its candidate rates on "
+        raise UserError(f"lr: {'auto' if search.kind == 'auto' else 'a grid'} scores its candidate rates on "
                         f"{extra} training examples beyond the budget, and only {len(order) - size} of the "
                         f"{len(pool)} are left after {size}: set lr_search.validation_samples lower, or give lr")
     return data, train_set, torch.utils.data.Subset(data.train, [pool[i] for i in order[size:]])
@@ -197,71 +162,6 @@ def schedule_steps(hyper, batches: int) -> tuple[int, int]:
     return per_epoch, hyper.max_steps or max(1, math.ceil(hyper.epochs * per_epoch))
 
 
-def _save(task, model, data, path: Path, accelerator) -> None:
-    if accelerator.is_main_process:
-        if hasattr(model, "merge_and_unload"):  # a LoRA stage: save plain weights with the adapters merged
-            model = model.merge_and_unload()
-        if path.exists():
-            shutil.rmtree(path)
-        with atomic_dir(path) as tmp:
-            task.save_checkpoint(model, data, tmp)
-    accelerator.wait_for_everyone()
-
-
-def save_final(task, model, data, path: Path, accelerator) -> str:
-    """The run's final weights the ecosystem's way (main process): a LoRA model as its peft adapter (adapter
-    weights + config, and the head peft keeps in full: PeftModel.from_pretrained(base, path)); any other model as
-    the task saves a checkpoint (transformers save_pretrained, timm save_for_hf: safetensors + config.json), with
-    its tokenizer or image processor. Replaces an older folder of the same run_id (a failed run tried again)."""
-    if accelerator.is_main_process:
-        if path.exists():
-            shutil.rmtree(path)
-        with atomic_dir(path) as tmp:
-            if hasattr(model, "peft_config"):
-                model.save_pretrained(tmp)
-                if data.processor is not None:
-                    data.processor.save_pretrained(tmp)
-            else:
-                task.save_checkpoint(model, data, tmp)
-    accelerator.wait_for_everyone()
-    return str(path)
-
-
-def _label(spec, n: int) -> str:
-    """The progress bar's name for a run: model, budget, mode, seed."""
-    model = spec.model if spec.model.startswith(("pretrain:", "config:")) else Path(spec.model).name or spec.model
-    return f"{model[:28]} n={n} {spec.mode} s{spec.seed}"
-
-
-def quiet() -> bool:
-    """`transferbench -q`: the logger is set above INFO, and progress bars are off too."""
-    return logging.getLogger("transferbench").level > logging.INFO
-
-
-class StepLog:
-    """Per-step training loss and learning rate for the trackers, buffered on the device and read every
-    LOG_EVERY steps (one sync, where the loop already syncs), so tracking adds no sync per step."""
-
-    def __init__(self, accelerator, losses: list):
-        self.accelerator, self.losses = accelerator, losses
-        self.steps: list[tuple[int, int, float]] = []  # (step, batches so far, learning rate of that step)
-        self.read = 0  # batches already logged
-
-    def step(self, step: int, lr: float) -> None:
-        self.steps.append((step, len(self.losses), lr))
-
-    def flush(self) -> None:
-        if not self.steps:
-            return
-        values = torch.stack(self.losses[self.read:self.steps[-1][1]]).float().tolist()
-        start = self.read
-        for step, end, lr in self.steps:
-            window = values[start - self.read:end - self.read]
-            self.accelerator.log({"train/loss": sum(window) / len(window), "train/learning_rate": lr}, step=step)
-            start = end
-        self.read, self.steps = self.steps[-1][1], []
-
-
 def train(spec, task, model, train_set, data, accelerator, params_total: int, search: bool = False) -> TrainOutcome:
     """Train `model` on `train_set` (the budget's subset of data.train), evaluating on data.eval; `search`: a
     learning-rate search's candidate (evaluations with their loss, nothing sent to the trackers)."""
@@ -293,7 +193,7 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
     target = spec.target
     clip = hyper.max_grad_norm or None  # 0 or None: no clipping
     out = TrainOutcome(flops=0.0, per_device_batch=per_device, grad_accum=hyper.grad_accum, max_grad_norm=clip)
-    label = _label(spec, len(train_set)) + (f" lr search {hyper.lr:g}" if search else "")
+    label = bar_label(spec, len(train_set)) + (f" lr search {hyper.lr:g}" if search else "")
     bar = tqdm(total=total_steps, desc=label, leave=False, dynamic_ncols=True,
                disable=None if accelerator.is_main_process and not quiet() else True)  # None: off when not a TTY
     # The sum of every loss so far: NaN or infinite as soon as one loss is (one in-place add per step, no sync;
@@ -342,14 +242,14 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
                 if log is not None:
                     log.flush()
             if step % eval_interval == 0 or out.stop_reason:
-                if _evaluate_point(model, eval_dl, task, accelerator, out, start, target, search):
+                if evaluate_point(model, eval_dl, task, accelerator, out, start, target, search):
                     out.stop_reason = out.stop_reason or "target"
                 marks.append(len(losses))
                 if stopper is not None and stopper.done(model, accelerator, out):
                     out.stop_reason = out.stop_reason or "early_stopping"
                 if log is not None:
                     log.flush()
-                    accelerator.log(_eval_values(out, task), step=step)
+                    accelerator.log(eval_values(out, task), step=step)
             if out.stop_reason:
                 break
     bar.close()
@@ -363,54 +263,6 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
     return out
 
 
-class EarlyStop:
-    """Patience on the validation subset's metric (carved from the training pool; the eval split never decides)."""
-
-    def __init__(self, rule, task, loader):
-        self.rule, self.task, self.loader = rule, task, loader
-        self.best, self.waited = None, 0
-
-    def done(self, model, accelerator, out: TrainOutcome) -> bool:
-        t0 = time.perf_counter()
-        value = evaluate(model, self.loader, self.task, accelerator)[self.task.metric_name]
-        out.eval_seconds += time.perf_counter() - t0
-        out.curve[-1]["validation"] = value
-        gain = None if self.best is None else (value - self.best) * (1 if self.task.higher_is_better else -1)
-        if gain is None or gain > self.rule.min_delta:
-            self.best, self.waited = value, 0
-        else:
-            self.waited += 1
-        return self.waited >= self.rule.patience
-
-
-def _eval_values(out: TrainOutcome, task) -> dict:
-    """One evaluation for the trackers: every metric of the task, and the validation subset's (early stopping)."""
-    values = {f"eval/{k}": float(v) for k, v in out.metrics.items()}
-    if out.curve[-1].get("validation") is not None:
-        values[f"validation/{task.metric_name}"] = float(out.curve[-1]["validation"])
-    return values
-
-
 def _check_finite(loss_sum, loss, step: int, accelerator) -> None:
     if not torch.isfinite(accelerator.gather(loss_sum.reshape(1))).all().item():
         raise Diverged(f"training loss became NaN or infinite by step {step} (last: {loss.item()})")
-
-
-def _evaluate_point(model, eval_dl, task, accelerator, out: TrainOutcome, start: float, target,
-                    with_loss: bool = False) -> bool:
-    """One point of the curve; True when it reaches a target that stops the run."""
-    t0 = time.perf_counter()
-    metrics = evaluate(model, eval_dl, task, accelerator, with_loss)
-    out.eval_samples = int(metrics.pop("eval_samples"))
-    out.eval_seconds += time.perf_counter() - t0
-    seconds = time.perf_counter() - start
-    out.curve.append({"step": out.optimizer_steps, "samples_seen": out.samples_seen, "seconds": round(seconds, 3),
-                      "metric": metrics[task.metric_name]})
-    out.metrics = metrics
-    if target is None or target.metric not in metrics:
-        return False
-    value = metrics[target.metric]
-    reached = (value >= target.value) if task.higher_is_better else (value <= target.value)
-    if reached and out.time_to_target_s is None:
-        out.time_to_target_s = round(seconds, 3)
-    return reached and target.stop

@@ -20,19 +20,11 @@ import math
 import time
 from typing import Callable
 
-from transferbench.modes import get_mode
 from transferbench.outcome import Diverged
 
 from ..signals import check_stop
 
 ONLY_FINAL_EVAL = 1e6  # eval_every in epochs: a candidate is evaluated once, when it ends
-
-
-def rates(spec) -> tuple[tuple[float, ...], str]:
-    """(the candidate rates, "auto" | "grid")."""
-    if spec.hyper.lr == "auto":
-        return get_mode(spec.mode, spec.hyper).auto_grid, "auto"
-    return tuple(spec.hyper.lr), "grid"
 
 
 def candidate_steps(total_steps: int, rule) -> int:
@@ -52,13 +44,13 @@ def chosen(spec, lr: float):
     return spec.model_copy(update={"hyper": spec.hyper.model_copy(update={"lr": lr})})
 
 
-def search(spec, total_steps: int, train_candidate: Callable, metric_name: str, higher_is_better: bool,
+def search(spec, plan, total_steps: int, train_candidate: Callable, metric_name: str, higher_is_better: bool,
            validation_samples: int) -> tuple[float, dict, float]:
     """(the chosen rate, the record's `lr_search`, seconds of shared work to charge): every candidate trained by
     `train_candidate(candidate spec)`, which returns its outcome scored on the held-out examples."""
     t0 = time.perf_counter()
-    grid, kind = rates(spec)
-    steps = candidate_steps(total_steps, spec.hyper.lr_search)
+    grid, kind = plan.grid, plan.kind  # an LrSearchPlan (runners/orchestrate/plan.py)
+    steps = candidate_steps(total_steps, plan.rule)
     scores, charged = [], 0.0
 
     def score(lr: float) -> None:

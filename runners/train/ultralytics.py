@@ -1,10 +1,10 @@
-"""The Ultralytics loop: launch glue for tasks whose `loop` is "ultralytics" (object detection).
+"""The Ultralytics loop, for models of the YOLO family: what it cannot train as asked, and launch glue.
 
-The task describes the run as a JSON-able job (tasks/object_detection.py); here it gets its devices and is
-trained by runners/train/yolo_fit.py. Under a multi-process `accelerate launch` the main process trains in a child
-process whose environment lacks the launcher's rank variables (Ultralytics reads RANK/LOCAL_RANK and would
-believe it is already a DDP worker); on GPUs that child uses Ultralytics' own DDP over the same devices; the
-other processes wait for its result, so N processes never train N copies.
+The run becomes a JSON-able job (yolo_job.py), gets its devices here and is trained by yolo_fit.py. Under a
+multi-process `accelerate launch` the main process trains in a child process whose environment lacks the launcher's
+rank variables (Ultralytics reads RANK/LOCAL_RANK and would believe it is already a DDP worker); on GPUs that child
+uses Ultralytics' own DDP over the same devices; the other processes wait for its result, so N processes never
+train N copies.
 """
 from __future__ import annotations
 
@@ -20,36 +20,48 @@ from typing import Optional
 from transferbench.cache import cache_dir
 from transferbench.errors import UserError
 from transferbench.outcome import TrainOutcome
-from transferbench.tasks import yolo_env
+from transferbench.tasks import get_task
 
-from . import trackers
+from . import trackers, yolo_env
+from .yolo_job import check_pass_through, job as make_job
+from .yolo_model import check_weights, resolve_model
 
-HF_LOOP_OPTIONS = ("compile", "channels_last", "gradient_checkpointing", "cached_features", "eval_samples",
-                   "early_stopping")  # options of the HF loop that Ultralytics lacks
 LAUNCHER_VARIABLES = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
                       "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"}
-
-
 ULTRALYTICS_MAX_GRAD_NORM = 10.0  # Ultralytics' trainer clips every step at this norm, whatever it is told
 
 
-def check(spec, num_processes: int) -> None:
-    if spec.hyper.max_grad_norm != type(spec.hyper).model_fields["max_grad_norm"].default:
+def check(spec, num_processes: int, dry_run: bool) -> None:
+    """What Ultralytics' trainer cannot do as asked, and weights a mode needs but the model lacks. Torch-free (a
+    model YAML is read, not parsed by Ultralytics), so a dry run checks the same."""
+    h = spec.hyper
+    if h.max_grad_norm != type(h).model_fields["max_grad_norm"].default:
         raise UserError(f"max_grad_norm: {spec.task} trains with Ultralytics' own loop, which always clips at "
                         f"{ULTRALYTICS_MAX_GRAD_NORM:g}; leave max_grad_norm unset for it")
-    options = [k for k in HF_LOOP_OPTIONS if getattr(spec.hyper, k)]
-    if options:
-        raise UserError(f"{', '.join(options)} apply to the Hugging Face loop only; {spec.task} trains with its "
-                        f"own loop: set {options[0]}: false for it")
+    if h.max_steps is not None:
+        raise UserError("max_steps is not supported by Ultralytics' loop; use epochs or max_seconds")
+    if h.epochs != int(h.epochs):
+        raise UserError(f"epochs must be a whole number (got {h.epochs})")
+    check_pass_through(get_task(spec.task)(spec.task_args).args.ultralytics)
+    ref = resolve_model(spec.model_source, parse=False)
+    if spec.stage is None:  # a stage's checkpoint exists only once it has trained: checked when used
+        check_weights(spec.mode, ref, spec.model, h)
 
 
-def run(spec, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
+def warm_up() -> None:
+    """Ultralytics' import (its trainer, validator and model code): what a first run would otherwise pay."""
+    yolo_env.load()
+    import ultralytics.models.yolo.detect  # noqa: F401
+
+
+def run(plan, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
         work_dir: Optional[Path] = None, model_dir: Optional[Path] = None) -> TrainOutcome:
-    """`model_dir`: the final weights saved there as an Ultralytics checkpoint (save_models: final). Trackers
-    (report_to) get the run's epochs when it returns: it may have trained in a child process."""
+    """One run (a RunPlan). `model_dir`: the final weights saved there as an Ultralytics checkpoint (save_models:
+    final). Trackers (report_to) get the run's epochs when it returns: it may have trained in a child process."""
+    spec = plan.spec
     # absolute: Ultralytics resolves a relative `project` against its own runs dir, outside the results dir
     work = (Path(work_dir) if work_dir else cache_dir() / "work" / spec.run_id).resolve()
-    job = task.job(spec, model_ref, work, save_to)
+    job = make_job(spec, task, model_ref, work, save_to)
     name = spec.model if spec.model.startswith("pretrain:") else Path(spec.model).name
     job["label"] = f"{name} n={job['n_train']} {spec.mode} s{spec.seed}"  # names each per-epoch line
     job["log_level"] = logging.getLogger("transferbench").getEffectiveLevel()

@@ -18,9 +18,9 @@ from copy import deepcopy
 from pathlib import Path
 
 from transferbench.cache import atomic_dir
-from transferbench.tasks import yolo_env
 
 from ..signals import check_stop, stop_requested
+from . import yolo_env
 
 log = logging.getLogger("transferbench.runners.train.yolo_fit")  # also when run as __main__ (the child)
 

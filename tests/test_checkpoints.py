@@ -1,25 +1,151 @@
-"""save_models: final: every run's final weights saved the ecosystem's way under <results>/models/<run_id>, and
-loading them back with the library's own loader gives the trained model's very outputs."""
+"""Checkpoints: loading safely (no pickled code, remote code only when trusted, corrupt files refused) and saving
+trained models that reload with their library's own loader."""
+import json
+import os
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import run_main, write_suite
+from helpers import custom_code_checkpoint, run_main, write_suite
 from transferbench.builtin import materialize
 from transferbench.config import load_suite
+from transferbench.errors import UserError
 from transferbench.results import Store
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # what a malicious pickle does on load
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_weights_never_run_code(tiny_bert, tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from transferbench import models
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_bert, ckpt)
+    (ckpt / "model.safetensors").unlink()
+    state = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2).state_dict()
+    torch.save({**state, "evil": _Evil(tmp_path / "pwned")}, ckpt / "pytorch_model.bin", pickle_protocol=2)
+    with pytest.raises(Exception, match="(?i)weights.only|unpickl|unsupported global"):
+        models.from_pretrained(AutoModelForSequenceClassification, str(ckpt), num_labels=2)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_remote_code_runs_only_for_a_model_the_suite_trusts(tmp_path, monkeypatch):
+    from transformers import AutoConfig
+
+    from transferbench import models
+
+    ref = custom_code_checkpoint(tmp_path / "custom")
+    monkeypatch.setenv("CUSTOM_CODE_MARKER", str(tmp_path / "ran"))
+    with pytest.raises(UserError, match=r"needs its own code .* `trust_remote_code: \['"):
+        models.from_pretrained(AutoConfig, ref)
+    assert not (tmp_path / "ran").exists()
+    try:
+        models.trust_remote_code([ref])
+        assert models.from_pretrained(AutoConfig, ref).model_type == "custom-bert"
+        assert (tmp_path / "ran").exists()
+    finally:
+        models.trust_remote_code([])
+
+
+def test_model_files_refuse_what_the_loaders_refuse_in_one_line(tmp_path, tiny_bert):
+    """The config and tokenizer checks give the run's one-line errors (and a few the loaders gave as tracebacks)."""
+    import shutil
+
+    from transferbench import model_files, models
+    from transferbench.errors import UserError
+
+    def folder(name, config=None, copy=False):
+        path = tmp_path / name
+        shutil.copytree(tiny_bert, path) if copy else path.mkdir()
+        if config is not None:
+            (path / "config.json").write_text(json.dumps(config))
+        return str(path)
+
+    seq = "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"
+    assert model_files.check_auto_class(tiny_bert, seq, "a text classifier") == "bert"
+    assert model_files.check_auto_class("all-minilm-l6-v2", seq, "a text classifier") == "bert"
+    model_files.check_tokenizer(tiny_bert)
+    cases = {
+        folder("empty"): "it has no config.json",
+        folder("untyped", {"hidden_size": 8}): "its config.json has no model_type",
+        folder("unknown", {"model_type": "no-such-arch"}): "does not know model_type 'no-such-arch'",
+        folder("remote", {"model_type": "mine", "auto_map": {"AutoConfig": "c.C"}}): "needs its own code",
+        folder("vision", {"model_type": "vit"}): "(model_type 'vit') is not a text classifier",
+        "nobody/nothing-here": "cannot be downloaded from the Hub here",
+    }
+    for ref, message in cases.items():
+        with pytest.raises(UserError, match=re.escape(message)):
+            model_files.check_auto_class(ref, seq, "a text classifier")
+    try:
+        models.trust_remote_code([str(tmp_path / "remote")])  # trusted: past the code check, to the mapping's
+        with pytest.raises(UserError, match=re.escape("(model_type 'mine') is not a text classifier")):
+            model_files.check_auto_class(str(tmp_path / "remote"), seq, "a text classifier")
+    finally:
+        models.trust_remote_code([])
+    no_tokenizer = folder("no-tokenizer", {"model_type": "bert"})
+    with pytest.raises(UserError, match="cannot load a tokenizer from .*none of tokenizer.json"):
+        model_files.check_tokenizer(no_tokenizer)
+    broken = folder("broken-tokenizer", copy=True)
+    (Path(broken) / "tokenizer.json").write_text('{"model": {"type": "WordPiece"}}')
+    with pytest.raises(UserError, match="cannot load .*tokenizer.json"):
+        model_files.check_tokenizer(broken)
+    with pytest.raises(UserError, match="an architecture config has no tokenizer"):
+        model_files.check_tokenizer('config:{"model_type": "bert"}')
+    with pytest.raises(UserError, match="Unrecognized model identifier: vitt"):
+        model_files.config('config:{"model_type": "vitt"}')
+
+
+def test_model_files_read_a_hub_model_from_the_local_cache(tmp_path, tiny_bert, monkeypatch):
+    """A Hub id resolves through huggingface_hub's cache as from_pretrained would offline: found when cached,
+    the run's one-line 'cannot be downloaded' error when not."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from transferbench import model_files
+    from transferbench.errors import UserError
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(Path(tiny_bert) / name, snapshot / name)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    seq = "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"
+    assert model_files.check_auto_class("org/tiny", seq, "a text classifier") == "bert"
+    model_files.check_tokenizer("org/tiny")  # tokenizer.json cached; the other tokenizer files need not be
+    with pytest.raises(UserError, match="'org/other' is neither an alias .* cannot be downloaded from the Hub here"):
+        model_files.check_auto_class("org/other", seq, "a text classifier")
+    (snapshot / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match="cannot be downloaded from the Hub here"):
+        model_files.check_tokenizer("org/tiny")
 
 
 def _trained(suite, tmp_path):
     """(spec, outcome) of the suite's only run through the HF loop in this process, saving to tmp_path/model."""
     from transferbench.runners.train import hf_loop
     from transferbench.runners.orchestrate.execute import accelerator_for
-    from transferbench.runners.orchestrate.suite import expand_runs
+    from transferbench.runners.orchestrate.plan import plan_runs
     from transferbench.tasks import get_task
 
-    (spec,) = expand_runs(load_suite(suite))
-    out = hf_loop.run(spec, get_task(spec.task)(spec.task_args), spec.model, accelerator_for(spec),
+    (plan,) = plan_runs(load_suite(suite))
+    spec = plan.spec
+    out = hf_loop.run(plan, get_task(spec.task)(spec.task_args), spec.model, accelerator_for(spec),
                       model_dir=tmp_path / "model")
     assert out.saved_model == str(tmp_path / "model")
     return spec, out

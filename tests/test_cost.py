@@ -1,16 +1,32 @@
-"""Energy per run from hardware counters (transferbench/energy.py): RAPL and NVML read before and after a run, wraps
-handled, "—" with the reason where no counter is readable, a report column and footer, no thread, microseconds."""
+"""Cost: the device-hour cost model, the price table, energy counters (RAPL, NVML) and their report column."""
 import json
 import threading
-import time
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
 from helpers import result, run_main, write_store, write_suite
-from transferbench import energy
+from transferbench import cost, energy
 from transferbench.results import SCHEMA_VERSION, Store
+
+
+def test_cost_model():
+    price = cost.lookup("NVIDIA H100 80GB HBM3")
+    assert price.per_device_hour > 0 and price.date and price.source.startswith("http")
+    assert cost.lookup("CPU: AMD EPYC 7B13").per_device_hour > 0
+    assert cost.lookup("NVIDIA H100 80GB HBM3", override=1.5) == cost.Price(1.5, None, "user override")
+    assert cost.lookup("Some Unknown Accelerator").per_device_hour is None
+    hours = cost.device_hours(1800, 4)
+    assert hours == 2.0 and cost.cost_usd(hours, cost.Price(3.0, None, "x")) == 6.0
+
+
+def test_price_keys_match_whole_words_only():
+    assert cost.lookup("NVIDIA L4").per_device_hour == cost.price_table()["devices"]["L4"]["price"]
+    assert cost.lookup("NVIDIA L40S").per_device_hour is None  # not the L4's price
+    assert cost.lookup("NVIDIA A100-SXM4-80GB").per_device_hour == cost.price_table()["devices"]["A100"]["price"]
+
 
 UJ = 1e-6 / 3.6e6  # kWh per microjoule
 
@@ -135,16 +151,20 @@ def test_nvml_counts_each_gpu_of_the_run_matched_by_uuid(monkeypatch, tmp_path):
     assert "not counted: no RAPL zones" in e.note  # what the number leaves out is said
 
 
-def test_measuring_costs_microseconds_and_no_thread():
+def test_measuring_reads_each_counter_twice_a_run_and_starts_no_thread(powercap, monkeypatch):
+    """What a run pays for its energy number: one read of each counter as it starts and one as it ends (zone
+    discovery once per process), in the calling thread: microseconds, whatever the run's length."""
     threads = threading.active_count()
     with energy.EnergyMeter(torch.device("cpu")):  # discovery, cached per process
         pass
-    t0 = time.perf_counter()
+    reads, read_text = [], Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self.name) or read_text(self, *a, **k))
     for _ in range(100):
         with energy.EnergyMeter(torch.device("cpu")) as meter:
             assert threading.active_count() == threads
         meter.result()
-    assert (time.perf_counter() - t0) / 100 < 1e-3  # per run: well under a millisecond
+    assert len(meter.counters) == 2 and energy.rapl_counters.cache_info().misses == 1
+    assert reads == ["energy_uj"] * (100 * 2 * 2)  # 100 runs x 2 counters (package, dram) x start and end
 
 
 def test_a_run_on_this_cpu_records_why_it_has_no_energy_and_the_report_says_so(tiny_bert, tmp_path, capsys):
