@@ -19,28 +19,58 @@ from . import class_labels, require_columns
 torch = lazy("torch")
 
 
+def augmentation(name: str, size: int):
+    """The preset's torchvision v2 transform of one uint8 CHW image (None for off). light: small crops (digits,
+    text-like images, where a flip changes the class); standard: crops down to 35% of the area, horizontal flips,
+    colour jitter; trivial: the same crops and flips, then TrivialAugmentWide (one random op of random strength)."""
+    if name == "off":
+        return None
+    from torchvision.transforms import v2
+
+    def crop(scale, ratio=(3 / 4, 4 / 3)):
+        return v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True)
+
+    if name == "light":
+        return crop((0.8, 1.0), (0.9, 1.1))
+    last = v2.ColorJitter(0.3, 0.3, 0.3) if name == "standard" else v2.TrivialAugmentWide()
+    return v2.Compose([crop((0.35, 1.0)), v2.RandomHorizontalFlip(), last])
+
+
 class ImageCollate:
-    """uint8 HWC images -> normalised float NCHW batch, with per-example augmentation when training."""
+    """uint8 HWC images -> normalised float NCHW batch, with per-example augmentation when training: a new draw
+    per example and epoch from the collate's own random stream. It starts from the run's seed (offset by the process
+    rank) at the first training batch and runs on through the run's trainings (a search's candidates, a plateau
+    phase, the final training): the same seed gives the same augmented batches, in every mode, and the model's
+    initialisation, dropout and shuffling draw the same numbers with or without augmentation."""
 
-    def __init__(self, size: int, mean, std, augment: str):
-        from torchvision.transforms import v2
-
+    def __init__(self, size: int, mean, std, augment: str = "off"):
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
-        self.augment = {
-            "off": None,
-            "light": v2.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
-            "standard": v2.Compose([v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True),
-                                    v2.RandomHorizontalFlip(), v2.ColorJitter(0.3, 0.3, 0.3)]),
-        }[augment]
+        self.augment = augmentation(augment, size)
+        self._rng = None  # the stream's torch CPU generator state, started on the first training batch
 
     def __call__(self, examples):
         x = torch.stack([e["pixel_values"] for e in examples]).permute(0, 3, 1, 2)
+        if self.augment is not None:  # on uint8, as torchvision's photometric ops expect
+            x = self._augmented(x)
         x = x.float().div_(255)
-        if self.augment is not None:
-            x = torch.stack([self.augment(img) for img in x])
         return {"pixel_values": (x - self.mean) / self.std,
                 "labels": torch.tensor([int(e["labels"]) for e in examples])}
+
+    def _augmented(self, x):
+        # torchvision's v2 transforms draw from torch's global CPU generator: it is swapped for the stream's state
+        # around them and restored after, which leaves the training's own draws untouched
+        outer = torch.get_rng_state()
+        if self._rng is None:  # the loop has seeded torch with the run's seed (set_seed) before training
+            dist = torch.distributed
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            self._rng = torch.Generator().manual_seed((torch.initial_seed() + 7919 * (rank + 1)) % 2**63).get_state()
+        torch.set_rng_state(self._rng)
+        try:
+            return torch.stack([self.augment(img) for img in x])
+        finally:
+            self._rng = torch.get_rng_state()
+            torch.set_rng_state(outer)
 
 
 MAX_PIXELS = 64 * 2**20  # larger pictures are skipped as unreadable (a decompression bomb's header claims more)

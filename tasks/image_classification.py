@@ -29,7 +29,9 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class ImageArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image_size: Optional[int] = Field(None, gt=0)  # None: the model's image processor / timm data config
-    augment: Literal["off", "light", "standard"] = "off"  # light: small crops; standard: crops, flips, colour
+    # training batches only, drawn anew each epoch from the run's seed (presets: _image_data.augmentation): off;
+    # light (small crops); standard (crops, flips, colour jitter); trivial (crops, flips, TrivialAugmentWide)
+    augment: Optional[Literal["off", "light", "standard", "trivial"]] = "off"  # null: off
     # BatchNorm running-statistics momentum for every mode (None: the model's own). TF-ported timm models
     # (tf_*) keep TensorFlow's 0.01, made for long schedules: after a few dozen steps their running statistics
     # have barely left ImageNet's, so evaluation of a short fine-tune measures that lag, not the mode
@@ -148,8 +150,13 @@ class ImageClassification(Task):
         size, mean, std, proc = preprocessing(model)
         size = self.args.image_size or size
         dd, labels, identity = prepared(dataset.model_dump_json(), size)
-        return TaskData(dd["train"], dd["eval"], ImageCollate(size, mean, std, self.args.augment), labels, identity,
-                        eval_collate=ImageCollate(size, mean, std, "off"), processor=proc)
+        return TaskData(dd["train"], dd["eval"], ImageCollate(size, mean, std, self.args.augment or "off"), labels,
+                        identity, eval_collate=ImageCollate(size, mean, std), processor=proc)
+
+    @property
+    def augments(self) -> bool:
+        """Whether training batches are augmented (a loop that trains on precomputed features cannot)."""
+        return (self.args.augment or "off") != "off"
 
     def check_model(self, model: str) -> None:
         timm_ref = _timm_name(model, model_files.resolve)

@@ -50,7 +50,7 @@ def test_to_pandas_is_one_row_per_deduplicated_run(published):
     results = transferbench.load(published)
     runs = Store(published).runs()  # the store's reader, each run_id once
     df = results.to_pandas()
-    assert len(df) == len(results) == len(runs) == 132
+    assert len(df) == len(results) == len(runs) == 108
     assert list(df["run_id"]) == [r["run_id"] for r in runs] and df["run_id"].is_unique
     assert df["metric"].tolist() == [r["metric"] for r in runs]
     assert {"suite", "task", "dataset", "model", "mode", "seed", "train_samples", "metric", "cost_usd",
@@ -60,7 +60,7 @@ def test_to_pandas_is_one_row_per_deduplicated_run(published):
     nested = results.to_pandas(nested=True)
     assert nested["config"].iloc[0] == runs[0]["config"] and "_store" not in nested.columns
     # the same store given twice, as shards are: each run_id still counts once
-    assert len(transferbench.load(published, published / "runs.jsonl").to_pandas()) == 132
+    assert len(transferbench.load(published, published / "runs.jsonl").to_pandas()) == 108
 
 
 def test_a_retried_run_is_one_row_its_success(tmp_path):
@@ -74,7 +74,7 @@ def test_a_retried_run_is_one_row_its_success(tmp_path):
 def test_cells_are_the_numbers_of_the_published_table(published):
     cells = transferbench.load(published).cells()
     board = leaderboard.build(merge.load([published]))  # what `transferbench report` computes
-    assert len(cells) == len(board.cells) == 44
+    assert len(cells) == len(board.cells) == 36
     for row, cell in zip(cells.to_dict("records"), board.cells):
         for key in ("task", "dataset", "model", "train_samples", "mode", "n", "metric_mean", "metric_std",
                     "delta_vs_scratch", "cost_usd", "cost_per_point", "best"):

@@ -74,7 +74,7 @@ def test_marker_in_every_format(reported):
 def test_verdicts_built_on_improving_cells_are_provisional(board):
     v128, v256 = (next(v for v in board.budget_verdicts if v["train_samples"] == n) for n in (128, 256))
     assert v128["text"].endswith("; provisional: finetune still improving at 128 examples (2/3 runs)")
-    assert v128["provisional"] == [dict(mode="finetune", train_samples=128, still_improving=2, n=3)]
+    assert v128["provisional"] == [dict(mode="finetune", train_samples=128, still_improving=2, too_short=0, n=3)]
     assert "provisional" not in v256["text"] and v256["provisional"] == []
     (cross,) = board.crossovers
     assert "provisional: finetune still improving at 128 examples (2/3 runs)" in cross["text"]
@@ -94,10 +94,11 @@ def test_headline_opens_the_report_and_predicts_the_crossover(board, reported):
     assert claim["n"] == pred["crossover_budget"] and 1024 < claim["n"] <= 4096
     assert (f"scratch predicted to come within one std of finetune at ~{fmt.examples(claim['n'])} examples "
             f"(fitted curves, {claim['n'] / 1024:.1f}× the largest budget run)") in text
-    assert "cheapest mode within one std of the best: lora at 128–1,024 examples" in text
+    assert "cheapest adequate mode (within the margin of the best): lora at 128–1,024 examples" in text
     assert text.endswith("; provisional: finetune still improving at 128 examples (2/3 runs)")
-    # bold only where significant: the Δ vs scratch at both ends is, the lead over lora is not
-    assert "vs scratch: **+0.24 at 128 (significant)**, **+0.038 at 1,024 (significant)**" in line["markdown"]
+    # bold only where significant on settled cells: the Δ vs scratch at 1,024 is; at 128 finetune is still improving,
+    # so its significant Δ is provisional and plain; the lead over lora is not significant
+    assert "vs scratch: +0.24 at 128 (significant, provisional), **+0.038 at 1,024 (significant)**" in line["markdown"]
     assert "**finetune" not in line["markdown"]
     _, md = reported
     title, blank, first = md.splitlines()[:3]
@@ -126,7 +127,7 @@ def test_one_budget_gets_a_plain_single_budget_line():
     (line,) = build(records).headlines
     assert line["text"] == ("topics, m (one budget: 64 examples): finetune ahead (lead over lora not significant); "
                             "vs scratch: +0.56 (significant); scratch not within one std of the best transfer mode; "
-                            "cheapest mode within one std of the best: lora")
+                            "cheapest adequate mode (within the margin of the best): lora (-0.010 [-0.076, +0.056])")
 
 
 def test_no_prediction_from_poor_fits():
@@ -137,7 +138,8 @@ def test_no_prediction_from_poor_fits():
     assert ("scratch not within one std of the best transfer mode except at 256 examples (no crossover prediction: "
             "scratch: poor fit)") in line["text"]
     assert "**scratch wins at 256 examples**" in line["markdown"]
-    assert "cheapest mode within one std of the best: lora at 128 and 512–1,024 examples" in line["text"]
+    assert ("cheapest adequate mode (within the margin of the best): lora at 128 examples (-0.010 [-0.033, +0.013]) "
+            "and 512–1,024 examples") in line["text"]
     assert "provisional" not in line["text"]
 
 

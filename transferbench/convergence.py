@@ -23,6 +23,10 @@ def judge(curve: list[dict], losses: list[float], higher_is_better: bool,
     """(converged, why) from the eval curve ({metric} points in order) and the per-step training losses."""
     if stop_reason == "early_stopping":
         return True, "stopped early: the validation subset's metric had stopped improving"
+    if stop_reason == "plateau":
+        return True, "trained to its plateau: the budget's validation part had stopped improving"
+    if stop_reason == "cap":
+        return False, "hit the step cap while the budget's validation part was still improving"
     if len(curve) >= 2:
         gain = curve[-1]["metric"] - curve[-2]["metric"]
         gain = gain if higher_is_better else -gain

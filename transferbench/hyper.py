@@ -47,15 +47,38 @@ Lr = Annotated[Any, PlainValidator(_lr)]  # float | "auto" | "default" | tuple o
 
 
 class LrSearch(BaseModel):
-    """How `lr: auto` / `lr: [grid]` picks a run's learning rate (runners/train/lr_search.py): every candidate trains the
-    run's own recipe (model init, subset, batch, schedule shape) for `fraction` of its optimizer steps (at least
-    `min_steps`, at most all of them), and is scored on `validation_samples` training-pool examples held out
-    beyond the run's budget (never the test split); the best metric wins, the lower validation loss breaks ties."""
+    """How `lr: auto` / `lr: [grid]` picks a run's learning rate (runners/train/lr_search.py). `validation: budget`
+    (the default): candidates train on the budget's fit part and are scored on its validation part (Plateau's
+    split), so every label used is counted; under `schedule: plateau` each candidate trains to its own plateau.
+    `validation: beyond`: scored on `validation_samples` training-pool examples held out beyond the budget (labels
+    the budget does not count; the record and the report say so). Candidates of a fixed schedule train `fraction`
+    of its optimizer steps (at least `min_steps`, at most all of them). The best validation metric wins; a tie
+    goes to the mode's default rate, else to the candidate nearest the grid's centre; an auto grid extends past
+    an end only when that end wins outright."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
     min_steps: PositiveInt = 20
-    validation_samples: PositiveInt = 100
+    validation: Literal["budget", "beyond"] = "budget"
+    validation_samples: PositiveInt = 100  # validation: beyond only
+
+
+class Plateau(BaseModel):
+    """`schedule: plateau` (runners/train/plateau.py): the budget is split, by the run's seed, into a fit part and a
+    validation part (`validation` of it, at least `min_validation` examples); the run trains on the fit part,
+    scoring the validation part every `eval_steps` optimizer steps, until its metric has not improved by more than
+    `min_delta` for `patience` scorings, not before `min_steps` (the floor) and at most `max_steps` (the cap, shared
+    by every mode of a comparison unless a mode sets its own); then it trains anew on the whole budget for as many
+    epochs as its best scoring (the first to reach the best metric) had."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    patience: PositiveInt = 3
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    min_steps: PositiveInt = 20
+    max_steps: PositiveInt = 300
+    eval_steps: PositiveInt = 5
+    validation: Annotated[float, Field(gt=0, le=0.5)] = 0.2
+    min_validation: PositiveInt = 4
 
 
 class EarlyStopping(BaseModel):
@@ -133,6 +156,10 @@ class _Schedule(BaseModel):
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     early_stopping: Optional[EarlyStopping] = None  # on the HF loop; evaluations every `eval_every` epochs
+    # "fixed": epochs / max_steps as given; "plateau": to the validation plateau (Plateau). Unset: plateau where the
+    # run's loop has it and the suite gives neither epochs nor max_steps, else fixed (runners/orchestrate/plan.py)
+    schedule: Optional[Literal["fixed", "plateau"]] = None
+    plateau: Plateau = Plateau()  # dropped from the dump unless the schedule is plateau
 
 
 class _Adapter(BaseModel):
@@ -202,6 +229,14 @@ class Hyper(_Output, _Evaluation, _Speed, _Adapter, _Schedule, _Optimizer):  # f
                 del data[name]
         if not self.searched:  # how a search would run does not change a run given its rate
             data.pop("lr_search", None)
+        else:  # ... and always changes a searched one (its validation now comes from inside the budget)
+            data["lr_search"] = self.lr_search.model_dump()
+        if self.schedule == "plateau":  # its rule is part of what a plateau run measures
+            data["plateau"] = self.plateau.model_dump()
+        else:
+            data.pop("plateau", None)
+        if self.schedule == "fixed":  # what every run before schedules existed trained: its identity is kept
+            data.pop("schedule", None)
         return data
 
     @property

@@ -41,6 +41,7 @@ class TrainOutcome:
     saved_model: Optional[str] = None  # where the final weights were saved (save_models: final), else None
     lr: Optional[float] = None  # the learning rate trained at (given, or chosen by a search); None: as configured
     lr_search: Optional[dict] = None  # the search that chose it (runners/train/lr_search.py), None when lr was given
+    plateau: Optional[dict] = None  # schedule: plateau: its phase (runners/train/plateau.py summary), else None
     # Not recorded: what a caller may still need (a pretrain stage saves the model with its processor).
     model: Any = None
     data: Any = None

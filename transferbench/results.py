@@ -22,7 +22,8 @@ from .errors import UserError
 # 6 added energy_kwh, co2_kg, grid_gco2_per_kwh, energy_source, energy_note (transferbench/energy.py), saved_model;
 #   curve points carry train_loss (older rows: no energy fields, no train_loss; they still load); adapter_bytes
 # 7 added lr (the rate trained at) and lr_search (the search that chose it: grid, scores, chosen, steps, seconds)
-SCHEMA_VERSION = 7
+# 8 added plateau (schedule: plateau); lr_search says where it validated and whether a candidate beat chance
+SCHEMA_VERSION = 8
 
 
 @dataclasses.dataclass
@@ -70,6 +71,10 @@ class Result:
     # its seconds are in wall_seconds and the cost, not in train/eval/setup seconds or time-to-target
     lr: Optional[float] = None
     lr_search: Optional[dict[str, Any]] = None
+    # schedule: plateau: the plateau phase on the budget's own validation part {fit_samples, validation_samples,
+    # best_step, best_metric, steps_run, final_steps, stopped (plateau | cap), scorings, cap, floor, seconds, curve};
+    # its seconds, like the search's, are in wall_seconds and the cost only
+    plateau: Optional[dict[str, Any]] = None
     peak_memory_bytes: Optional[int] = None
     peak_memory_kind: Optional[str] = None  # cuda_max_allocated | cpu_peak_rss
     flops_estimate: Optional[float] = None  # training FLOPs: 6 x params x tokens, or 3 x a counted forward

@@ -32,6 +32,7 @@ class LrSearchPlan:
     grid: tuple[float, ...]
     kind: str
     rule: LrSearch
+    default: Optional[float] = None  # the mode's default rate: a tie goes to it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,16 +104,21 @@ def plan_runs(suite: Suite, shard: Optional[str] = None,
                                        mode=mode, seed=seed, **{kind: budget}, hyper=Hyper(**{**base, **patch}),
                                        target=shared.get("target"), task_args=task_args,
                                        stage=stage and stage.spec, suite_source=suite.source(), **_policy(shared))
-                        plans.append(_resolved(spec, f"{where}.modes.{mode}", stage, price_per_device_hour))
+                        given = {**base, **patch}.keys()
+                        plans.append(_resolved(spec, f"{where}.modes.{mode}", stage, price_per_device_hour,
+                                               fixed_length="epochs" in given or "max_steps" in given))
     return _shard(plans, shard) if shard else plans
 
 
 def _resolved(spec: RunSpec, where: str, stage: Optional[RunPlan], price: Optional[float],
-              searchable: bool = True) -> RunPlan:
-    """The one place a suite's `lr` is interpreted: unset means searched ("auto") where the run's loop searches,
-    else the mode's default; "default" is the mode's default (the number, so the run_id is that of the same rate
-    given); "auto" searches the mode's grid, a list searches that grid."""
+              searchable: bool = True, fixed_length: bool = True) -> RunPlan:
+    """The one place a suite's `lr` and `schedule` are interpreted. lr unset means searched ("auto") where the run's
+    loop searches, else the mode's default; "default" is the mode's default (the number, so the run_id is that of
+    the same rate given); "auto" searches the mode's grid, a list searches that grid. schedule unset means
+    "plateau" where the loop trains to a plateau and the suite gives the run no length (epochs, max_steps), else
+    "fixed"."""
     loop = loop_for(get_task(spec.task), spec.model_source)
+    schedule = spec.hyper.schedule or ("plateau" if "plateau" in loop.schedules and not fixed_length else "fixed")
     mode = get_mode(spec.mode, spec.hyper)
     searchable = searchable and loop.searches_lr
     lr = spec.hyper.lr
@@ -125,11 +131,11 @@ def _resolved(spec: RunSpec, where: str, stage: Optional[RunPlan], price: Option
     elif is_searched(lr) and not searchable:
         raise UserError(f"{where}.lr: this task trains with its own loop, which has no learning-rate search; give a "
                         f"number (unset: the mode's default {mode.default_lr:g})")
-    spec = spec.model_copy(update={"hyper": spec.hyper.model_copy(update={"lr": lr})})
+    spec = spec.model_copy(update={"hyper": spec.hyper.model_copy(update={"lr": lr, "schedule": schedule})})
     if lr == "auto":
-        lr = LrSearchPlan(mode.auto_grid, "auto", spec.hyper.lr_search)
+        lr = LrSearchPlan(mode.auto_grid, "auto", spec.hyper.lr_search, mode.default_lr)
     elif isinstance(lr, tuple):
-        lr = LrSearchPlan(lr, "grid", spec.hyper.lr_search)
+        lr = LrSearchPlan(lr, "grid", spec.hyper.lr_search, mode.default_lr)
     policy = Policy(price if price is not None else spec.price_per_device_hour, spec.oom_retries)
     return RunPlan(spec, lr, loop.name, policy, stage)
 

@@ -14,6 +14,7 @@ from transferbench import checkpoints, sources
 from transferbench.errors import UserError
 from transferbench.tasks import get_task
 
+from ..train import plateau
 from ..train.loops import get_loop
 from .plan import RunPlan
 
@@ -50,7 +51,9 @@ def preflight(plans: list[RunPlan], rebuild_stages: bool = False, num_processes:
         if spec.hyper.early_stopping:  # the validation carve leaves the rest for the budgets
             available = len(_about(where, sources.validation_split, available,
                                    spec.hyper.early_stopping.validation_samples)[1])
-        _about(where, sources.budget_size, available, spec.train_samples, spec.train_fraction)
+        size = _about(where, sources.budget_size, available, spec.train_samples, spec.train_fraction)
+        if spec.hyper.schedule == "plateau":  # the budget must split into a fit and a validation part
+            _about(where, plateau.check_budget, size, spec.hyper.plateau)
         if spec.target and spec.target.metric not in task.metric_names:
             raise UserError(f"target metric '{spec.target.metric}' is not computed by {spec.task} "
                             f"(it computes {', '.join(task.metric_names)})")

@@ -90,6 +90,7 @@ def _trained(res: Result, out: TrainOutcome) -> None:
     res.saved_model = out.saved_model
     if out.lr is not None:  # a searched rate: the one the search chose
         res.lr, res.lr_search = out.lr, out.lr_search
+    res.plateau = out.plateau
 
 
 def thin(losses: list[float], points: int = 50) -> list[dict[str, float]]:

@@ -96,6 +96,10 @@ def aggregate(key: tuple, rs: list[dict]) -> dict:
         # older stores have no `converged`: unknown counts as neither
         converged_runs=sum(r.get("converged") is True for r in scored),
         still_improving=sum(r.get("converged") is False for r in scored),
+        # converged None with a "too short to tell" reason (convergence.judge): unsettled too, unlike an old store's
+        too_short=sum(r.get("converged") is None and "too short" in str(r.get("convergence") or "") for r in scored),
+        # examples the final evaluation scored (the fewest over seeds): one of them is the margin's smallest step
+        eval_samples=min((r["eval_samples"] for r in scored if r.get("eval_samples")), default=None),
         mfu=_mean(r.get("mfu") for r in ok),
         trainable_share=_mean(r["params_trainable"] / r["params_total"] for r in ok
                               if r.get("params_trainable") is not None and r.get("params_total")),

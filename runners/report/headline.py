@@ -1,9 +1,11 @@
 """The headline: one plain line per benchmark (task, dataset, model) that answers "which mode, at which budget",
-claiming only what the numbers support. A mode "wins" at a budget only when its lead over the runner-up mode has a
-95% Welch interval that excludes 0 (otherwise it is "ahead", with the reason); only significant claims are bold; a
-predicted crossover is said only from usable fits (planner status ok), as a prediction, with how far it
-extrapolates; cells with runs still improving make the line provisional. Pure computation on the cells, the
-verdicts and the planner's fits: every writer renders the same parts."""
+claiming only what the numbers support. A mode "wins" at a budget only when its lead over every other mode is
+significant (stats.lead: Welch tests, Holm–Bonferroni; otherwise it is "ahead", naming the closest mode whose lead is
+not); the cheapest adequate mode is the cheapest within the equivalence margin of the best (stats.margin); only
+significant claims resting on settled cells are bold; a predicted crossover is said only from usable fits (planner
+status ok), as a prediction, with how far it extrapolates; cells with runs still improving or too short to tell make
+the line provisional. Pure computation on the cells, the verdicts and the planner's fits: every writer renders the
+same parts."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -12,7 +14,7 @@ from typing import Optional
 from . import fmt, planner
 from .cells import BENCHMARK_KEY, cell_key
 from .curves import MIN_BUDGETS, CurveFit
-from .stats import best, significant, welch_interval
+from .stats import best, closest_unproven, unsettled
 
 MAX_FACTOR = 4.0  # planner.plan's default: no prediction further than this past the largest budget measured
 PREFIXES = ("builtin:", "hub:")
@@ -35,52 +37,55 @@ def _runs(items: list[tuple[int, object]]) -> list[tuple[object, list[int]]]:
     return out
 
 
-def _standing(cells: list[dict]) -> tuple[str, str, str]:
-    """(best mode, state, runner-up mode) at one budget. state: wins | ahead | one seed | only."""
-    top = best(cells)
-    runner = best([c for c in cells if c["mode"] != top["mode"]])
-    if runner is None:
-        return top["mode"], "only", ""
-    lead = significant(welch_interval(top, runner))
-    return top["mode"], "one seed" if lead is None else "wins" if lead else "ahead", runner["mode"]
+def _standing(verdict: dict, cells: list[dict]) -> tuple[str, str, bool, str]:
+    """(best mode, state, provisional, closest mode whose lead is not significant) at one budget, from its verdict
+    (stats.lead). A win that rests on an unsettled cell is provisional: said so, never bold."""
+    closest = closest_unproven(verdict["lead"])
+    provisional = verdict["state"] == "wins" and any(unsettled(c) for c in cells)
+    return verdict["best_mode"], verdict["state"], provisional, closest["mode"] if closest else ""
 
 
-def _who_leads(by_budget: dict[int, list[dict]]) -> tuple[list[Part], set]:
+def _who_leads(by_budget: dict[int, list[dict]], verdicts: dict) -> tuple[list[Part], set]:
     budgets = sorted(by_budget)
-    standings = {b: _standing(cs) for b, cs in by_budget.items()}
-    segments = _runs([(b, standings[b][:2]) for b in budgets])
+    standings = {b: _standing(verdicts[b], cs) for b, cs in by_budget.items()}
+    segments = _runs([(b, standings[b][:3]) for b in budgets])
     parts: list[Part] = []
-    for i, ((mode, state), bs) in enumerate(segments):
+    for i, ((mode, state, provisional), bs) in enumerate(segments):
         notes = [f"{_span(bs)} examples"] if len(segments) == 1 and len(budgets) > 1 else []
         at = "" if len(budgets) == 1 else " at every budget run" if notes else f" at {_span(bs)} examples"
-        runners = "/".join(dict.fromkeys(standings[b][2] for b in bs))
+        closest = "/".join(dict.fromkeys(standings[b][3] for b in bs))
         if state == "one seed":
-            notes.append("one seed: no interval")
+            notes.append(f"one seed: no test against {closest}")
         elif state == "ahead":
-            notes.append(f"lead over {runners} not significant")
+            notes.append(f"lead over {closest} not significant")
+        elif provisional:
+            notes.append("provisional")
         verb = {"wins": "wins", "only": "is the only mode evaluated"}.get(state, "ahead")
         text = f"{mode} {verb}{at}" + (f" ({'; '.join(notes)})" if notes else "")
         parts += [(", ", False)] if i else []
-        parts.append((text, state == "wins"))
-    return parts, {mode for (mode, _), _ in segments}
+        parts.append((text, state == "wins" and not provisional))
+    return parts, {mode for (mode, _, _), _ in segments}
 
 
 def _vs_scratch(by_budget: dict[int, list[dict]], named: bool) -> list[Part]:
-    """The best mode's Δ vs scratch at the smallest and the largest budget, each with its significance."""
+    """The best mode's Δ vs scratch at the smallest and the largest budget, each with its significance (bold only
+    when significant and neither cell is unsettled)."""
     budgets = sorted(by_budget)
     quoted = []
     for b in dict.fromkeys([budgets[0], budgets[-1]]):
         top = best(by_budget[b])
         if top["mode"] != "scratch" and top["delta_vs_scratch"] is not None:
-            quoted.append((b, top))
+            scratch = next(c for c in by_budget[b] if c["mode"] == "scratch")
+            quoted.append((b, top, unsettled(top) or unsettled(scratch)))
     parts: list[Part] = []
-    for i, (b, c) in enumerate(quoted):
+    for i, (b, c, provisional) in enumerate(quoted):
         sig = c["delta_significant"]
         why = "one seed: no interval" if sig is None else "significant" if sig else "not significant"
+        why += ", provisional" if sig and provisional else ""
         at = "" if len(budgets) == 1 else f" at {fmt.count(b)}"
         who = f"{c['mode']} " if named else ""
         parts += [(", " if i else "vs scratch: ", False), (f"{who}{fmt.short(c['delta_vs_scratch'])}{at} ({why})",
-                                                           bool(sig))]
+                                                           bool(sig) and not provisional)]
     return parts
 
 
@@ -130,18 +135,43 @@ def _crossover(measured: dict, fits: dict[str, CurveFit], single: bool) -> tuple
              f"(fitted curves, {n / largest:.1f}× the largest budget run)", False)], claim
 
 
+def _gap(v: dict) -> str:
+    ci = v["cheapest_gap_ci"]
+    return f" ({fmt.short(v['cheapest_gap'])}" + (f" [{fmt.short(ci[0])}, {fmt.short(ci[1])}])" if ci else ", n=1)")
+
+
 def _cheapest(verdicts: list[dict], single: bool) -> list[Part]:
-    """Budgets where a cheaper mode than the best is within one std of it."""
+    """Budgets where a cheaper mode than the best is adequate (within the margin of it); where a span is one budget,
+    its gap to the best with the gap's 95% interval."""
+    ordered = sorted(verdicts, key=lambda v: v["train_samples"] or 0)
+    by_budget = {v["train_samples"]: v for v in ordered}
     cheaper = [(v["train_samples"], v["cheapest_mode"] if v["cheapest_mode"] != v["best_mode"] else None)
-               for v in sorted(verdicts, key=lambda v: v["train_samples"] or 0)]
+               for v in ordered]
     spans: dict[str, list[str]] = defaultdict(list)
     for mode, bs in _runs(cheaper):
         if mode is not None:
-            spans[mode].append(_span(bs))
+            gap = _gap(by_budget[bs[0]]) if len(bs) == 1 else ""
+            spans[mode].append(gap.lstrip() if single else f"{_span(bs)} examples{gap}")
     if not spans:
         return []
-    text = ", ".join(mode if single else f"{mode} at {' and '.join(at)} examples" for mode, at in spans.items())
-    return [(f"cheapest mode within one std of the best: {text}", False)]
+    text = ", ".join(f"{mode} {' and '.join(at)}" if single else f"{mode} at {' and '.join(at)}"
+                     for mode, at in spans.items())
+    return [(f"cheapest adequate mode (within the margin of the best): {text}", False)]
+
+
+def unsettled_text(cells: list[dict], most: int = 3) -> str:
+    """fmt.still_improving's list, then the cells whose runs were too short to tell ('too short to tell: lora at 16
+    examples (3/3 runs) ...', at most `most` named); '' when every cell settled."""
+    still = fmt.still_improving(cells, most)
+    short = [c for c in cells if c.get("too_short")]
+    modes = list(dict.fromkeys(c["mode"] for c in short))
+    named = sorted(short, key=lambda c: (modes.index(c["mode"]), c["train_samples"] or 0))[:most]
+    parts = [f"{mode} at " + " and ".join(f"{fmt.count(c['train_samples'])} examples ({c['too_short']}/{c['n']} "
+                                          "runs)" for c in named if c["mode"] == mode)
+             for mode in dict.fromkeys(c["mode"] for c in named)]
+    more = len(short) - len(named)
+    text = ", ".join(parts) + (f", and {more} more cell{'s' * (more > 1)}" if more else "")
+    return "; ".join(filter(None, [still, text and f"too short to tell: {text}"]))
 
 
 def _name(task, dataset, model, ambiguous: bool) -> str:
@@ -160,11 +190,11 @@ def _line(name: str, group: list[dict], verdicts: list[dict], measured: dict, fi
                     predicted_crossover=None)
     single = len(by_budget) == 1
     head = f"{name} (one budget: {fmt.count(next(iter(by_budget)))} examples): " if single else f"{name}: "
-    leads, leaders = _who_leads(by_budget)
+    leads, leaders = _who_leads(by_budget, {v["train_samples"]: v for v in verdicts})
     clauses = [leads, _vs_scratch(by_budget, named=len(leaders) > 1)]
     cross, claim = _crossover(measured, fits, single) if measured else ([], None)
     clauses += [cross, _cheapest(verdicts, single)]
-    still = fmt.still_improving([c for cs in by_budget.values() for c in cs])
+    still = unsettled_text([c for cs in by_budget.values() for c in cs])
     clauses.append([(f"provisional: {still}", False)] if still else [])
     parts: list[Part] = [(head, False)]
     for clause in filter(None, clauses):

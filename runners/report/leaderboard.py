@@ -17,7 +17,7 @@ from .curves import MIN_BUDGETS, fit_curves
 from .merge import check_configs, store_folder
 from .stats import best as _best
 from .stats import sign as _sign
-from .stats import significant, welch_interval, within_std
+from .stats import adequate, closest_unproven, gap, lead, margin, significant, unsettled, welch_interval, within_std
 
 # transferbench.modes.MODES' order (a test keeps them equal), without importing torch for a report
 MODE_ORDER = ("scratch", "finetune", "lora", "linear-probe", "partial")  # peft-family modes sort after
@@ -101,39 +101,69 @@ def _cost_per_point(cell: dict) -> Optional[float]:
     return cell["cost_usd"] / (100 * cell["metric_mean"])
 
 
+def _lead_text(state: str, rows: list[dict]) -> str:
+    """The best mode's standing: 'wins (lead over each other mode significant; the closest, lora: +0.05 [...])'."""
+    def one(r):
+        ci = f" [{fmt.short(r['ci'][0])}, {fmt.short(r['ci'][1])}]" if r["ci"] else " (no interval: n=1)"
+        p = f", Holm p {r['p_holm']:.2g}" if r["p_holm"] is not None else ""
+        return f"{r['mode']} {fmt.short(r['diff'])}{ci}{p}"
+    if state == "only":
+        return "the only mode evaluated"
+    if state == "wins":
+        return f"wins (lead significant over every other mode; the closest: {one(rows[0])})"
+    r = closest_unproven(rows)
+    return f"ahead (lead over {one(r)}: " + ("not significant)" if r["significant"] is False else "one seed: no test)")
+
+
 def _budget_verdict(key: tuple, group: list[dict]) -> Optional[dict]:
-    best = _best(group)
-    if best is None:
+    """Best mode, whether it wins (stats.lead), the adequate modes (within the margin of the best) and the cheapest
+    of them, each with its gap to the best and the gap's 95% interval."""
+    top = _best(group)
+    if top is None:
         return None
-    close = [c for c in group if c["n"] and within_std(c, best)]
+    scored = [c for c in group if c["n"]]
+    state, rows = lead(top, [c for c in scored if c is not top])
+    tol = margin(scored)
+    close = [c for c in scored if adequate(c, top, tol)]
     by_cost = all(c["cost_usd"] is not None for c in close)
     price = "cost_usd" if by_cost else "device_hours"
     # a tie in price goes to the better metric
     cheapest = min(close, key=lambda c: (c[price] is None, c[price] or 0.0, -_sign(c) * c["metric_mean"]))
+    gaps = {c["mode"]: gap(c, top) for c in close if c is not top}
     spend = fmt.money(cheapest["cost_usd"]) if by_cost else f"{fmt.hours(cheapest['device_hours'])} device-h"
     per_point = (f", {fmt.money(cheapest['cost_per_point'])} per {cheapest['metric_name']} point"
                  if cheapest["cost_per_point"] is not None else "")
-    text = (f"{key[2]}, {key[3]} examples: best {best['mode']}, {best['metric_name']} "
-            f"{fmt.metric(best['metric_mean'])} {fmt.spread(best)}; cheapest within one std of it: "
-            f"{cheapest['mode']} ({fmt.metric(cheapest['metric_mean'])}, {spend} per run{per_point})"
-            + ("" if len(close) > 1 else "; no other mode is within one std") + _provisional(group))
-    return dict(zip(BUDGET_KEY, key), best_mode=best["mode"], within_one_std=[c["mode"] for c in close],
-                cheapest_mode=cheapest["mode"], cheapest_by=price, provisional=_still(group), text=text)
+    tied = ", ".join(f"{m} {_gap_text(*g)}" for m, g in gaps.items())
+    text = (f"{key[2]}, {key[3]} examples: best {top['mode']}, {top['metric_name']} "
+            f"{fmt.metric(top['metric_mean'])} {fmt.spread(top)}, {_lead_text(state, rows)}; "
+            + (f"adequate (within the margin {tol:.4g} of the best): {tied}" if tied else
+               f"no other mode within the margin {tol:.4g} of the best")
+            + f"; cheapest adequate: {cheapest['mode']} ({fmt.metric(cheapest['metric_mean'])}, {spend} per run"
+            f"{per_point})" + _provisional(group))
+    g = gaps.get(cheapest["mode"]) if cheapest is not top else None
+    return dict(zip(BUDGET_KEY, key), best_mode=top["mode"], state=state, lead=rows, margin=tol,
+                adequate=[c["mode"] for c in close], cheapest_mode=cheapest["mode"], cheapest_by=price,
+                cheapest_gap=g and g[0], cheapest_gap_ci=g and g[1], provisional=_still(group), text=text)
+
+
+def _gap_text(diff: float, ci: Optional[tuple[float, float]]) -> str:
+    return f"{fmt.short(diff)} [{fmt.short(ci[0])}, {fmt.short(ci[1])}]" if ci else f"{fmt.short(diff)} (n=1)"
 
 
 def _still(cells: list[dict]) -> list[dict]:
-    """The cells with runs still improving when they ended: a verdict built on them may change with training."""
-    return [dict(mode=c["mode"], train_samples=c["train_samples"], still_improving=c["still_improving"], n=c["n"])
-            for c in cells if c["still_improving"]]
+    """The cells with runs still improving or too short to tell: a verdict built on them may change with training."""
+    return [dict(mode=c["mode"], train_samples=c["train_samples"], still_improving=c["still_improving"],
+                 too_short=c["too_short"], n=c["n"]) for c in cells if unsettled(c)]
 
 
 def _provisional(cells: list[dict]) -> str:
-    text = fmt.still_improving(cells)
+    text = headline.unsettled_text(cells)
     return f"; provisional: {text}" if text else ""
 
 
 def _crossover(key: tuple, group: list[dict]) -> dict:
-    """The smallest budget from which on scratch stays within one std of the best transfer mode."""
+    """The smallest budget from which on scratch stays within one std of the best transfer mode. It alone still uses
+    within_std (its text is reworked separately); the budget verdicts use the margin."""
     per_budget = defaultdict(list)
     for c in group:
         if c["n"] and c["train_samples"] is not None:

@@ -23,6 +23,13 @@ def _hyper(r: dict) -> dict:
     return (r.get("config") or {}).get("hyper") or {}
 
 
+def plateau_rule(h: dict) -> dict:
+    """A plateau run's rule as configured (its defaults where the dump leaves them out)."""
+    from transferbench.hyper import Plateau
+
+    return {**Plateau().model_dump(), **(h.get("plateau") or {})}
+
+
 def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -75,10 +82,11 @@ def lr_fields(rs: list[dict]) -> dict:
 
 
 def _parts(h: dict) -> dict:
-    """The schedule a run was given (config.hyper): its length (max_steps replaces epochs, as in the loops), time
-    cap, warm-up and scheduler."""
+    """The schedule a run was given (config.hyper): its length (to its plateau under a step cap; else max_steps,
+    which replaces epochs as in the loops), time cap, warm-up and scheduler."""
     steps, epochs, cap = h.get("max_steps"), h.get("epochs"), h.get("max_seconds")
-    length = (f"{steps} step{'s' * (steps != 1)}" if steps else
+    length = (f"plateau, cap {plateau_rule(h)['max_steps']} steps" if h.get("schedule") == "plateau" else
+              f"{steps} step{'s' * (steps != 1)}" if steps else
               f"{epochs:g} epoch{'s' * (epochs != 1)}" if _number(epochs) else None)
     return {"length": length, "cap": f"≤{cap:g} s" if _number(cap) else None,
             "warm-up": h.get("warmup_ratio"), "scheduler": h.get("scheduler")}
@@ -131,6 +139,9 @@ def schedule_texts(cells: list[dict], runs: dict[tuple, list[dict]]) -> None:
             ended = Counter(r.get("stop_reason") for r in ok)
             notes = ([f"cap hit {ended['max_seconds']}/{len(ok)}"] if ended["max_seconds"] and mine["cap"] else [])
             notes += [f"{name} {ended[why]}/{len(ok)}" for why, name in EARLY.items() if ended[why]]
+            stops = [r["plateau"]["steps_run"] for r in ok if isinstance(r.get("plateau"), dict)]
+            if stops:  # where each seed's plateau phase stopped, and how many the cap stopped still improving
+                notes.append(f"stopped at {_span(stops)}" + (f", cap hit {ended['cap']}/{len(ok)}" if ended["cap"] else ""))
             text = ", ".join(shown) or fmt.NONE
             c["schedule"] = text + (f" ({', '.join(notes)})" if notes else "")
             steps = [r["optimizer_steps"] for r in ok if _number(r.get("optimizer_steps"))]
@@ -215,6 +226,30 @@ def _label(held: list[str], facts: list[dict], every: bool) -> str:
     return f"equal: {', '.join(held)}" + (f" ({'; '.join(details)})" if details else "")
 
 
+def _plateau_note(budgets: dict) -> Optional[str]:
+    """'each mode to its plateau (cap 300 steps, floor 20, validation: 20% of the budget): scratch stopped at
+    40–300 steps, finetune at 20–60; the cap ended 2 of 24 runs still improving' when every run of a benchmark
+    trained to its plateau, else None."""
+    runs = [r for by_mode in budgets.values() for rs in by_mode.values() for r in rs]
+    if not runs or not all(isinstance(r.get("plateau"), dict) for r in runs):
+        return None
+    rules = {m: plateau_rule(_hyper(r)) for by_mode in budgets.values() for m, rs in by_mode.items() for r in rs}
+    common = _common([rule["max_steps"] for rule in rules.values()])
+    own = [f"{m} {rule['max_steps']}" for m, rule in rules.items() if rule["max_steps"] != common]
+    first = next(iter(rules.values()))
+    head = (f"each mode to its plateau (cap {common} steps{' (' + ', '.join(own) + ')' if own else ''}, floor "
+            f"{first['min_steps']}, validation: {first['validation']:.0%} of the budget, then the whole budget "
+            "retrained)")
+    modes = list(dict.fromkeys(m for by_mode in budgets.values() for m in by_mode))
+    stops = [f"{m} {'stopped at ' if i == 0 else 'at '}"
+             f"{_span([r['plateau']['steps_run'] for bm in budgets.values() for r in bm.get(m, [])])}"
+             for i, m in enumerate(modes)]
+    capped = sum(r["plateau"]["stopped"] == "cap" for r in runs)
+    tail = (f"; the cap ended {capped} of {len(runs)} runs still improving" if capped else
+            "; no run hit the cap")
+    return f"{head}: {', '.join(stops)} steps{tail}; its seconds are in the cost, not in train s"
+
+
 def equal_notes(cells: list[dict], runs: dict[tuple, list[dict]]) -> list[dict]:
     """One note per benchmark (task, dataset, model) with two or more modes at some budget: per budget what its
     modes held equal (`held`: steps | wall | compute, or [] with `differs`), and `text`, the one line the report
@@ -226,6 +261,11 @@ def equal_notes(cells: list[dict], runs: dict[tuple, list[dict]]) -> list[dict]:
             benches[cell_key(c, BENCHMARK_KEY)][c["train_samples"]][c["mode"]] = ok
     notes = []
     for (task, dataset, model), budgets in benches.items():
+        plateau_line = _plateau_note(budgets)
+        if plateau_line is not None:
+            notes.append(dict(task=task, dataset=dataset, model=model, text=plateau_line, budgets=[
+                dict(train_samples=b, held=["plateau"], differs=None) for b in sorted(budgets, key=lambda b: b or 0)]))
+            continue
         checked = []
         for budget, by_mode in sorted(budgets.items(), key=lambda kv: kv[0] or 0):
             if len(by_mode) > 1:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from . import fmt, schedules
+from . import fmt, schedules, stats
 from .cells import budget_text
 from .leaderboard import Leaderboard
 
@@ -17,9 +17,12 @@ EXPLAIN = ("Metric: mean ± sample std over seeds (n = seeds with an evaluation)
            "suite's list; seeds that chose differently show each rate). Schedule: what the mode trained for (max_steps "
            "replaces epochs); a part that differs from the other modes at its budget names theirs.")
 EQUAL_INTRO = "What the modes held equal at each budget (from the runs' records):"
-HEADLINE_EXPLAIN = ("The lines above: a mode \"wins\" at a budget when its lead over the runner-up mode has a 95% "
-                    "Welch interval that excludes 0 (bold: such a claim); \"still improving k/n\": k of the cell's n "
-                    "runs had not stopped improving when they ended, so what rests on them is provisional.")
+HEADLINE_EXPLAIN = ("The lines above and the verdicts: " + stats.RULES + " Bold in the lines above: a win, or a Δ vs "
+                    "scratch whose 95% Welch interval excludes 0, resting only on settled cells. \"still improving "
+                    "k/n\": k of the cell's n runs had not stopped improving when they ended; \"too short to tell\": "
+                    "too few optimizer steps to judge; a claim that rests on either is provisional and never bold. "
+                    "The crossover still compares scratch with the best transfer mode's std over seeds (within one "
+                    "std).")
 
 
 def metric_text(cell: dict) -> str:

@@ -20,6 +20,10 @@ def check(spec, num_processes: int, dry_run: bool) -> None:
     if spec.hyper.early_stopping and spec.hyper.cached_features:
         raise UserError("early_stopping and cached_features do not combine yet: the probe on cached features has "
                         "no validation features; drop one of them")
+    if spec.hyper.cached_features and getattr(get_task(spec.task)(spec.task_args), "augments", False):
+        raise UserError("cached_features and task_args.augment do not combine: features are computed once per "
+                        "example, from unaugmented images; drop one of them (a probe on augmented images trains "
+                        "without cached_features)")
     if not dry_run:
         check_fit(spec)
 

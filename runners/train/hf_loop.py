@@ -26,7 +26,7 @@ from transferbench.modes import adapter_bytes, apply, get_mode, parameter_counts
 from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.speed import batch_channels_last
 
-from . import features, lr_search, trackers
+from . import choose, features, lr_search, plateau, trackers
 from .hf_eval import EVAL_BATCH, EarlyStop, eval_values, evaluate_point, train_mode
 from .progress import StepLog, bar_label, quiet
 from .hf_save import save_checkpoint, save_final
@@ -61,17 +61,12 @@ def _run(spec, search, task, model_ref: str, accelerator, save_to: Optional[Path
     t0 = time.perf_counter()
     data, train_set, held = load(spec, task, model_ref, search)
     key = (model_ref, data.identity, spec.dataset.model_dump_json(), repr(spec.task_args), spec.hyper.eval_samples)
-    searched, search_seconds, charged = None, 0.0, 0.0
-    if search is not None:  # the rate is chosen first, on the held-out examples
-        t1 = time.perf_counter()
-        scoring = dataclasses.replace(data, eval=held, validation=None)
-        held_key = key + ("lr-search", tuple(held.indices))  # cached features of the held-out examples: apart
-        lr, searched, charged = lr_search.search(
-            spec, search, planned_steps(spec.hyper, len(train_set), accelerator.num_processes),
-            lambda c: _candidate(c, task, model_ref, scoring, train_set, accelerator, held_key),
-            task.metric_name, task.higher_is_better, len(held))
-        spec = lr_search.chosen(spec, lr)
-        search_seconds = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    spec, choice = choose.before_training(
+        spec, search, task, data, train_set, held, key,
+        lambda c, scoring, fit, k, watch: _candidate(c, task, model_ref, scoring, fit, accelerator, k, watch),
+        lambda hyper, n: planned_steps(hyper, n, accelerator.num_processes))
+    search_seconds = time.perf_counter() - t1  # charged in wall time and cost, not in setup/train/eval seconds
     model = build(spec, task, model_ref, data)
     params_total, params_trainable, trainable_bytes = parameter_counts(model)
     adapter = adapter_bytes(model, trainable_bytes)  # from the tensors' sizes, which training does not change
@@ -81,8 +76,9 @@ def _run(spec, search, task, model_ref: str, accelerator, save_to: Optional[Path
     else:
         out = train(spec, task, model, train_set, data, accelerator, params_total)
     out.setup_seconds += setup_seconds
-    out.lr, out.lr_search = spec.hyper.lr, searched
-    out.charged_seconds += charged
+    out.lr, out.lr_search, out.plateau = spec.hyper.lr, choice.searched, choice.plateau
+    out.stop_reason = choice.stop_reason or out.stop_reason  # a plateau run ends where its plateau phase said
+    out.charged_seconds += choice.charged
     out.dataset, out.train_samples = data.identity, len(train_set)
     out.params_total, out.params_trainable, out.adapter_bytes = params_total, params_trainable, adapter
     out.data = data
@@ -112,7 +108,7 @@ def load(spec, task, ref: str, search=None):
         held, pool = sources.validation_split(len(data.train), spec.hyper.early_stopping.validation_samples)
         data = dataclasses.replace(data, validation=torch.utils.data.Subset(data.train, held))
     size = sources.budget_size(len(pool), spec.train_samples, spec.train_fraction)
-    extra = search.rule.validation_samples if search else 0
+    extra = search.rule.validation_samples if search and search.rule.validation == "beyond" else 0
     # the budget is a prefix of the seed's permutation of the pool; a search scores on the examples after it
     order = sources.subset_indices(len(pool), spec.seed, min(len(pool), size + extra))
     train_set = torch.utils.data.Subset(data.train, [pool[i] for i in order[:size]])
@@ -140,14 +136,16 @@ def build(spec, task, ref: str, data):
     return model
 
 
-def _candidate(spec, task, model_ref: str, data, train_set, accelerator, key: tuple) -> TrainOutcome:
-    """One candidate of a learning-rate search: built and trained as the run would be at that rate, scored on
-    data.eval (the held-out examples) with its loss."""
+def _candidate(spec, task, model_ref: str, data, train_set, accelerator, key: tuple,
+               watch: Optional[plateau.Watch] = None) -> TrainOutcome:
+    """One candidate of a learning-rate search or a plateau phase: built and trained as the run would be at that
+    rate, scored on data.eval (validation examples) with its loss."""
     model = build(spec, task, model_ref, data)
     if spec.hyper.cached_features:
         return features.train_head(spec, task, model, train_set, data, accelerator, key,
-                                   functools.partial(train, search=True))
-    return train(spec, task, model, train_set, data, accelerator, parameter_counts(model)[0], search=True)
+                                   functools.partial(train, search=True, watch=watch))
+    return train(spec, task, model, train_set, data, accelerator, parameter_counts(model)[0], search=True,
+                 watch=watch)
 
 
 def planned_steps(hyper, examples: int, num_processes: int) -> int:
@@ -162,9 +160,11 @@ def schedule_steps(hyper, batches: int) -> tuple[int, int]:
     return per_epoch, hyper.max_steps or max(1, math.ceil(hyper.epochs * per_epoch))
 
 
-def train(spec, task, model, train_set, data, accelerator, params_total: int, search: bool = False) -> TrainOutcome:
+def train(spec, task, model, train_set, data, accelerator, params_total: int, search: bool = False,
+          watch: Optional[plateau.Watch] = None) -> TrainOutcome:
     """Train `model` on `train_set` (the budget's subset of data.train), evaluating on data.eval; `search`: a
-    learning-rate search's candidate (evaluations with their loss, nothing sent to the trackers)."""
+    learning-rate search's candidate (evaluations with their loss, nothing sent to the trackers); `watch`: a
+    plateau phase (data.eval is the budget's validation part; it stops at the plateau or at the cap)."""
     t_enter = time.perf_counter()
     hyper = spec.hyper
     per_device = hyper.per_device_batch(accelerator.num_processes)
@@ -186,6 +186,8 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
     # Counted per process after prepare (each process sees 1/N of the batches).
     steps_per_epoch, total_steps = schedule_steps(hyper, len(train_dl))
     eval_interval = max(1, round(hyper.eval_every * steps_per_epoch))
+    if watch is not None:
+        total_steps, eval_interval = watch.rule.max_steps, watch.rule.eval_steps
     from transformers import get_scheduler  # stepped by hand once per optimizer step: no process scaling
 
     scheduler = get_scheduler(hyper.scheduler, optimizer, num_warmup_steps=int(hyper.warmup_ratio * total_steps),
@@ -232,7 +234,7 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
             step = out.optimizer_steps
             bar.update()
             if step >= total_steps:
-                out.stop_reason = "max_steps" if hyper.max_steps else "epochs"
+                out.stop_reason = "cap" if watch is not None else "max_steps" if hyper.max_steps else "epochs"
             elif hyper.max_seconds is not None and time.perf_counter() - start >= hyper.max_seconds:
                 out.stop_reason = "max_seconds"
             if step % LOG_EVERY == 0 or out.stop_reason or step % eval_interval == 0:
@@ -242,8 +244,10 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
                 if log is not None:
                     log.flush()
             if step % eval_interval == 0 or out.stop_reason:
-                if evaluate_point(model, eval_dl, task, accelerator, out, start, target, search):
+                if evaluate_point(model, eval_dl, task, accelerator, out, start, target, search or watch is not None):
                     out.stop_reason = out.stop_reason or "target"
+                if watch is not None and watch.update(step, out.metrics[task.metric_name], out.metrics.get("loss")):
+                    out.stop_reason = out.stop_reason or "plateau"
                 marks.append(len(losses))
                 if stopper is not None and stopper.done(model, accelerator, out):
                     out.stop_reason = out.stop_reason or "early_stopping"

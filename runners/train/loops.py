@@ -30,6 +30,8 @@ class Loop:
     warm_up: Callable = lambda: None
     # it can choose a run's learning rate by a search (`lr: auto`, runners/train/lr_search.py); unset lr means that
     searches_lr: bool = False
+    # the schedules it trains (`schedule:`): "fixed" (epochs / max_steps as given) and "plateau" (runners/train/plateau.py)
+    schedules: frozenset = frozenset({"fixed"})
 
     def check(self, spec, num_processes: int, dry_run: bool) -> None:
         """Options it lacks, then its own check."""
@@ -38,6 +40,9 @@ class Loop:
             able = " or ".join(loop.title for loop in LOOPS.values() if set(missing) <= loop.supports) or "no loop"
             raise UserError(f"{', '.join(missing)} apply to {able} only; {spec.task} trains with {self.title} here: "
                             f"set {missing[0]}: false for it")
+        if spec.hyper.schedule not in self.schedules:
+            raise UserError(f"schedule: {spec.hyper.schedule} applies to {self.title} only where it has one; "
+                            f"{spec.task} trains with {self.title} here: set schedule: fixed with epochs for it")
         self.own_check(spec, num_processes, dry_run)
 
 
@@ -73,6 +78,7 @@ def _hf(name: str) -> Callable:
 
 
 register_loop(Loop("hf", "the Hugging Face loop", _hf("run"), hf_check.check, splits_batch=True,
-                   supports=frozenset(OPTIONS), warm_up=_hf("warm_up"), searches_lr=True))
+                   supports=frozenset(OPTIONS), warm_up=_hf("warm_up"), searches_lr=True,
+                   schedules=frozenset({"fixed", "plateau"})))
 register_loop(Loop("ultralytics", "Ultralytics' loop", ultralytics.run, ultralytics.check, splits_batch=False,
                    warm_up=ultralytics.warm_up))
