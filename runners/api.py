@@ -218,14 +218,19 @@ class Results:
     def cells(self) -> "pandas.DataFrame":
         """One row per leaderboard cell (task, dataset, model, train_samples, mode; its runs differ by seed): the
         numbers of the Markdown table (metric_mean, metric_std, n, delta_vs_scratch with delta_ci_low/high,
-        time_to_target_s, train_seconds, samples_per_second, device_hours, cost_usd, cost_per_point ...)."""
+        time_to_target_s, train_seconds, samples_per_second, device_hours, cost_usd, cost_per_point, and for
+        transfer cells the data multiplier: scratch_equivalent, data_multiplier with data_multiplier_low/high and
+        data_multiplier_note ...)."""
         import pandas as pd
 
         rows = []
         for cell in self.leaderboard.cells:
             row = dict(cell)
             low, high = row.pop("delta_ci") or (None, None)
-            row.update(delta_ci_low=low, delta_ci_high=high)
+            m = row.pop("data_multiplier", None) or {}
+            row.update(delta_ci_low=low, delta_ci_high=high, scratch_equivalent=m.get("scratch_budget"),
+                       data_multiplier=m.get("multiplier"), data_multiplier_low=m.get("multiplier_lo"),
+                       data_multiplier_high=m.get("multiplier_hi"), data_multiplier_note=m.get("note"))
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -233,8 +238,8 @@ class Results:
              max_factor: float = 4.0) -> "Plan":
         """`transferbench plan` on these runs (planner.plan): fitted curves, predictions with intervals at
         `budgets` (default: the measured ones, 2× and 4× the largest), predicted crossovers, the cheapest mode to
-        reach `target`, the best metric per mode under `max_cost`; refuses beyond max_factor × the largest
-        budget measured."""
+        reach `target`, the best metric per mode under `max_cost`, measured and predicted crossovers, data
+        multipliers and the planner's checks of itself; refuses beyond max_factor × the largest budget measured."""
         from .report.planner import plan
 
         names = sorted({str(r.get("suite")) for r in self.records}) or [s.name for s in self.sources[:1]]
@@ -256,6 +261,13 @@ class Plan:
 
         keys = ("task", "dataset", "model", "mode", "metric_name", "status")
         return pd.DataFrame([{**{k: c[k] for k in keys}, **p} for c in self.data["curves"] for p in c["predictions"]])
+
+    def multipliers(self) -> "pandas.DataFrame":
+        """One row per transfer cell: the scratch budget reaching its measured mean (scratch_budget, lo, hi) and the
+        data multiplier (multiplier, multiplier_lo, multiplier_hi), with its note."""
+        import pandas as pd
+
+        return pd.DataFrame(self.data["multipliers"])
 
     def markdown(self) -> str:
         from .report.planner_report import to_markdown

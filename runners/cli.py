@@ -60,8 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     stg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                      help="override a suite value, as for `run` (repeatable)")
     sub.add_parser("list", help="tasks, modes, built-in datasets, model aliases and shipped suites")
-    pln = sub.add_parser("plan", help="fit each curve (saturating power law) and predict metric and cost at budgets "
-                         "not yet run, with intervals: crossover, cheapest mode to a target, best metric per dollar")
+    pln = sub.add_parser("plan", help="fit each learning curve (the family that predicts best) and predict metric "
+                         "and cost at budgets not yet run, with calibrated intervals: crossover, data multiplier, "
+                         "cheapest mode to a target, best metric per dollar; prints, writes only with --out")
     pln.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR",
                      help="folders holding runs.jsonl (shards and machines merge; each run_id counts once)")
     pln.add_argument("--target", metavar="VALUE", help="metric value to reach: the cheapest mode predicted to reach it")
@@ -70,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     pln.add_argument("--max-cost", metavar="USD", help="per mode, the best predicted metric at <= USD per run")
     pln.add_argument("--max-factor", metavar="F", default="4", help="refuse budgets beyond F x the largest measured "
                      "(default: %(default)s)")
-    pln.add_argument("--out", help="where plan.md and plan.json go (default: the one RESULTS_DIR)")
+    pln.add_argument("--out", help="also write plan.md and plan.json to this folder (default: print only; `report` "
+                     "writes them beside the leaderboard)")
     return p
 
 

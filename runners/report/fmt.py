@@ -125,3 +125,24 @@ def still_improving(cells: list[dict], most: int = 3) -> str:
         parts.append(f"{mode} still improving at {at}")
     more = len(cells) - len(named)
     return ", ".join(parts) + (f", and {more} more cell{'s' * (more > 1)}" if more else "")
+
+
+def ratio(x: Optional[float]) -> str:
+    """'15×', '1.7×', '0.37×': two significant digits, never in e-notation."""
+    return NONE if x is None else f"{x:.0f}×" if x >= 10 else f"{x:.2g}×"
+
+
+def ratio_interval(m: dict) -> str:
+    """' [9×, 30×]': a data multiplier's 95% interval ('beyond the search' where scratch's draws do not reach the
+    metric), '' without one."""
+    if m["multiplier_lo"] is None:
+        return ""
+    return f" [{ratio(m['multiplier_lo'])}, {ratio(m['multiplier_hi']) if m['multiplier_hi'] else 'beyond the search'}]"
+
+
+def multiplier(m: dict) -> str:
+    """'~600 (15× the data) [9×, 30×]': a scratch-equivalent budget (crossover.multiplier), its data multiplier and
+    the multiplier's interval."""
+    if m["scratch_budget"] is None:
+        return "not reached"
+    return f"~{examples(m['scratch_budget'])} ({ratio(m['multiplier'])} the data){ratio_interval(m)}"

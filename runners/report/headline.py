@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Optional
 
-from . import fmt, planner
+from . import crossover as xo
+from . import fmt
 from .cells import BENCHMARK_KEY, cell_key
 from .curves import MIN_BUDGETS, CurveFit
-from .stats import best, closest_unproven, unsettled
+from .stats import best, closest_unproven, margin, unsettled
 
 MAX_FACTOR = 4.0  # planner.plan's default: no prediction further than this past the largest budget measured
 PREFIXES = ("builtin:", "hub:")
@@ -89,21 +90,25 @@ def _vs_scratch(by_budget: dict[int, list[dict]], named: bool) -> list[Part]:
     return parts
 
 
-def _predicted(fits: dict[str, CurveFit]) -> tuple[Optional[dict], str]:
-    """The planner's crossover when its fits are usable (scratch's and the best transfer mode's status ok), else
-    (None, why not)."""
+def _predicted(fits: dict[str, CurveFit], margin: float) -> tuple[Optional[dict], str]:
+    """The planner's crossover with the best transfer mode when every fit involved is trusted (status ok or flat),
+    else (None, why not)."""
     if "scratch" not in fits or len(fits["scratch"].points) < MIN_BUDGETS:
         return None, ""  # too few budgets: no prediction, and nothing to say about it
-    pred = planner.crossover(fits, MAX_FACTOR)
-    involved = ["scratch"] + ([pred["best_mode"]] if pred.get("best_mode") else [])
-    bad = [f"{m}: {fits[m].status}" for m in involved if fits[m].status != "ok"] + [
-        f"{m}: poor fit" for m in pred.get("poor", []) if m not in involved]
-    if "limit" not in pred or bad:
-        return None, "; ".join(bad) or pred.get("reason", "")
+    found = xo.predicted(fits, margin, MAX_FACTOR)
+    pred = next((p for p in found if p["mode"] == xo.BEST), found[-1])
+    if "limit" not in pred:
+        return None, pred.get("reason", "")
+    if pred["untrusted"]:
+        by_status: dict[str, list[str]] = defaultdict(list)
+        for m in pred["untrusted"]:
+            by_status[fits[m].status].append(m)
+        return None, "; ".join(f"{', '.join(ms)}: {status}" for status, ms in by_status.items())
     return pred, ""
 
 
-def _crossover(measured: dict, fits: dict[str, CurveFit], single: bool) -> tuple[list[Part], Optional[dict]]:
+def _crossover(measured: dict, fits: dict[str, CurveFit], single: bool, margin: float
+               ) -> tuple[list[Part], Optional[dict]]:
     if not measured["budgets"]:
         return [("no budget has both scratch and a transfer mode to compare", False)], None
     where = "" if single else " at any budget run"
@@ -111,28 +116,45 @@ def _crossover(measured: dict, fits: dict[str, CurveFit], single: bool) -> tuple
         n = measured["crossover_budget"]
         at = ("" if single else " at every budget run" if n == measured["budgets"][0]
               else f" from {fmt.count(n)} examples on")
-        return [(f"scratch within one std of the best transfer mode{at}", False)], None
-    if measured["within_one_std"]:  # at some budgets, not up to the largest: no crossover, but not "never" either
-        spans = " and ".join(_span(bs) for ok, bs in _runs([(b, b in measured["within_one_std"])
+        return [(f"scratch catches up with the best transfer mode (within the margin){at}", False)], None
+    if measured["caught_up"]:  # at some budgets, not up to the largest: no crossover, but not "never" either
+        spans = " and ".join(_span(bs) for ok, bs in _runs([(b, b in measured["caught_up"])
                                                             for b in measured["budgets"]]) if ok)
         where = f" except at {spans} examples"
-    pred, why = _predicted(fits)
+    pred, why = _predicted(fits, margin)
     largest = max(measured["budgets"])
+    behind = f"scratch does not catch up with the best transfer mode{where}"
     if pred is None:
-        return [(f"scratch not within one std of the best transfer mode{where}"
-                 + (f" (no crossover prediction: {why})" if why else ""), False)], None
-    if pred["crossover_budget"] is None:
-        return [(f"scratch not within one std of the best transfer mode{where}, and no crossover predicted below "
-                 f"{fmt.examples(pred['limit'])} examples (fitted curves, {pred['limit'] / largest:.1f}× the "
-                 "largest budget run)", False)], None
+        return [(behind + (f" (no crossover prediction: {why})" if why else ""), False)], None
+    said = xo.verdict(pred)
+    if said == "not reached":
+        return [(f"{behind}, and no crossover predicted below {fmt.examples(pred['limit'])} examples (fitted curves, "
+                 f"{pred['limit'] / largest:.1f}× the largest budget run)", False)], None
     n = pred["crossover_budget"]
-    if n <= largest:  # the fit places it among the budgets run, where the measurement says otherwise: trust that
-        return [(f"scratch not within one std of the best transfer mode{where}", False)], None
-    claim = dict(n=n, mode=pred["best_mode"], factor=n / largest, largest_measured=largest, std=pred["std"])
-    # one seed per budget: no std to come within, so the prediction is of scratch reaching the mode itself
-    near = "come within one std of" if fits[pred["best_mode"]].seed_std else "reach"
-    return [(f"scratch predicted to {near} {pred['best_mode']} at ~{fmt.examples(n)} examples "
-             f"(fitted curves, {n / largest:.1f}× the largest budget run)", False)], claim
+    if said == "cannot tell" or n <= largest:  # among the budgets run the measurement is what counts
+        return [(behind + ("; the fitted curves cannot tell whether it does below "
+                           f"{fmt.examples(pred['limit'])} examples" if said == "cannot tell" else ""), False)], None
+    ci = f" [{fmt.examples(pred['lo'])}, {fmt.examples(pred['hi'])}]" if pred["lo"] is not None else ""
+    claim = dict(n=n, lo=pred["lo"], hi=pred["hi"], factor=n / largest, largest_measured=largest)
+    return [(f"{behind}; predicted to catch up at ~{fmt.examples(n)} examples{ci} (fitted curves, {n / largest:.1f}× "
+             "the largest budget run)", False)], claim
+
+
+def _transferred(group: list[dict]) -> list[Part]:
+    """The data multiplier of the best transfer cell at the smallest budget: 'lora at 45 examples ≈ scratch at ~78
+    (1.7× the data) [0.97×, 2.7×]'."""
+    cells = [c for c in group if c.get("data_multiplier") and c["n"]]
+    if not cells:
+        return []
+    smallest = min(c["train_samples"] for c in cells)
+    c = best([c for c in cells if c["train_samples"] == smallest])
+    m = c["data_multiplier"]
+    head = f"{c['mode']} at {fmt.count(c['train_samples'])} examples"
+    guess = "" if m["trusted"] else f" (a guess: scratch's fit: {m['scratch_status']})"
+    if m["scratch_budget"] is None:
+        return [(f"{head}: scratch not predicted to reach its {fmt.metric(c['metric_mean'])}{guess}", False)]
+    return [(f"{head} ≈ scratch at {fmt.multiplier(m)}{', extrapolated' if m['note'] == 'extrapolated' else ''}"
+             f"{guess}", False)]
 
 
 def _gap(v: dict) -> str:
@@ -192,8 +214,9 @@ def _line(name: str, group: list[dict], verdicts: list[dict], measured: dict, fi
     head = f"{name} (one budget: {fmt.count(next(iter(by_budget)))} examples): " if single else f"{name}: "
     leads, leaders = _who_leads(by_budget, {v["train_samples"]: v for v in verdicts})
     clauses = [leads, _vs_scratch(by_budget, named=len(leaders) > 1)]
-    cross, claim = _crossover(measured, fits, single) if measured else ([], None)
-    clauses += [cross, _cheapest(verdicts, single)]
+    tol = max(margin(cs) for cs in by_budget.values())
+    cross, claim = _crossover(measured, fits, single, tol) if measured else ([], None)
+    clauses += [cross, _transferred(group), _cheapest(verdicts, single)]
     still = unsettled_text([c for cs in by_budget.values() for c in cs])
     clauses.append([(f"provisional: {still}", False)] if still else [])
     parts: list[Part] = [(head, False)]

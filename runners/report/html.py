@@ -13,7 +13,7 @@ from .tables import (EQUAL_INTRO, EXPLAIN, HEADLINE_EXPLAIN, PLAN_LINE, columns,
                      price_lines, table_intro)
 
 # what answers the question, and at what rate and schedule each mode trained; the rest fold away
-PRIMARY = ("model", "budget", "mode", "lr", "schedule", "metric", "delta", "cost")
+PRIMARY = ("model", "budget", "mode", "lr", "schedule", "metric", "delta", "transferred", "cost")
 
 
 def _order(board: Leaderboard) -> list:

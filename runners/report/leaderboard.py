@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
+from . import crossover as xo
 from . import fmt, headline, schedules
 from .cells import (BENCHMARK_KEY, BUDGET_KEY, Cell, adapter_fields, aggregate, carries_adapters, carries_energy,
                     cell_key, energy_fields, run_key)
@@ -17,7 +18,7 @@ from .curves import MIN_BUDGETS, fit_curves
 from .merge import check_configs, store_folder
 from .stats import best as _best
 from .stats import sign as _sign
-from .stats import adequate, closest_unproven, gap, lead, margin, significant, unsettled, welch_interval, within_std
+from .stats import adequate, closest_unproven, gap, lead, margin, significant, unsettled, welch_interval
 
 # transferbench.modes.MODES' order (a test keeps them equal), without importing torch for a report
 MODE_ORDER = ("scratch", "finetune", "lora", "linear-probe", "partial")  # peft-family modes sort after
@@ -162,35 +163,49 @@ def _provisional(cells: list[dict]) -> str:
 
 
 def _crossover(key: tuple, group: list[dict]) -> dict:
-    """The smallest budget from which on scratch stays within one std of the best transfer mode. It alone still uses
-    within_std (its text is reworked separately); the budget verdicts use the margin."""
+    """The measured crossover (crossover.measured): the smallest budget from which scratch stays within the
+    equivalence margin (stats.margin, the verdicts' "adequate") of the best transfer mode, and of each mode."""
     per_budget = defaultdict(list)
     for c in group:
         if c["n"] and c["train_samples"] is not None:
             per_budget[c["train_samples"]].append(c)
-    holds = {}
-    for budget, cs in sorted(per_budget.items()):
-        scratch = [c for c in cs if c["mode"] == "scratch"]
-        transfer = _best([c for c in cs if c["mode"] != "scratch"])
-        if scratch and transfer:
-            holds[budget] = within_std(scratch[0], transfer)
-    crossover = None
-    for budget in sorted(holds, reverse=True):
-        if not holds[budget]:
-            break
-        crossover = budget
-    budgets = ", ".join(map(str, sorted(holds)))
-    prefix = f"{key[2]}: scratch within one std of the best transfer mode:"
-    if not holds:
+    means: dict[str, dict[int, float]] = defaultdict(dict)
+    for budget, cs in per_budget.items():
+        for c in cs:
+            means[c["mode"]][budget] = c["metric_mean"]
+    found = xo.measured(dict(means), {b: margin(cs) for b, cs in per_budget.items()},
+                        _sign(group[0])) if "scratch" in means else []
+    both = next((m for m in found if m["mode"] == xo.BEST), found[0] if found else None)
+    prefix = f"{key[2]}: scratch within the margin of the best transfer mode:"
+    if both is None:
         text = f"{prefix} no budget has both scratch and a transfer mode to compare"
-    elif crossover is None:
-        text = f"{prefix} not reached within the budgets run ({budgets})"
     else:
-        text = f"{prefix} from {crossover} examples on (budgets run: {budgets})"
+        budgets = ", ".join(map(str, both["budgets"]))
+        text = (f"{prefix} not reached within the budgets run ({budgets})" if both["crossover_budget"] is None else
+                f"{prefix} from {both['crossover_budget']} examples on (budgets run: {budgets})")
+        per_mode = [f"{m['mode']} " + ("not reached" if m["crossover_budget"] is None else
+                                       f"from {m['crossover_budget']}") for m in found if m["mode"] != xo.BEST]
+        text += f"; per mode: {', '.join(per_mode)}" if len(per_mode) > 1 else ""
     compared = [c for cs in per_budget.values() for c in cs]
-    return dict(zip(BENCHMARK_KEY, key), crossover_budget=crossover, budgets=sorted(holds),
-                within_one_std=[b for b in sorted(holds) if holds[b]], provisional=_still(compared),
-                text=text + _provisional(compared))
+    return dict(zip(BENCHMARK_KEY, key), crossover_budget=both and both["crossover_budget"],
+                budgets=both["budgets"] if both else [], caught_up=[b for b, g in (both or {}).get("gaps", {}).items()
+                                                                  if g <= margin(per_budget[b]) + 1e-12],
+                per_mode={m["mode"]: m["crossover_budget"] for m in found if m["mode"] != xo.BEST},
+                provisional=_still(compared), text=text + _provisional(compared))
+
+
+def _multipliers(cells: list[dict], groups: dict, fits: dict) -> None:
+    """Each transfer cell's data multiplier (crossover.multiplier) against its benchmark's fitted scratch curve."""
+    for c in cells:
+        scratch = fits.get((*cell_key(c, BENCHMARK_KEY), "scratch"))
+        values = [r["metric"] for r in groups[cell_key(c)] if r.get("status") == "ok" and r.get("metric") is not None]
+        c["data_multiplier"] = None
+        if c["mode"] == "scratch" or scratch is None or not scratch.fitted or not values or not c["train_samples"]:
+            continue
+        m = xo.multiplier(scratch, c["mode"], int(c["train_samples"]), values)
+        c["data_multiplier"] = {k: m[k] for k in ("scratch_budget", "lo", "hi", "multiplier", "multiplier_lo",
+                                                  "multiplier_hi", "note", "trusted")}
+        c["data_multiplier"]["scratch_status"] = scratch.status
 
 
 def build(records: list[dict], title: str = "Leaderboard", sources=(), timings=()) -> Leaderboard:
@@ -210,6 +225,8 @@ def build(records: list[dict], title: str = "Leaderboard", sources=(), timings=(
     equal = schedules.equal_notes(cells, groups)
     _compare_to_scratch(cells)
     _mark_best(cells)
+    fits = fit_curves(records)  # curves with fewer than MIN_BUDGETS budgets return at once, unfitted
+    _multipliers(cells, groups, fits)
     # energy and adapter size only where runs carry them: older stores keep their cells and columns
     energy, adapters = carries_energy(records), carries_adapters(records)
     for c in cells:
@@ -226,7 +243,6 @@ def build(records: list[dict], title: str = "Leaderboard", sources=(), timings=(
         by_model[cell_key(c, BENCHMARK_KEY)].append(c)
     verdicts = [v for key, g in by_budget.items() if (v := _budget_verdict(key, g))]
     crossovers = [_crossover(key, g) for key, g in by_model.items()]
-    fits = fit_curves(records)  # curves with fewer than MIN_BUDGETS budgets return at once, unfitted
     prices = sorted({(str(r.get("device_name")), r.get("price_per_device_hour"), r.get("price_date"))
                      for r in records}, key=str)
     return Leaderboard(

@@ -1,6 +1,7 @@
-"""The budget planner: from the fitted curves (curves.py), predict metric and cost per run at budgets not yet run,
-find the predicted crossover, the cheapest mode to reach a target and the best metric under a cost cap, and check
-the fits by predicting each curve's largest budget from the others. Pure computation; planner_report renders it."""
+"""The budget planner: from the fitted curves (curves.py), predict metric and cost per run at budgets not yet run, the
+crossover and the data multiplier (crossover.py), the cheapest mode to reach a target and the best metric under a
+cost cap; and check itself: each curve's largest budget predicted from the others (the intervals' coverage), and each
+measured crossover predicted from budgets at most a quarter of it. Pure computation; planner_report renders it."""
 from __future__ import annotations
 
 import math
@@ -11,55 +12,27 @@ import numpy as np
 
 from transferbench.errors import UserError
 
-from .cells import budget_of
-from .curves import (BOOTSTRAP, CURVE_KEY, EPS, GRID, LEVEL, MIN_BUDGETS, R2_MIN, CurveFit, by_curve, fit_curve,
-                     fit_curves, limit, usable)
+from . import crossover as xo
+from .cells import budget_of, run_key
+from .curves import (BOOTSTRAP, CURVE_KEY, GRID, LEVEL, MIN_BUDGETS, OK_BUDGETS, R2_MIN, CurveFit, by_curve,
+                     fit_curve, fit_curves, limit, usable)
+from .families import FAMILIES
 from .merge import check_configs
+from .stats import margin as cell_margin
 
-
-def _search_grid(fits: list[CurveFit], max_factor: float) -> np.ndarray:
-    start = max(min(f.points) for f in fits)
-    stop = min(limit(f, max_factor) for f in fits)
-    return np.unique(np.round(np.geomspace(start, max(stop, start), GRID)))
-
-
-def crossover(fits: dict[str, CurveFit], max_factor: float) -> dict:
-    """Smallest predicted n from which scratch stays within one std of the best transfer mode up to the limit.
-    The std: the best transfer mode's (at each n) mean seed std over its measured budgets."""
-    scratch = fits.get("scratch")
-    transfer = {m: f for m, f in fits.items() if m != "scratch" and f.fitted}
-    if scratch is None or not scratch.fitted or not transfer:
-        why = ("scratch is not fitted" if scratch is not None and not scratch.fitted else
-               "no scratch curve" if scratch is None else "no fitted transfer mode")
-        return dict(crossover_budget=None, reason=why)
-    grid = _search_grid([scratch, *transfer.values()], max_factor)
-    preds = {m: f.sign * f.predict(grid)[0] for m, f in transfer.items()}
-    best = np.array([max(preds, key=lambda m: preds[m][i]) for i in range(len(grid))])
-    gap = np.array([preds[m][i] for i, m in enumerate(best)]) - scratch.sign * scratch.predict(grid)[0]
-    std = np.array([transfer[m].seed_std or 0.0 for m in best])
-    holds = gap <= std + EPS
-    tail = np.flip(np.logical_and.accumulate(np.flip(holds)))  # holds from here up to the limit
-    idx = int(np.argmax(tail)) if tail.any() else None
-    at = None if idx is None else float(grid[idx])
-    mode = str(best[idx]) if idx is not None else str(best[-1])
-    return dict(crossover_budget=at, best_mode=mode, std=float(std[idx if idx is not None else -1]),
-                limit=float(grid[-1]), largest_measured=max(max(f.points) for f in [scratch, *transfer.values()]),
-                poor=[m for m in ["scratch", *sorted(set(best))] if fits[m].status == "poor fit"])
+HINDCAST = 4  # a measured crossover is predicted from the budgets at most this many times smaller
+AGREES = 2.0  # ... and the prediction agrees when within this factor of it
 
 
 def reach(fit: CurveFit, target: float, max_factor: float) -> dict:
-    """Smallest n in [smallest measured, limit] where the predicted mean reaches the target (exact inversion)."""
-    A, B, C = fit.params
-    t = fit.sign * target
+    """Smallest n in [smallest measured, limit] where the fitted mean reaches the target."""
     first, last = min(fit.points), limit(fit, max_factor)
-    if B <= 0 or A <= t:  # flat, or the asymptote never gets there
-        n = first if A >= t else None
-    else:
-        n = max(first, fit.n_ref * (B / (A - t)) ** (1 / C))
-    if n is None or n > last:
+    grid = np.geomspace(first, last, 4 * GRID)
+    n = xo._first(grid, fit.sign * fit.mean(grid) >= fit.sign * target - 1e-12)
+    if math.isinf(n):
         return dict(mode=fit.key[3], n=None, reason=f"not predicted below {last:,.0f} examples")
     return dict(mode=fit.key[3], n=float(n), at_smallest=n == first, cost_usd=fit.cost and fit.cost(n),
-                device_hours=fit.hours and fit.hours(n), mean=fit.predict(n)[0])
+                device_hours=fit.hours and fit.hours(n), mean=fit.mean(n))
 
 
 def afford(fit: CurveFit, max_cost: float, max_factor: float) -> dict:
@@ -97,10 +70,12 @@ def _check_target(target: float, rows: list[dict]) -> None:
 
 def _curve_dict(fit: CurveFit) -> dict:
     line = lambda c: c and dict(alpha=c.alpha, beta=c.beta, runs=c.runs)  # noqa: E731
+    params = None if not fit.fitted else [float(p) for p in fit.params]
     return dict(zip(CURVE_KEY, fit.key), metric_name=fit.metric_name, higher_is_better=fit.higher_is_better,
                 budgets=fit.budgets, means=fit.means, seeds=[len(fit.points[n]) for n in fit.budgets],
-                seed_std=fit.seed_std, status=fit.status, reason=fit.reason, a=fit.a, b=fit.b, c=fit.c, r2=fit.r2,
-                interval=fit.boot is not None, cost_usd=line(fit.cost), device_hours=line(fit.hours))
+                seed_std=fit.seed_std, status=fit.status, reason=fit.reason, family=fit.family, choice=fit.choice,
+                family_errors=fit.errors, params=params, n_ref=fit.n_ref, a=fit.a, r2=fit.r2,
+                interval=fit.interval, cost_usd=line(fit.cost), device_hours=line(fit.hours))
 
 
 def _prediction(fit: CurveFit, n: float) -> dict:
@@ -122,33 +97,133 @@ def _jsonable(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
+def _benchmarks(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
+    """(task, dataset, model) -> mode -> its usable records."""
+    out: dict[tuple, dict[str, list[dict]]] = defaultdict(dict)
+    for key, rs in by_curve(rows).items():
+        out[key[:3]][key[3]] = rs
+    return out
+
+
+def _cell_means(by_mode: dict[str, list[dict]]) -> tuple[dict, dict, int]:
+    """({mode: {budget: mean}}, {budget: the leaderboard's equivalence margin}, sign) from records."""
+    cells: dict[int, list[dict]] = defaultdict(list)
+    means: dict[str, dict[int, float]] = defaultdict(dict)
+    higher = True
+    for mode, rs in by_mode.items():
+        per: dict[int, list] = defaultdict(list)
+        for r in rs:
+            per[int(budget_of(r))].append(r)
+        for n, group in per.items():
+            higher = bool(group[0].get("higher_is_better", True))
+            means[mode][n] = float(np.mean([r["metric"] for r in group]))
+            evals = [r["eval_samples"] for r in group if r.get("eval_samples")]
+            cells[n].append(dict(n=len(group), metric_mean=means[mode][n], higher_is_better=higher,
+                                 eval_samples=min(evals) if evals else None))
+    return dict(means), {n: cell_margin(cs) for n, cs in cells.items()}, 1 if higher else -1
+
+
+def _fits(by_mode: dict[str, list[dict]], keep=None) -> dict[str, CurveFit]:
+    """Fitted curves per mode, on the budgets `keep` admits (all when None)."""
+    out = {}
+    for mode, rs in by_mode.items():
+        rs = [r for r in rs if keep is None or keep(budget_of(r))]
+        if len({budget_of(r) for r in rs}) >= MIN_BUDGETS:
+            out[mode] = fit_curve(run_key(rs[0], CURVE_KEY), rs)
+    return out
+
+
 def validate(records: list[dict]) -> dict:
-    """Each curve with ≥ MIN_BUDGETS + 1 budgets: fit on all but the largest, predict the largest."""
-    out, errors = [], defaultdict(list)
+    """Each curve with ≥ OK_BUDGETS budgets: fitted on all but the largest (family chosen on those alone), its
+    prediction and 95% interval for the largest's measured mean; the coverage of the intervals."""
+    out = []
     for key, rs in by_curve(records).items():
         largest = max(budget_of(r) for r in rs)
-        if len({budget_of(r) for r in rs}) < MIN_BUDGETS + 1:
+        if len({budget_of(r) for r in rs}) < OK_BUDGETS:
             continue
         fit = fit_curve(key, [r for r in rs if budget_of(r) != largest])
         held = [r["metric"] for r in rs if budget_of(r) == largest]
         measured = float(np.mean(held))
         entry = dict(zip(CURVE_KEY, key), fit_on=fit.budgets, largest=largest, measured=measured,
                      measured_std=float(np.std(held, ddof=1)) if len(held) > 1 else None,
-                     status=fit.status, reason=fit.reason)
+                     status=fit.status, family=fit.family, reason=fit.reason)
         if fit.fitted:
             mean, lo, hi = fit.predict(largest)
             entry.update(predicted=mean, lo=lo, hi=hi, abs_error=abs(mean - measured),
-                         inside=None if lo is None else lo - EPS <= measured <= hi + EPS)
-            errors[key[:3]].append(entry["abs_error"])
+                         inside=None if lo is None else lo - 1e-9 <= measured <= hi + 1e-9)
         out.append(entry)
-    mae = [dict(zip(CURVE_KEY[:3], k), mae=float(np.mean(v)), curves=len(v)) for k, v in errors.items()]
-    return dict(curves=out, mae=mae)
+    checked = [e for e in out if e.get("inside") is not None]
+    groups: dict[tuple, list] = defaultdict(list)
+    for e in out:
+        if "abs_error" in e:
+            groups[tuple(e[k] for k in CURVE_KEY[:3])].append(e["abs_error"])
+    mae = [dict(zip(CURVE_KEY[:3], k), mae=float(np.mean(v)), curves=len(v)) for k, v in groups.items()]
+    coverage = dict(inside=sum(e["inside"] for e in checked), checked=len(checked), level=LEVEL)
+    return dict(curves=out, mae=mae, coverage=coverage)
+
+
+def hindcast(rows: list[dict], max_factor: float = 4.0) -> list[dict]:
+    """Each measured crossover (and each 'not reached up to N') predicted from the budgets ≤ n*/4 (N/4) alone, with
+    the limit at max_factor × the largest of those: does the prediction land within a factor 2 (or say 'cannot
+    tell' with an interval that contains it)?"""
+    out = []
+    for key, by_mode in _benchmarks(rows).items():
+        if "scratch" not in by_mode:
+            continue
+        means, margins, sign = _cell_means(by_mode)
+        for m in xo.measured(means, margins, sign):
+            at = m["crossover_budget"]
+            reference = at if at is not None else m["largest"]
+            keep = lambda n: n * HINDCAST <= reference  # noqa: E731
+            modes = list(means) if m["mode"] == xo.BEST else ["scratch", m["mode"]]
+            fits = _fits({k: v for k, v in by_mode.items() if k in modes}, keep)
+            entry = dict(zip(CURVE_KEY[:3], key), mode=m["mode"], measured=at, largest=m["largest"],
+                         fit_on=sorted({b for f in fits.values() for b in f.points}))
+            if "scratch" not in fits or len(fits) < 2 or (m["mode"] != xo.BEST and m["mode"] not in fits):
+                entry.update(outcome="too few budgets below a quarter of it", predicted=None)
+                out.append(entry)
+                continue
+            margin = max(margins[n] for n in margins if keep(n))
+            candidates = xo.predicted(fits, margin, max_factor)  # one transfer mode fitted: it is the best
+            p = next((x for x in candidates if x["mode"] == m["mode"]), candidates[-1])
+            said = xo.verdict(p)
+            entry.update(predicted=p["crossover_budget"], lo=p["lo"], hi=p["hi"], limit=p["limit"], said=said)
+            if at is None:
+                hit = said == "not reached" or (said == "cannot tell" and (p["hi"] is None or p["hi"] > reference))
+            elif said == "at":
+                hit = at / AGREES <= p["crossover_budget"] <= at * AGREES
+            else:
+                hit = said == "cannot tell" and p["lo"] <= at and (p["hi"] is None or at <= p["hi"])
+            entry["outcome"] = "agrees" if hit else "misses"
+            out.append(entry)
+    return out
+
+
+def multipliers(rows: list[dict]) -> list[dict]:
+    """For each transfer cell, the scratch budget reaching its measured mean on scratch's fitted curve."""
+    out = []
+    for key, by_mode in _benchmarks(rows).items():
+        fits = fit_curves([r for rs in by_mode.values() for r in rs])
+        scratch = fits.get((*key, "scratch"))
+        if scratch is None or not scratch.fitted:
+            continue
+        for mode, rs in by_mode.items():
+            if mode == "scratch":
+                continue
+            per: dict[int, list[float]] = defaultdict(list)
+            for r in rs:
+                per[int(budget_of(r))].append(float(r["metric"]))
+            for n, values in sorted(per.items()):
+                out.append(dict(zip(CURVE_KEY[:3], key), scratch_status=scratch.status,
+                                **xo.multiplier(scratch, mode, n, values)))
+    return out
 
 
 def plan(records: list[dict], target: Optional[float] = None, budgets=None, max_cost: Optional[float] = None,
          max_factor: float = 4.0) -> dict:
-    """Fits, predictions (default: the measured budgets, 2× and 4× the largest, capped by max_factor), predicted
-    crossovers, the cheapest mode to reach `target`, the best metric per mode under `max_cost`, validation."""
+    """Fits, predictions (default: the measured budgets, 2× and 4× the largest, capped by max_factor), crossovers
+    (measured and predicted), data multipliers, the cheapest mode to reach `target`, the best metric per mode under
+    `max_cost`, and the planner's checks of itself."""
     max_factor = _number(max_factor, "--max-factor", 1.0, "a factor")
     max_cost = None if max_cost is None else _number(max_cost, "--max-cost", 0.0, "a dollar amount")
     target = None if target is None else _number(target, "--target", -math.inf, "a metric value")
@@ -164,7 +239,7 @@ def plan(records: list[dict], target: Optional[float] = None, budgets=None, max_
     if most < MIN_BUDGETS:
         raise UserError(f"no curve has {MIN_BUDGETS} or more budgets (at most {most} per task, dataset, model and "
                         f"mode); run the suite at {MIN_BUDGETS}+ train_samples values before planning")
-    for n in budgets or ():  # before any fitting: a refusal should not wait for 200 bootstrap refits per curve
+    for n in budgets or ():  # before any fitting: a refusal should not wait for the bootstrap refits
         for key, ns in measured.items():
             if len(ns) >= MIN_BUDGETS and n > max_factor * max(ns):
                 raise UserError(f"budget {n:,.0f} is beyond {max_factor:g}× the largest budget measured for "
@@ -180,12 +255,14 @@ def plan(records: list[dict], target: Optional[float] = None, budgets=None, max_
         if max_cost is not None and f.fitted:
             entry["max_cost"] = afford(f, max_cost, max_factor)
         curves.append(entry)
-    groups: dict[tuple, dict[str, CurveFit]] = defaultdict(dict)
-    for f in fits.values():
-        groups[f.key[:3]][f.key[3]] = f
     crossovers, targets = [], []
-    for key, modes in groups.items():
-        crossovers.append(dict(zip(CURVE_KEY[:3], key), **crossover(modes, max_factor)))
+    for key, by_mode in _benchmarks(rows).items():
+        modes = {m: fits[(*key, m)] for m in by_mode}
+        means, margins, sign = _cell_means(by_mode)
+        margin = max(margins.values())
+        crossovers.append(dict(zip(CURVE_KEY[:3], key), margin=margin,
+                               measured=xo.measured(means, margins, sign) if "scratch" in means else [],
+                               predicted=xo.predicted(modes, margin, max_factor)))
         if target is not None:
             reached = [reach(f, target, max_factor) for f in modes.values() if f.fitted]
             hits = [r for r in reached if r["n"] is not None]
@@ -196,5 +273,7 @@ def plan(records: list[dict], target: Optional[float] = None, budgets=None, max_
                                 not_fitted=[m for m, f in modes.items() if not f.fitted]))
     return _jsonable(dict(
         settings=dict(target=target, budgets=budgets, max_cost=max_cost, max_factor=max_factor, r2_min=R2_MIN,
-                      bootstrap=BOOTSTRAP, level=LEVEL, min_budgets=MIN_BUDGETS),
-        curves=curves, crossovers=crossovers, targets=targets, validation=validate(rows)))
+                      bootstrap=BOOTSTRAP, level=LEVEL, min_budgets=MIN_BUDGETS, ok_budgets=OK_BUDGETS,
+                      families={n: f.formula for n, f in FAMILIES.items()}),
+        curves=curves, crossovers=crossovers, multipliers=multipliers(rows), targets=targets,
+        validation=validate(rows), hindcast=hindcast(rows, max_factor)))

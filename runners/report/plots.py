@@ -60,14 +60,19 @@ def _fitted(board: Leaderboard, ax, key: tuple, color: str) -> bool:
 
 
 def _crossover_mark(board: Leaderboard, ax, key: tuple) -> None:
-    """The headline's predicted crossover (only ever from usable fits) as a labelled vertical line."""
+    """The measured crossover with the best transfer mode, else the headline's predicted one (only ever from trusted
+    fits), as a labelled vertical line."""
+    measured = next((x["crossover_budget"] for x in board.crossovers
+                     if cell_key(x, BENCHMARK_KEY) == key and x["crossover_budget"]), None)
     claim = next((h["predicted_crossover"] for h in board.headlines
                   if cell_key(h, BENCHMARK_KEY) == key and h["predicted_crossover"]), None)
-    if claim:
-        label = f"predicted crossover ~{fmt.examples(claim['n'])}"
-        ax.axvline(claim["n"], color="black", linestyle=":", linewidth=1.2, label=label)
-        ax.text(claim["n"], 0.03, f" {label} ", transform=ax.get_xaxis_transform(), rotation=90, fontsize=8,
-                ha="right", va="bottom")
+    if measured is None and not claim:
+        return
+    n = measured or claim["n"]
+    label = f"scratch catches up: {fmt.count(n)} (measured)" if measured else f"predicted crossover ~{fmt.examples(n)}"
+    ax.axvline(n, color="black", linestyle=":", linewidth=1.2, label=label)
+    ax.text(n, 0.03, f" {label} ", transform=ax.get_xaxis_transform(), rotation=90, fontsize=8, ha="right",
+            va="bottom")
 
 
 def learning_curves(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
@@ -98,8 +103,8 @@ def learning_curves(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel(f"{cells[0]['metric_name']} (final eval)")
-    fits = (f"\ndashed: fitted a − b·n^(−c), up to {MAX_FACTOR:g}× the largest budget, with its 95% band" if drawn
-            else "")
+    fits = (f"\ndashed: each mode's fitted curve (plan.md) to {MAX_FACTOR:g}× the largest budget, 95% band"
+            if drawn else "")
     return ("Learning curves: metric vs training examples per mode; error bars ±1 std over seeds (n seeds per point)"
             + fits)
 

@@ -33,12 +33,6 @@ def best(cells: list[dict]) -> Optional[dict]:
     return max(scored, key=lambda c: sign(c) * c["metric_mean"]) if scored else None
 
 
-def within_std(cell: dict, best: dict) -> bool:
-    """`cell` trails `best` by at most best's std over seeds (n=1: no spread, so only a tie qualifies). Only the
-    crossover uses it (its own rework is pending); verdicts and headline ties use the margin (adequate)."""
-    return sign(best) * (best["metric_mean"] - cell["metric_mean"]) <= (best["metric_std"] or 0.0) + EPS
-
-
 def _welch(a: dict, b: dict) -> Optional[tuple[float, float, float]]:
     """(mean(a) - mean(b), its standard error, Welch-Satterthwaite dof); None when a side has one seed. The cells
     hold mean, std and n, not the seeds' values, and scipy's summary-statistics test (ttest_ind_from_stats) returns

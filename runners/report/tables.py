@@ -21,8 +21,10 @@ HEADLINE_EXPLAIN = ("The lines above and the verdicts: " + stats.RULES + " Bold 
                     "scratch whose 95% Welch interval excludes 0, resting only on settled cells. \"still improving "
                     "k/n\": k of the cell's n runs had not stopped improving when they ended; \"too short to tell\": "
                     "too few optimizer steps to judge; a claim that rests on either is provisional and never bold. "
-                    "The crossover still compares scratch with the best transfer mode's std over seeds (within one "
-                    "std).")
+                    "Scratch \"catches up\" at a budget when it is adequate against the best transfer mode (within "
+                    "the margin); the crossover is the smallest budget from which it does at every larger one. "
+                    "\"≈ scratch at\": the data multiplier, the scratch budget whose fitted curve reaches the cell's "
+                    "mean, with its 95% interval.")
 
 
 def metric_text(cell: dict) -> str:
@@ -89,10 +91,24 @@ def adapter_text(c: dict) -> str:
 ADAPTER_COLUMN: Column = ("adapter", "adapter size", adapter_text, lambda c: c.get("adapter_bytes"))
 
 
+def transferred_text(c: dict) -> str:
+    m = c.get("data_multiplier")
+    if not m:
+        return fmt.NONE
+    return fmt.multiplier(m) + ("" if m["trusted"] else f" (scratch's fit: {m['scratch_status']})")
+
+
+# The data multiplier (crossover.multiplier): where a benchmark's scratch curve is fitted
+TRANSFERRED_COLUMN: Column = ("transferred", "≈ scratch at [95%]", transferred_text,
+                              lambda c: (c.get("data_multiplier") or {}).get("multiplier"))
+
+
 def columns(board: Leaderboard) -> list[Column]:
-    """The table's columns: COLUMNS, plus the adapter size where runs record it, plus energy per run when the runs
-    carry energy fields."""
+    """The table's columns: COLUMNS, the data multiplier where scratch is fitted, the adapter size where runs record
+    it, energy per run when the runs carry energy fields."""
     cols = list(COLUMNS)
+    if any(c.get("data_multiplier") for c in board.cells):
+        cols.insert(next(i for i, c in enumerate(cols) if c[0] == "delta") + 1, TRANSFERRED_COLUMN)
     if board.records_adapters:
         cols.insert(next(i for i, c in enumerate(cols) if c[0] == "trainable") + 1, ADAPTER_COLUMN)
     return cols + [ENERGY_COLUMN] if board.measures_energy else cols
@@ -166,8 +182,9 @@ def failed_lines(board: Leaderboard) -> list[str]:
             for r in board.failed()]
 
 
-PLAN_LINE = ("Predicted metric and cost at budgets not run (fitted curves, 95% intervals, predicted crossovers, and a "
-             "check that predicts each curve's largest budget from the smaller ones): [plan.md](plan.md), plan.json "
+PLAN_LINE = ("Predicted metric and cost at budgets not run (fitted curves, 95% intervals, measured and predicted "
+             "crossovers, data multipliers, and checks that predict each curve's largest budget and each measured "
+             "crossover from the smaller budgets): [plan.md](plan.md), plan.json "
              "(`transferbench plan` for other budgets, a target or a cost cap).")
 
 
@@ -219,7 +236,8 @@ def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
 CSV_COLUMNS = ["row", "task", "dataset", "model", "train_samples", "mode", "seed", "seeds", "n", "status", "error",
                "lr", "lr_search", "schedule", "optimizer_steps", "equal",
                "metric_name", "higher_is_better", "metric", "metric_std", "delta_vs_scratch", "delta_ci_low",
-               "delta_ci_high", "delta_significant", "best", "target", "time_to_target_s", "target_reached",
+               "delta_ci_high", "delta_significant", "scratch_equivalent", "data_multiplier", "data_multiplier_low",
+               "data_multiplier_high", "data_multiplier_note", "best", "target", "time_to_target_s", "target_reached",
                "train_seconds", "samples_per_second", "mfu", "peak_memory_bytes", "trainable_share", "device_hours",
                "cost_usd", "cost_per_point", "price_per_device_hour", "price_date", "energy_kwh", "co2_kg",
                "energy_source", "adapter_bytes", "device_name", "converged",
@@ -237,7 +255,10 @@ def run_row(r: dict) -> dict:
 
 def cell_row(c: dict) -> dict:
     low, high = c["delta_ci"] or (None, None)
-    return {**{k: c.get(k) for k in CSV_COLUMNS}, "row": "cell", "metric": c["metric_mean"],
+    m = c.get("data_multiplier") or {}
+    return {**{k: c.get(k) for k in CSV_COLUMNS}, "row": "cell", "scratch_equivalent": m.get("scratch_budget"),
+            "data_multiplier": m.get("multiplier"), "data_multiplier_low": m.get("multiplier_lo"),
+            "data_multiplier_high": m.get("multiplier_hi"), "data_multiplier_note": m.get("note"), "metric": c["metric_mean"],
             "metric_std": c["metric_std"], "seeds": " ".join(map(str, c["seeds"])), "error": "; ".join(c["errors"]),
             "lr": " ".join(map(repr, c.get("lr") or [])),  # the distinct rates, as `seeds` lists the seeds
             "delta_ci_low": low, "delta_ci_high": high}
