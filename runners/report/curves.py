@@ -37,7 +37,7 @@ def _constant_setup(x, y, lo, hi):
     return ([lo], [hi]), [(float(np.mean(y)),)]
 
 
-CONSTANT = Family("constant", "a", _constant, 1, _constant_setup)  # a flat curve: the mean of the cell means, everywhere
+CONSTANT = Family("constant", "a", _constant, lambda x, A: np.ones((len(x), 1)), 1, _constant_setup)  # a flat curve: the mean of the cell means, everywhere
 
 
 @dataclasses.dataclass
@@ -165,8 +165,9 @@ def _bounds(scores: np.ndarray, bounded: bool) -> tuple[float, float]:
     return low, max(high, low + 1e-9)
 
 
-def _fit(fam: Family, x, y, lo, hi, starts=None):
-    """Least squares from each start; the best parameters or None."""
+def _fit(fam: Family, x, y, lo, hi, starts=None, tol: float = 1e-8):
+    """Least squares from each start; the best parameters or None. A bootstrap refit starts at the fit itself and
+    stops at a looser tolerance (`tol`): its draws need percentiles, not the last digits."""
     from scipy.optimize import OptimizeWarning, curve_fit  # ~0.5 s: imported when a curve is fitted, not before
 
     bounds, default = fam.setup(x, y, lo, hi)
@@ -177,7 +178,8 @@ def _fit(fam: Family, x, y, lo, hi, starts=None):
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", OptimizeWarning)
-                p, _ = curve_fit(fam.f, x, y, p0=p0, bounds=(low, high), method="trf", maxfev=2000)
+                p, _ = curve_fit(fam.f, x, y, p0=p0, bounds=(low, high), method="trf", jac=fam.jac, maxfev=2000,
+                                 ftol=tol, xtol=tol)
         except (RuntimeError, ValueError, FloatingPointError):
             continue
         sse = float(np.sum((fam.f(x, *p) - y) ** 2))
@@ -246,7 +248,7 @@ def _draws(fam: Family, p, x, y, ns, points, lo, hi, count, rng, n_new) -> Optio
     for _ in range(count):
         shift = rng.normal(0.0, math.sqrt(tau2), len(ns))
         sim = fitted[budget_of_point] + shift[budget_of_point] + rng.normal(0.0, math.sqrt(var), len(x))
-        q = _fit(fam, x, sim, lo, hi, [p])
+        q = _fit(fam, x, sim, lo, hi, [p], tol=1e-5)
         rows.append(q if q is not None else p)
     sd = math.sqrt(tau2 + var / n_new)
     return np.asarray(rows), np.full(count, sd)

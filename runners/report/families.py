@@ -18,6 +18,7 @@ class Family:
     name: str
     formula: str  # as printed in plan.md (lower is better: the same with the signs flipped)
     f: Callable  # f(x, *params) -> y
+    jac: Callable  # jac(x, *params) -> (len(x), k): analytic, half the evaluations of finite differences
     k: int  # parameters
     # (x, y, lo, hi) -> bounds ([lows], [highs]) and starting points [params]; lo..hi: where the asymptote may lie
     setup: Callable
@@ -34,9 +35,25 @@ def _exp3(x, A, B, C):
     return A - B * np.exp(-C * (x - 1.0))
 
 
+def _pow3_jac(x, A, B, C):
+    t = np.power(x, -C)
+    return np.column_stack([np.ones_like(x), -t, B * t * np.log(x)])
+
+
+def _exp3_jac(x, A, B, C):
+    e = np.exp(-C * (x - 1.0))
+    return np.column_stack([np.ones_like(x), -e, B * (x - 1.0) * e])
+
+
 def _log4(x, A, B, C, M):
     # logistic in log n (LCDB's MMF): flat near A − B well below n_ref·e^M, then up to A; C the slope
     return A - B / (1.0 + np.exp(np.clip(C * (np.log(x) - M), -60.0, 60.0)))
+
+
+def _log4_jac(x, A, B, C, M):
+    s = 1.0 / (1.0 + np.exp(np.clip(C * (np.log(x) - M), -60.0, 60.0)))
+    slope = B * s * (1.0 - s)
+    return np.column_stack([np.ones_like(x), -s, slope * (np.log(x) - M), -slope * C])
 
 
 def _span(y):
@@ -74,7 +91,7 @@ def register(family: Family) -> Family:
     return family
 
 
-register(Family("power law", "a − b·n^(−c)", _pow3, 3, _pow3_setup))
-register(Family("exponential", "a − b·e^(−c·(n/n₀ − 1))", _exp3, 3, _exp3_setup))
-register(Family("logistic in log n", "a − b / (1 + (n/m)^c)", _log4, 4, _log4_setup))
+register(Family("power law", "a − b·n^(−c)", _pow3, _pow3_jac, 3, _pow3_setup))
+register(Family("exponential", "a − b·e^(−c·(n/n₀ − 1))", _exp3, _exp3_jac, 3, _exp3_setup))
+register(Family("logistic in log n", "a − b / (1 + (n/m)^c)", _log4, _log4_jac, 4, _log4_setup))
 DEFAULT = "power law"  # the choice when nothing tells the families apart (too few points for a criterion)

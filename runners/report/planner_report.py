@@ -133,7 +133,8 @@ def _errors(c: dict) -> str:
 
 def _fit_row(c: dict) -> str:
     status = c["status"] + ("" if c["status"] == "ok" else f": {c['reason']}")
-    cost = (f"{fmt.money(c['cost_usd']['alpha'])} + {fmt.significant(c['cost_usd']['beta'])}·n"
+    beta = c["cost_usd"] and c["cost_usd"]["beta"]
+    cost = (f"{fmt.money(c['cost_usd']['alpha'])} {'−' if beta < 0 else '+'} {fmt.significant(abs(beta))}·n"
             if c["cost_usd"] else fmt.NONE)
     budgets = ", ".join(f"{n} (×{k})" for n, k in zip(c["budgets"], c["seeds"]))
     cells = [c["model"], c["mode"], budgets, status.replace("|", "\\|"), c["family"] or fmt.NONE, _errors(c),
