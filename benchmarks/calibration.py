@@ -20,7 +20,7 @@ def main(out: Path = ROOT / "results" / "calibration.md") -> str:
     from transferbench.runners.report import fmt
     from transferbench.runners.report.curves import fit_curves
     from transferbench.runners.report.merge import load
-    from transferbench.runners.report.planner import hindcast, validate
+    from transferbench.runners.report.planner import _jsonable, hindcast, validate
 
     stores = sorted(p.parent for p in (ROOT / "results" / "published").glob("*/runs.jsonl"))
     cov_rows, fam_rows, hind_rows = [], [], []
@@ -44,7 +44,7 @@ def main(out: Path = ROOT / "results" / "calibration.md") -> str:
                 fam_rows.append(f"| {store.name} | {key[2]} | {key[3]} | all {len(fit.points)} budgets | "
                                 f"{fit.family} | {errors} ({'AICc' if fit.choice.startswith('AICc') else 'err'}) | "
                                 f"{fit.status} | |")
-        for h in hindcast(records):
+        for h in _jsonable(hindcast(records)):  # infinite ends (no crossover in a draw) as None, as plan.json
             measured = f"{h['measured']:,}" if h["measured"] is not None else f"not reached up to {h['largest']:,}"
             said = h.get("said") or "—"
             pred = "—" if h.get("said") is None else (
