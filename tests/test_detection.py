@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import HANG_GUARD_S, accelerate_launch, cli
+from helpers import HANG_GUARD_S, KEEP, accelerate_launch, cli
 from transferbench.builtin import materialize
 from transferbench.config import parse_suite
 from transferbench.results import Store
@@ -309,9 +309,9 @@ def test_detection_runs_it_cannot_train_are_refused_before_training(tmp_path, ti
                                      f"task_args: {task_args}") + extra
     suite.write_text(text)
     (tmp_path / "res").mkdir()
-    (tmp_path / "res" / "runs.jsonl").write_text('{"run_id": "kept"}\n')
+    (tmp_path / "res" / "runs.jsonl").write_text(KEEP + "\n")
     out = cli("run", suite, "--results-dir", tmp_path / "res", env={"YOLO_OFFLINE": "1"})
     assert out.returncode == 2, (out.stdout[-500:], out.stderr[-2000:])
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr, out.stderr
-    assert (tmp_path / "res" / "runs.jsonl").read_text() == '{"run_id": "kept"}\n'  # the store is untouched
+    assert (tmp_path / "res" / "runs.jsonl").read_text() == KEEP + "\n"  # the store is untouched
