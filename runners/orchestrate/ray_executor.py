@@ -165,32 +165,36 @@ def connect(options: RayOptions, runs: int = 1) -> tuple[object, bool]:
     return ray, True
 
 
+class _InitTimeout(Exception):
+    pass
+
+
 def _bounded(init, kwargs: dict, what: str) -> None:
-    """ray.init(**kwargs) within INIT_TIMEOUT_S, its failures as one line. It runs in a daemon thread: one that
-    never returns is left behind (the driver exits 2), not waited for."""
+    """ray.init(**kwargs) within INIT_TIMEOUT_S, its failures as one line. ray.init installs signal handlers, so it
+    must run in the main thread: there a SIGALRM timer interrupts it (elsewhere, an API caller's thread, it runs
+    unbounded)."""
+    import signal
     import threading
 
-    box: dict = {}
+    main = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    if main:
+        def expire(signum, frame):
+            raise _InitTimeout
 
-    def call() -> None:
-        try:
-            init(**kwargs)
-        except BaseException as err:  # noqa: BLE001 - handed to the driver's thread
-            box["error"] = err
-        box["done"] = True
-
-    thread = threading.Thread(target=call, name="ray-init", daemon=True)
-    thread.start()
-    thread.join(INIT_TIMEOUT_S)
-    err = box.get("error")
-    if not box.get("done"):
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, INIT_TIMEOUT_S)
+    try:
+        init(**kwargs)
+    except _InitTimeout:
         raise UserError(f"{what}: Ray did not start within {INIT_TIMEOUT_S:g} s; check `ray status` (for a "
-                        f"cluster: the address and its firewall), or run without --jobs / --executor ray")
-    if isinstance(err, (ConnectionError, ValueError, RuntimeError, TimeoutError)):  # 'auto' with none running...
+                        f"cluster: the address and its firewall), or run without --jobs / --executor ray") from None
+    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:  # 'auto' with none running...
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise UserError(f"{what}: {first}") from None
-    if err is not None:
-        raise err
+    finally:
+        if main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 def resources(ray, options: RayOptions) -> dict:
