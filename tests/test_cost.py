@@ -157,8 +157,8 @@ def test_measuring_reads_each_counter_twice_a_run_and_starts_no_thread(powercap,
     threads = threading.active_count()
     with energy.EnergyMeter(torch.device("cpu")):  # discovery, cached per process
         pass
-    reads, read_text = [], Path.read_text
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self.name) or read_text(self, *a, **k))
+    reads, read_text = [], energy.read_text  # every counter is read through safe_read.read_text
+    monkeypatch.setattr(energy, "read_text", lambda path, *a: reads.append(Path(path).name) or read_text(path, *a))
     for _ in range(100):
         with energy.EnergyMeter(torch.device("cpu")) as meter:
             assert threading.active_count() == threads

@@ -15,6 +15,7 @@ from transferbench.builtin import materialize
 from transferbench.config import parse_suite
 from transferbench.results import Store
 from transferbench.runners.orchestrate import suite as runner
+from transferbench.runners.orchestrate.preflight import preflight
 
 
 # --- pieces the table cannot reach through the CLI ---------------------------------------------------------
@@ -37,7 +38,7 @@ def test_detection_refuses_a_max_grad_norm_it_cannot_apply():
         dict(task="object-detection", dataset="builtin:shapes", models=["yolov8n.yaml"], modes=["scratch"],
              train_samples=[8])]})
     with pytest.raises(UserError, match="always clips at 10"):
-        runner.preflight(runner.plan_runs(suite))
+        preflight(runner.plan_runs(suite))
 
 
 @pytest.fixture(scope="module")

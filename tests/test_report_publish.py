@@ -183,7 +183,7 @@ import transferbench.runners.report.publish as publish
 real_push = publish.push_to_hub
 publish.push_to_hub = lambda *a: (patch_hfapi(), real_push(*a))[1]
 code = main(sys.argv[1:])
-Path(sys.argv[-1] + ".calls.json").write_text(json.dumps({"code": code, "calls": calls}))
+Path(sys.argv[sys.argv.index("--publish") + 1] + ".calls.json").write_text(json.dumps({"code": code, "calls": calls}))
 """
 
 
