@@ -4,7 +4,6 @@ computes a number of its own: `run` plans the suite and drives it (runners/orche
 (report.outputs.after_run); `cells()` are leaderboard.build's cells, `plan()` is planner.plan."""
 from __future__ import annotations
 
-import errno
 import functools
 import inspect
 import math
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from transferbench.config import Suite, load_suite
 from transferbench.errors import UserError
+from transferbench.folders import check_output_folder, not_written
 
 from .report.leaderboard import Leaderboard, build, default_title
 from .report.merge import load as load_records
@@ -34,14 +34,7 @@ def _suite(suite: str | Path, overrides: Sequence[str]) -> tuple[Path, Suite]:
 def _results_dir(results_dir: Optional[str | Path], suite: Suite) -> Path:
     """The store's folder (default results/<suite name>), refused in one line when it cannot be one."""
     path = Path(results_dir) if results_dir is not None else Path("results") / suite.name
-    try:
-        is_file = path.exists() and not path.is_dir()
-    except OSError as err:  # a name longer than the filesystem allows, a loop of symlinks...
-        what = "the filesystem cannot hold this name" if err.errno == errno.ENAMETOOLONG else err.strerror
-        raise UserError(f"--results-dir {str(path)[:100]}...: {what}; give another folder") from None
-    if is_file:
-        raise UserError(f"--results-dir {path} is a file; give a folder (it holds runs.jsonl)")
-    return path
+    return check_output_folder("--results-dir", path)
 
 
 def _executor(executor: Optional[str], jobs, address, gpus_per_run, cpus_per_run):
@@ -123,16 +116,14 @@ def dry_run(suite: str | Path, *, results_dir: Optional[str | Path] = None, shar
     from transferbench.results import Store
 
     from .orchestrate.plan import plan_runs
-    from .orchestrate.preflight import check_writable, preflight
+    from .orchestrate.preflight import before_training
 
     _, spec = _suite(suite, overrides)
     folder = _results_dir(results_dir, spec)
     plans = plan_runs(spec, shard)
     done = Store(folder).completed(strict=True)
     pending = [p for p in plans if p.run_id not in done]
-    if pending:
-        check_writable(folder, pending, keep=False)
-    preflight(pending, rebuild_stages, int(os.environ.get("WORLD_SIZE", "1")), dry_run=True)
+    before_training(folder, pending, rebuild_stages, int(os.environ.get("WORLD_SIZE", "1")), dry_run=True)
     return plans
 
 
@@ -143,20 +134,25 @@ def stages(suite: str | Path, *, rebuild: bool = False, ship: bool = False,
     import shutil
 
     from .orchestrate.plan import plan_runs
+    from .orchestrate.preflight import check_stages
     from .orchestrate.stages import SHIPPED_STAGES, ensure_stage, stage_dir
 
     _, spec = _suite(suite, overrides)
     found = {p.stage.spec.stage_name: p.stage for p in plan_runs(spec) if p.stage}
     if not found:
         raise UserError(f"{suite} declares no pretrain stages")
+    check_stages(list(found.values()), rebuild)  # what `run` checks before training a stage, checked here too
     out = {}
     for name, stage in found.items():
         path = Path(ensure_stage(stage, rebuild=rebuild))
         if ship and path.parent != SHIPPED_STAGES:
-            for old in SHIPPED_STAGES.glob(f"{name}-*"):
-                shutil.rmtree(old)
             shipped = SHIPPED_STAGES / stage_dir(stage.spec).name  # NAME-ID, not the cache's version folder
-            shutil.copytree(path, shipped)
+            try:
+                for old in SHIPPED_STAGES.glob(f"{name}-*"):
+                    shutil.rmtree(old)
+                shutil.copytree(path, shipped)
+            except OSError as err:  # an installed, read-only package; a full disk
+                raise not_written(err, f"stage {name} into the package", "") from None
             path = shipped
         out[name] = path
     return out

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from transferbench.errors import UserError
+from transferbench.folders import check_name, check_output_folder, not_written
 
 from . import api
 from .suites import DEFAULT_SUITE, resolve_suite, shipped_suites
@@ -101,23 +102,26 @@ def _run(args) -> int:
 
 
 def _folder_arg(flag: str, value) -> None:
-    """An output folder flag that points at an existing file: one line, before anything is computed."""
-    if value is not None and Path(value).exists() and not Path(value).is_dir():
-        raise UserError(f"{flag} {value} is a file; give a folder (the leaderboard files go there)")
+    """An output folder flag that cannot be a folder (a file at or above it, a dangling symlink, a name that is
+    not UTF-8): one line, before anything is computed."""
+    if value is not None:
+        check_output_folder(flag, value)
 
 
 def _report(args) -> int:
     from .report.outputs import report
 
+    for folder in args.results_dirs:
+        check_name("RESULTS_DIR", folder)
     _folder_arg("--out", args.out)
     _folder_arg("--publish", args.publish)
-    if args.push_to_hub:
+    if args.push_to_hub is not None:  # "" too: refused as a repo id, never silently ignored
         from .report.publish import check_push
 
         check_push(args.push_to_hub, args.publish)  # a bad repo id or no --publish: one line, before the report
 
     print(report(args.results_dirs, args.out and Path(args.out), args.publish and Path(args.publish), args.title))
-    if args.push_to_hub:
+    if args.push_to_hub is not None:
         from .report.publish import push_to_hub
 
         print(push_to_hub(Path(args.publish), args.push_to_hub))
@@ -125,16 +129,29 @@ def _report(args) -> int:
 
 
 def _plan(args) -> int:
+    for folder in args.results_dirs:
+        check_name("RESULTS_DIR", folder)
     _folder_arg("--out", args.out)
     from .report.planner_report import parse_budgets, write_plan
 
-    print(write_plan(args.results_dirs, args.out and Path(args.out), args.target, parse_budgets(args.budgets),
-                     args.max_cost, args.max_factor))
+    try:
+        text = write_plan(args.results_dirs, args.out and Path(args.out), args.target, parse_budgets(args.budgets),
+                          args.max_cost, args.max_factor)
+    except OSError as err:  # read-only, full, over a file-size limit
+        raise not_written(err) from None
+    print(text)
     return 0
 
 
 def _stages(args) -> int:
-    for name, path in api.stages(args.suite, rebuild=args.rebuild, ship=args.ship, overrides=args.overrides).items():
+    from .orchestrate.stages import StageFailed
+
+    try:
+        built = api.stages(args.suite, rebuild=args.rebuild, ship=args.ship, overrides=args.overrides)
+    except StageFailed as err:  # it trained and failed (a full disk while saving...): one line, exit 1
+        print(f"transferbench: error: {err}", file=sys.stderr)
+        return 1
+    for name, path in built.items():
         print(f"{name}: {path}")
     return 0
 

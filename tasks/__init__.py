@@ -82,18 +82,27 @@ def require_columns(dd, columns: dict[str, str], source: str) -> None:
                             f"set dataset.columns.{role}")
 
 
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
+
+
+def require_filled(dd, column: str, what: str, source: str) -> None:
+    """No blank cell in `column` (an empty csv cell reads as None: a tokenizer or a class name would choke on it
+    mid-run), or one line saying how many and where."""
+    for split_name, split in dd.items():
+        blank = sum(map(_blank, split[column]))
+        if blank:
+            raise UserError(f"dataset '{source}': {blank} of {split.num_rows} rows of the {split_name} split have a "
+                            f"blank {what} (column '{column}'); fill or drop those rows")
+
+
 def class_labels(dd, label: str, source: str):
     """(dd with `label` as a ClassLabel, class names). Raw values get one sorted mapping over all splits,
     so train and eval agree."""
     import datasets
 
     feature = dd["train"].features[label]
-    for split_name, split in dd.items():  # a blank cell would become a class called "None" or "nan"
-        blank = sum(v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
-                    for v in split[label])
-        if blank:
-            raise UserError(f"dataset '{source}': {blank} of {split.num_rows} rows of the {split_name} split have a "
-                            f"blank label (column '{label}'); fill or drop those rows")
+    require_filled(dd, label, "label", source)  # a blank cell would become a class called "None" or "nan"
     if hasattr(feature, "names"):
         labels = list(feature.names)
     else:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from transferbench import model_files, models, sources
 from transferbench.config import DatasetSpec
 
-from . import Task, TaskData, class_labels, register_task, require_columns
+from . import Task, TaskData, class_labels, register_task, require_columns, require_filled
 
 
 class TextArgs(BaseModel):
@@ -27,6 +27,7 @@ def _labelled(dataset_json: str):
     text, label = dataset.columns.get("text", "text"), dataset.columns.get("label", "label")
     dd = sources.load(dataset)
     require_columns(dd, {"text": text, "label": label}, dataset.source)
+    require_filled(dd, text, "text", dataset.source)
     dd, labels = class_labels(dd, label, dataset.source)
     return dd, labels, text, label
 

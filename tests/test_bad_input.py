@@ -310,6 +310,11 @@ BAD_LINES = {
     "boolean schema_version": {"schema_version": True}, "null run_id": {"run_id": None}, "numeric run_id": {"run_id": 5},
     "string seed": {"seed": "0"}, "numeric task": {"task": 5}, "numeric status": {"status": 1},
     "config a list": {"config": []}, "string train_samples": {"train_samples": "64"},
+    # issue 25: values out of range and required fields missing are refused like wrong types
+    "negative train_samples": {"train_samples": -5}, "zero train_samples": {"train_samples": 0},
+    "status running": {"status": "running"}, "negative seed": {"seed": -1}, "seed 10^26": {"seed": 10**26},
+    "negative cost": {"cost_usd": -1.0}, "empty model": {"model": ""}, "ok without train_samples": {"train_samples": None},
+    "no metric_name": {"metric_name": None}, "no task": {"task": None},
 }
 
 
@@ -515,6 +520,223 @@ def _shipped(tmp, ctx):
     return run_args(tmp)
 
 
+
+# issue 25: a store line is a whole record, or it is nobody's finished run
+def _bare_line_case(name, line):
+    @case(f"run: store line {name}")
+    def run_setup(tmp, ctx):
+        xor_suite(tmp)
+        (tmp / "res" / "runs.jsonl").write_text(KEEP + "\n" + line + "\n")
+        ctx["message"] = "runs.jsonl:2 is not a result record (required fields"
+        return run_args(tmp)
+
+    @case(f"dry-run: store line {name}")
+    def dry_setup(tmp, ctx):
+        xor_suite(tmp)
+        (tmp / "res" / "runs.jsonl").write_text(KEEP + "\n" + line + "\n")
+        ctx["message"] = "runs.jsonl:2 is not a result record (required fields"
+        return run_args(tmp, "--dry-run")
+
+    @case(f"report: store line {name}", code=0)
+    def report_setup(tmp, ctx):
+        (tmp / "res" / "runs.jsonl").write_text(KEEP + "\n" + line + "\n")
+        ctx["message"] = "runs.jsonl:2 is not a usable result record (required fields"
+        ctx["warning"] = True
+        return ["report", tmp / "res", "--out", tmp / "out"]
+
+
+_bare_line_case("with only run_id and status ok", json.dumps({"run_id": "a-real-run", "status": "ok"}))
+
+
+_bare_line_case("with run_id, status and a metric", json.dumps({"run_id": "x", "status": "ok", "metric": 0.49}))
+
+
+# every check that needs no training runs before training, in `run` and in `--dry-run` alike
+def _both(name, setup_fn, message):
+    for dry in (False, True):
+        def setup(tmp, ctx, dry=dry):
+            argv = setup_fn(tmp, ctx)
+            ctx["message"] = message
+            return argv + (["--dry-run"] if dry else [])
+        case(f"{'dry-run' if dry else 'run'}: {name}")(setup)
+
+
+def _saving(defaults_extra=""):
+    def setup(tmp, ctx):
+        xor_suite(tmp, defaults="seeds: [0], epochs: 1, batch_size: 20, lr: 0.05, save_models: final" + defaults_extra)
+        return run_args(tmp)
+    return setup
+
+
+def _models_file(tmp, ctx):
+    argv = _saving()(tmp, ctx)
+    (tmp / "res" / "models").write_text("x\n")
+    return argv
+
+
+def _models_read_only(tmp, ctx):
+    argv = _saving()(tmp, ctx)
+    real = os.open
+
+    def refuse(path, flags, *a, **k):
+        if Path(path).parent.name == "models" and flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, flags, *a, **k)
+
+    ctx["patch"] = [(os, "open", refuse)]
+    return argv
+
+
+_both("save_models: final, models/ is a file", _models_file, "res/models is a file, not a folder")
+
+
+_both("save_models: final, models/ read-only", _models_read_only, "res/models: it is not writable (Permission denied)")
+
+
+_both("save_models: final, a model without save_pretrained", _saving(),
+      "save_models: final saves the trained model with save_pretrained, which the faulty model (Net) does not have")
+
+
+def _lr_beyond(tmp, ctx):
+    xor_suite(tmp, defaults="seeds: [0], epochs: 1, batch_size: 20, lr: auto, lr_search: {validation: beyond}",
+              body=bench("[fine]", ", train_fraction: [1.0]"))
+    return run_args(tmp)
+
+
+_both("lr: auto scoring beyond a budget of the whole pool", _lr_beyond,
+      "scores its candidate rates on 100 training examples beyond the budget, and only 0 of the 300 are left")
+
+
+def _lr_small_budget(tmp, ctx):
+    xor_suite(tmp, defaults="seeds: [0], epochs: 1, batch_size: 2, lr: auto, schedule: fixed",
+              body=bench("[fine]", ", train_samples: [3]"))
+    return run_args(tmp)
+
+
+_both("lr: auto on a budget too small to validate inside", _lr_small_budget,
+      "lr: auto validates on 4 of the budget's 3 examples and needs at least 2 left to fit")
+
+
+def _seeds(value):
+    def setup(tmp, ctx):
+        xor_suite(tmp)
+        return run_args(tmp, "--set", f"defaults.seeds={value}")
+    return setup
+
+
+_both("seed -1", _seeds("[-1]"), "defaults.seeds[0]: Input should be greater than or equal to 0 (got -1)")
+
+
+_both("seed 10^26", _seeds(f"[{10**26}]"), "defaults.seeds[0]: Input should be less than or equal to 4294967295")
+
+
+_both("a seed listed twice", _seeds("[0, 0]"), "the run fine scratch budget=all seed=0 is listed twice")
+
+
+def _model_twice(tmp, ctx):
+    xor_suite(tmp, body=bench("[fine, fine]"))
+    return run_args(tmp)
+
+
+_both("a model listed twice", _model_twice, "is listed twice (a repeated seed, model or budget)")
+
+
+def _not_utf8(tmp, ctx):
+    xor_suite(tmp)
+    return ["run", tmp / "s.yaml", "--results-dir", str(tmp / "res") + "-\udcff", "--price-per-device-hour", "0"]
+
+
+_both("results dir not UTF-8", _not_utf8, "the name is not valid UTF-8")
+
+
+@case("report: results dir not UTF-8")
+def _report_not_utf8(tmp, ctx):
+    ctx["message"] = "RESULTS_DIR"
+    return ["report", str(tmp / "res") + "-\udcff"]
+
+
+@case("report --out below a file")
+def _out_below_file(tmp, ctx):
+    (tmp / "a-file").write_text("x\n")
+    ctx["message"] = "cannot be created: {tmp}/a-file is a file"
+    return ["report", tmp / "res", "--out", tmp / "a-file" / "sub"]
+
+
+@case("report --publish onto a dangling symlink")
+def _publish_dangling(tmp, ctx):
+    (tmp / "pub").symlink_to(tmp / "nowhere")
+    ctx["message"] = "--publish {tmp}/pub is a symlink to a folder that does not exist"
+    return ["report", tmp / "res", "--out", tmp / "out", "--publish", tmp / "pub"]
+
+
+@case("report --out not writable")
+def _out_read_only(tmp, ctx):
+    import builtins
+    import io
+
+    real = builtins.open
+
+    def refuse(path, mode="r", *a, **k):  # every writer opens through open() (pathlib through io.open)
+        if str(tmp / "out") in str(path) and any(c in mode for c in "wax"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, mode, *a, **k)
+
+    ctx["patch"] = [(builtins, "open", refuse), (io, "open", refuse)]
+    ctx["message"] = "writing the report failed: {tmp}/out/"
+    return ["report", tmp / "res", "--out", tmp / "out"]
+
+
+@case("report --push-to-hub with an empty repo id")
+def _push_empty(tmp, ctx):
+    ctx["message"] = "--push-to-hub '' is not a Hub repo id"
+    return ["report", tmp / "res", "--out", tmp / "out", "--publish", tmp / "out" / "pub", "--push-to-hub", ""]
+
+
+def _stage_suite(tmp):
+    return xor_suite(tmp, head="pretrain:\n  base: {task: faulty, dataset: builtin:unused, model: fine}\n",
+                     body=bench("[pretrain:base]"))
+
+
+@case("stages: TRANSFERBENCH_CACHE is a file")
+def _stages_cache_file(tmp, ctx):
+    _stage_suite(tmp)
+    (tmp / "cache-file").write_text("x\n")
+    ctx["env"] = {"TRANSFERBENCH_CACHE": str(tmp / "cache-file")}
+    ctx["message"] = "{tmp}/cache-file is a file, not a folder"
+    return ["stages", tmp / "s.yaml"]
+
+
+@case("stages: cache not writable")
+def _stages_cache_ro(tmp, ctx):
+    _stage_suite(tmp)
+    real = os.open
+
+    def refuse(path, flags, *a, **k):
+        if str(tmp / "cache") in str(path) and flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, flags, *a, **k)
+
+    ctx["patch"] = [(os, "open", refuse)]
+    ctx["message"] = "it is not writable (Permission denied)"
+    return ["stages", tmp / "s.yaml"]
+
+
+_csv_case("blank text cell", "sentence,topic\n" + ROWS + ",t0\n", "have a blank text (column 'sentence')")
+
+
+_csv_case("blank text cell", "sentence,topic\n" + ROWS + ",t0\n", "blank text", dry=True)
+
+
+@case("run: not enough free space for the saved models")
+def _no_space(tmp, ctx):
+    from transferbench.runners.orchestrate import disk_space
+
+    xor_suite(tmp, defaults="seeds: [0, 1, 2], epochs: 1, batch_size: 20, lr: 0.05, save_models: final")
+    ctx["patch"] = [(disk_space, "RECORD_BYTES", 10**15)]  # the store lines alone exceed any disk
+    ctx["message"] = "not enough free space: the pending runs will write about"
+    return run_args(tmp)
+
+
 def _snapshot(tmp: Path) -> dict:
     """Every file but the ones a case itself wrote and the claim bookkeeping."""
     skip = {"claims", "work", "cache", "out"}
@@ -531,6 +753,8 @@ def test_reliability_table(name, reliability_env, monkeypatch, capfd, request):
         monkeypatch.setattr(obj, attr, value)
     for p in ctx.get("path", []):
         monkeypatch.syspath_prepend(p)
+    for key, value in ctx.get("env", {}).items():
+        monkeypatch.setenv(key, value)
     capfd.readouterr()
     before = _snapshot(tmp)
     from transferbench.runners.cli import main

@@ -77,15 +77,15 @@ def test_a_run_recorded_meanwhile_by_another_invocation_is_not_trained_again(rel
     from transferbench.config import load_suite
     from transferbench.runners.orchestrate.execute import process_state
     from transferbench.runners.orchestrate.plan import plan_runs
-    from transferbench.runners.orchestrate.suite import _claim_run
+    from transferbench.runners.orchestrate.suite import Recorded, _claim_run
 
     (run,) = plan_runs(load_suite(tmp / "s.yaml"))
     store = Store(tmp / "res")
-    since = len(store.records())
-    assert _claim_run(run, tmp / "res", store, since, process_state())[0] == "run"
+    recorded = Recorded(store)  # the store as this invocation first read it, then followed
+    assert _claim_run(run, tmp / "res", recorded, process_state())[0] == "run"
     Claim(tmp / "res" / "claims" / f"{run.run_id}.claim").path.unlink()
     store.append(result(run.run_id, status="failed"))
-    assert _claim_run(run, tmp / "res", store, since, process_state()) == ("done", None)
+    assert _claim_run(run, tmp / "res", recorded, process_state()) == ("done", None)
 
 
 # --- real processes ----------------------------------------------------------------------------------------

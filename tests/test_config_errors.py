@@ -6,7 +6,7 @@ at the file-descriptor level, so library warnings would count as extra lines jus
 at the end goes through the real console entry point in a subprocess."""
 import pytest
 
-from helpers import cli
+from helpers import KEEP, cli
 
 
 GOOD = "\n".join([
@@ -21,7 +21,7 @@ GOOD = "\n".join([
 ])
 
 
-STORE = '{"run_id": "keep", "status": "ok"}\n'
+STORE = KEEP + "\n"  # one finished run, a whole record
 
 
 TORN = STORE + '{"run_id": "half", "sta\n'

@@ -157,8 +157,8 @@ def test_measuring_reads_each_counter_twice_a_run_and_starts_no_thread(powercap,
     threads = threading.active_count()
     with energy.EnergyMeter(torch.device("cpu")):  # discovery, cached per process
         pass
-    reads, read_text = [], Path.read_text
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self.name) or read_text(self, *a, **k))
+    reads, read_text = [], energy.read_text  # every counter is read through safe_read.read_text
+    monkeypatch.setattr(energy, "read_text", lambda path, *a: reads.append(Path(path).name) or read_text(path, *a))
     for _ in range(100):
         with energy.EnergyMeter(torch.device("cpu")) as meter:
             assert threading.active_count() == threads
@@ -213,3 +213,26 @@ def test_a_bad_grid_intensity_is_one_line_before_training(tiny_bert, tmp_path, c
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"{energy.GRID_ENV} must be a finite number" in err
     assert not (tmp_path / "res").exists()
+
+
+def test_a_counter_file_that_would_block_is_refused_not_read(powercap):
+    """A FIFO where a counter should be (or any file that is not a regular one) would block a plain read forever and
+    hang the first run: it is refused at once, and the other counters are still read."""
+    import os
+    import threading
+
+    from helpers import HANG_GUARD_S
+    from transferbench.safe_read import read_text
+
+    package = powercap["package"]
+    package.unlink()
+    os.mkfifo(package)
+    got = {}
+    worker = threading.Thread(target=lambda: got.update(zip(("counters", "why"), energy.rapl_counters())),
+                              daemon=True)
+    worker.start()
+    worker.join(HANG_GUARD_S)  # a guard against the hang this test is about, never a timing
+    assert not worker.is_alive()
+    assert [c.name for c in got["counters"]] == ["dram (intel-rapl:0:1)"]
+    with pytest.raises(OSError, match="not a regular file"):
+        read_text(package)

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import HANG_GUARD_S, accelerate_launch, cli
+from helpers import HANG_GUARD_S, KEEP, accelerate_launch, cli
 from transferbench.builtin import materialize
 from transferbench.config import parse_suite
 from transferbench.results import Store
 from transferbench.runners.orchestrate import suite as runner
+from transferbench.runners.orchestrate.preflight import preflight
 
 
 # --- pieces the table cannot reach through the CLI ---------------------------------------------------------
@@ -37,7 +38,7 @@ def test_detection_refuses_a_max_grad_norm_it_cannot_apply():
         dict(task="object-detection", dataset="builtin:shapes", models=["yolov8n.yaml"], modes=["scratch"],
              train_samples=[8])]})
     with pytest.raises(UserError, match="always clips at 10"):
-        runner.preflight(runner.plan_runs(suite))
+        preflight(runner.plan_runs(suite))
 
 
 @pytest.fixture(scope="module")
@@ -309,9 +310,9 @@ def test_detection_runs_it_cannot_train_are_refused_before_training(tmp_path, ti
                                      f"task_args: {task_args}") + extra
     suite.write_text(text)
     (tmp_path / "res").mkdir()
-    (tmp_path / "res" / "runs.jsonl").write_text('{"run_id": "kept"}\n')
+    (tmp_path / "res" / "runs.jsonl").write_text(KEEP + "\n")
     out = cli("run", suite, "--results-dir", tmp_path / "res", env={"YOLO_OFFLINE": "1"})
     assert out.returncode == 2, (out.stdout[-500:], out.stderr[-2000:])
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr, out.stderr
-    assert (tmp_path / "res" / "runs.jsonl").read_text() == '{"run_id": "kept"}\n'  # the store is untouched
+    assert (tmp_path / "res" / "runs.jsonl").read_text() == KEEP + "\n"  # the store is untouched

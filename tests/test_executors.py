@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from datasets import load_dataset
 
-from helpers import HANG_GUARD_S, accelerate_launch, bench, cli, faulty_suite, run_main, start_cli, write_suite
+from helpers import HANG_GUARD_S, KEEP, accelerate_launch, bench, cli, faulty_suite, run_main, start_cli, write_suite
 from transferbench.builtin import materialize
 from transferbench.results import Store
 
@@ -136,7 +136,7 @@ def test_a_stopped_driver_leaves_a_whole_store_and_the_rerun_completes_each_run_
     assert [r["run_id"] for r in rows[:len(first)]] == [r["run_id"] for r in first]  # nothing lost or rewritten
 
 
-STORE = '{"run_id": "keep", "status": "ok"}\n'
+STORE = KEEP + "\n"  # one finished run, a whole record
 
 
 @pytest.mark.parametrize("args, says", [
@@ -148,6 +148,11 @@ STORE = '{"run_id": "keep", "status": "ok"}\n'
     (["--executor", "local", "--jobs", "2"], "--jobs and --address schedule runs on Ray"),
     (["--gpus-per-run", "1"], "--gpus-per-run applies to the ray executor"),
     (["--jobs", "2", "--cpus-per-run", "0"], "--cpus-per-run must be > 0"),
+    (["--jobs", "2", "--cpus-per-run", "1.5"], "--cpus-per-run 1.5: Ray reserves whole numbers of devices above 1"),
+    (["--jobs", "1", "--cpus-per-run", "1e9"], "--cpus-per-run 1e+09: this machine has"),
+    (["--jobs", "1", "--cpus-per-run", "nan"], "--cpus-per-run must be > 0 (got nan)"),
+    (["--address", "[::1]:1"], "--address [::1]:1: no Ray head answers there"),
+    (["--address", "127.0.0.1:0"], "give 'auto' or HOST:PORT"),
 ])
 def test_bad_executor_options_are_one_line_and_leave_the_store(tiny_bert, tmp_path, capfd, monkeypatch, args,
                                                                 says):
@@ -175,3 +180,110 @@ def test_ray_not_installed_is_one_line(tiny_bert, tmp_path):
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         "transferbench: error: --executor ray needs Ray: pip install 'transferbench[ray]' (or pip install ray)"]
     assert not (tmp_path / "res").exists()
+
+
+def test_ray_address_in_the_environment_with_jobs_is_one_line(tiny_bert, tmp_path, capfd, monkeypatch):
+    suite = write_suite(tmp_path / "s.yaml", tiny_bert)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "runs.jsonl").write_text(STORE)
+    import ray
+
+    started = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: started.append(a or k))
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert run_main("run", suite, "--results-dir", tmp_path / "res", "--jobs", "2") == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == ["transferbench: error: RAY_ADDRESS=10.0.0.1:6379 is set, and --jobs starts a local Ray instance: "
+                   "unset RAY_ADDRESS for a local one, or join that cluster with --address 10.0.0.1:6379"]
+    assert not started and (tmp_path / "res" / "runs.jsonl").read_text() == STORE
+
+
+def test_an_address_that_is_not_a_ray_head_is_refused_before_ray_starts(tiny_bert, tmp_path, capfd, monkeypatch):
+    """A TCP port that answers, but not as Ray's GCS (gRPC) does: one line, instead of Ray retrying for minutes."""
+    import socket
+    import threading
+
+    import ray
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_http():  # a web server's answer to anything
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=answer_http, daemon=True).start()
+    suite = write_suite(tmp_path / "s.yaml", tiny_bert)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "runs.jsonl").write_text(STORE)
+    started = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: started.append(a or k))
+    try:
+        assert run_main("run", suite, "--results-dir", tmp_path / "res", "--address", f"127.0.0.1:{port}") == 2
+    finally:
+        server.close()
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert f"--address 127.0.0.1:{port}: something listens there but it is not a Ray head" in line
+    assert not started and (tmp_path / "res" / "runs.jsonl").read_text() == STORE
+
+
+def test_a_ray_start_that_never_returns_is_one_line(monkeypatch):
+    from transferbench.errors import UserError
+    from transferbench.runners.orchestrate import ray_executor
+
+    def never(**kwargs):  # Ray retrying a head that never answers: a Python loop that never returns
+        while True:
+            time.sleep(0.01)
+
+    monkeypatch.setattr(ray_executor, "INIT_TIMEOUT_S", 0.2)
+    before = signal.getsignal(signal.SIGALRM)
+    with pytest.raises(UserError, match="a local Ray instance: Ray did not start within 0.2 s"):
+        ray_executor._bounded(never, {}, "a local Ray instance")
+    assert signal.getsignal(signal.SIGALRM) == before  # the timer's handler is gone again
+
+
+def _slow_suite(tmp_path, seeds=4):
+    return faulty_suite(tmp_path, bench("[slow]"), defaults=f"seeds: {list(range(seeds))}, epochs: 2, batch_size: 20, "
+                                                           f"lr: 0.05")
+
+
+def _wait_for(predicate, proc):
+    deadline = time.time() + HANG_GUARD_S
+    while not predicate() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def test_a_second_ray_driver_waits_for_the_first_and_takes_over_when_it_dies(tmp_path):
+    """Two `--jobs 2` drivers on one results folder: the second waits for the runs the first holds (it never exits
+    0 having done nothing); when the first is killed (-9), the second takes its runs over; each run is recorded
+    exactly once, none lost."""
+    suite = _slow_suite(tmp_path, seeds=6)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "FAULT_MARKER": str(tmp_path / "marker"), "FAULT_SLEEP": "1.0"}
+    res = tmp_path / "res"
+    first = start_cli("run", suite, "--results-dir", res, "--jobs", "2", stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    claims = res / "claims"
+    _wait_for(lambda: claims.is_dir() and len(list(claims.glob("*.claim"))) == 6, first)  # it holds every run
+    assert first.poll() is None
+    out = open(tmp_path / "second.out", "w")
+    second = start_cli("run", suite, "--results-dir", res, "--jobs", "2", stdout=out, stderr=subprocess.STDOUT,
+                       env={**env, "FAULT_SLEEP": "0"}, text=True)
+    said = lambda: "waiting to take over any it does not record" in (tmp_path / "second.out").read_text()  # noqa
+    _wait_for(said, second)
+    assert second.poll() is None and said()
+    killed = time.perf_counter()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=HANG_GUARD_S)
+    assert second.wait(timeout=HANG_GUARD_S) == 0, (tmp_path / "second.out").read_text()[-3000:]
+    _reap_ray_agents(started=killed)
+    rows = records(res)
+    assert sorted(Counter(r["run_id"] for r in rows).values()) == [1] * 6  # each run exactly once
+    assert all(r["status"] == "ok" for r in rows)
+    text = (tmp_path / "second.out").read_text()
+    assert "claimed by another machine" not in text and "No leaderboard" not in text

@@ -123,12 +123,16 @@ def test_a_stage_trains_at_one_given_rate():
         expand(parse_suite(data))
 
 
-def test_too_few_examples_left_for_the_search_is_a_failed_row_that_says_what_to_do(tiny_bert, tmp_path):
+def test_too_few_examples_left_for_the_search_is_refused_before_training(tiny_bert, tmp_path, capfd):
+    """Issue 25: found by preflight (run and --dry-run alike), not as a failed row after other runs trained."""
     suite = write_suite(tmp_path / "s.yaml", tiny_bert, modes="{finetune: {lr: auto}}", budget="[32]",
                         extra="    lr_search: {validation: beyond, validation_samples: 100000}")
-    assert run_main("run", suite, "--results-dir", tmp_path / "r") == 1
-    rec = json.loads((tmp_path / "r" / "runs.jsonl").read_text())
-    assert rec["status"] == "failed" and "scores its candidate rates on 100000 training examples" in rec["error"]
+    for dry in ([], ["--dry-run"]):
+        capfd.readouterr()
+        assert run_main("run", suite, "--results-dir", tmp_path / "r", *dry) == 2
+        (line,) = capfd.readouterr().err.strip().splitlines()
+        assert "scores its candidate rates on 100000 training examples beyond the budget" in line
+        assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("lr, peak, tried_beyond", [

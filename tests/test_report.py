@@ -255,3 +255,23 @@ def test_cells_are_computed_once_and_no_writer_can_change_them():
         board.cells = ()
     assert lora["seeds"] == (0, 1, 2) and copy.deepcopy(lora) == lora and dict(lora)["n"] == 3
     assert "energy_kwh" not in build(fixture_records()).cells[0]  # older stores: no energy field, no column
+
+
+def test_a_report_over_the_file_size_limit_is_one_line_and_exit_2(tmp_path):
+    """`ulimit -f 4` while the report is written: Python ignores SIGXFSZ, so the write fails with EFBIG; one line
+    naming the file, exit 2, the store untouched."""
+    import resource
+    import subprocess
+    import sys
+
+    from helpers import HANG_GUARD_S
+
+    store = write_store(tmp_path / "store", fixture_records())
+    before = (store / "runs.jsonl").read_bytes()
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # noqa: E731 - ulimit -f 4
+    proc = subprocess.run([sys.executable, "-m", "transferbench", "report", str(store), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, preexec_fn=limit, timeout=HANG_GUARD_S)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert lines[0].startswith("transferbench: error: writing the report failed: ") and "File too large" in lines[0]
+    assert (store / "runs.jsonl").read_bytes() == before

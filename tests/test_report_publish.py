@@ -148,3 +148,65 @@ def test_a_push_that_cannot_happen_is_one_line_and_exit_2(args, setup, message, 
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("transferbench: error: ") and message in err[0], err
     assert (pub / "README.md").exists() == (setup == "unreachable")  # refused up front: nothing written
+
+
+FRESH_PUSH = """
+import json, sys
+from pathlib import Path
+from transferbench.runners.cli import main
+
+calls = []
+
+
+def create_repo(self, repo_id, **kw):
+    calls.append({"create_repo": repo_id, **kw})
+
+
+def upload_folder(self, **kw):
+    from huggingface_hub import DatasetCard
+
+    folder = Path(kw["folder_path"])
+    card = DatasetCard.load(folder / "README.md")
+    calls.append({"upload_folder": kw["repo_id"], "repo_type": kw["repo_type"], "license": card.data.license,
+                  "configs": card.data.configs, "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                                                                if p.is_file())})
+    return "https://huggingface.co/datasets/x/commit/1"
+
+
+def patch_hfapi():  # when report's push imports HfApi, not before: check_push runs first, in a fresh process
+    from huggingface_hub import HfApi
+
+    HfApi.create_repo, HfApi.upload_folder = create_repo, upload_folder
+
+
+import transferbench.runners.report.publish as publish
+real_push = publish.push_to_hub
+publish.push_to_hub = lambda *a: (patch_hfapi(), real_push(*a))[1]
+code = main(sys.argv[1:])
+Path(sys.argv[sys.argv.index("--publish") + 1] + ".calls.json").write_text(json.dumps({"code": code, "calls": calls}))
+"""
+
+
+def test_push_to_hub_in_a_fresh_process_uploads_the_folder_and_its_card(tmp_path):
+    """Issue 25: in a fresh process `huggingface_hub.constants` is not an attribute of the package until imported, so
+    check_push failed with AttributeError for every valid repo id. HfApi is replaced only once the push starts."""
+    import subprocess
+    import sys
+
+    from helpers import HANG_GUARD_S
+
+    store, pub = write_store(tmp_path / "store", _with_source(fixture_records())), tmp_path / "pub"
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_fake_token_for_the_test",
+           "HF_TOKEN_PATH": str(tmp_path / "token")}
+    proc = subprocess.run([sys.executable, "-c", FRESH_PUSH, "report", str(store), "--publish", str(pub),
+                           "--push-to-hub", "someone/transfer-results"], capture_output=True, text=True, env=env,
+                          timeout=HANG_GUARD_S)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "pub.calls.json").read_text())
+    assert got["code"] == 0
+    create, upload = got["calls"]
+    assert create == {"create_repo": "someone/transfer-results", "repo_type": "dataset", "exist_ok": True}
+    assert upload["upload_folder"] == "someone/transfer-results" and upload["repo_type"] == "dataset"
+    assert upload["license"] == "apache-2.0" and [c["config_name"] for c in upload["configs"]] == ["runs", "cells"]
+    assert {"README.md", "data/runs.jsonl", "data/cells.jsonl", "leaderboard.html"} <= set(upload["files"])
+    assert "pushed" in proc.stdout.splitlines()[-1]

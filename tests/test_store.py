@@ -6,7 +6,7 @@ import multiprocessing as mp
 
 import pytest
 
-from helpers import bench, faulty_suite, fixture_records, rec, result, run_main, write_store
+from helpers import KEEP, bench, faulty_suite, fixture_records, rec, result, run_main, write_store
 from transferbench.errors import UserError
 from transferbench.results import Result, Store
 from transferbench.runners.cli import main
@@ -105,7 +105,7 @@ def test_run_refuses_a_null_run_id_with_one_line(tmp_path, capfd):
     (tmp_path / "s.yaml").write_text(SUITE)
     res = tmp_path / "res"
     res.mkdir()
-    text = json.dumps({"run_id": "keep", "status": "ok"}) + "\n" + json.dumps({"run_id": None, "status": "ok"}) + "\n"
+    text = KEEP + "\n" + json.dumps({"run_id": None, "status": "ok"}) + "\n"
     (res / "runs.jsonl").write_text(text)
     assert main(["run", str(tmp_path / "s.yaml"), "--results-dir", str(res)]) == 2
     (line,) = capfd.readouterr().err.strip().splitlines()
@@ -169,3 +169,57 @@ def test_concurrent_writers_never_interleave(tmp_path):
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
     assert len(lines) == 300
     assert sorted(json.loads(line)["run_id"] for line in lines) == sorted(f"{k}-{i}" for k in range(3) for i in range(100))
+
+
+def test_a_hostile_store_line_never_counts_as_done(tmp_path, monkeypatch, capfd):
+    """`{"run_id": <a real run's id>, "status": "ok"}` in the store: `run` refuses it (file:line, exit 2, the store
+    byte-identical, nothing trained), `report` and `load` skip it with a warning; once the line is gone the run
+    trains."""
+    from transferbench.runners.api import dry_run, load
+
+    suite = faulty_suite(tmp_path, bench("[fine]"), defaults="seeds: [0], epochs: 1, batch_size: 20, lr: 0.05")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (plan,) = dry_run(suite, results_dir=tmp_path / "res")
+    res = tmp_path / "res"
+    res.mkdir()
+    store = res / "runs.jsonl"
+    for bare in ({"run_id": plan.run_id, "status": "ok"},
+                 {"run_id": plan.run_id, "status": "ok", "metric": 0.49, "train_samples": -5}):
+        text = KEEP + "\n" + json.dumps(bare) + "\n"
+        store.write_text(text)
+        capfd.readouterr()
+        assert run_main("run", suite, "--results-dir", res) == 2
+        (line,) = capfd.readouterr().err.strip().splitlines()
+        assert f"{store}:2 is not a result record" in line and "fix or delete that line" in line
+        assert store.read_text() == text and not (res / "work").exists()  # nothing trained, nothing written
+        assert [r["run_id"] for r in load(res).records] == ["keep"]  # the report's reader skips it
+        capfd.readouterr()
+        assert main(["report", str(res), "--out", str(tmp_path / "out")]) == 0
+        err = capfd.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{store}:2 is not a usable result record" in err[0]
+        board = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+        assert [r["run_id"] for r in board["runs"]] == ["keep"]
+    store.write_text(KEEP + "\n")
+    assert run_main("run", suite, "--results-dir", res) == 0  # the same run, now trained
+    ours = [r for r in Store(res).records(strict=True) if r["run_id"] == plan.run_id]
+    assert len(ours) == 1 and ours[0]["status"] == "ok" and ours[0]["train_samples"] == 300
+    assert 0.0 <= ours[0]["metric"] <= 1.0
+
+
+def test_the_claim_check_reads_only_what_was_appended(tmp_path):
+    """StoreTail: the first read parses the store, each later one only whole lines appended since; a line still
+    being written is read once whole; a bad line appended meanwhile is skipped with one warning, once."""
+    from transferbench.results import StoreTail
+
+    store = Store(tmp_path)
+    store.append(result("a"))
+    tail = StoreTail(store)
+    assert [r["run_id"] for r in tail.read(strict=True)] == ["a"]
+    assert tail.read() == []
+    store.append(result("b"))
+    with open(store.path, "a") as f:
+        f.write(result("c").to_json()[:40])  # half a line: another writer mid-write
+    assert [r["run_id"] for r in tail.read()] == ["b"]
+    with open(store.path, "a") as f:
+        f.write(result("c").to_json()[40:] + "\n")
+    assert [r["run_id"] for r in tail.read()] == ["c"] and tail.line == 3

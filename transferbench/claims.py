@@ -23,6 +23,8 @@ from typing import Optional
 import psutil
 from filelock import FileLock
 
+from .safe_read import read_text
+
 HOST = socket.gethostname()
 # psutil's create_time is the kernel's start ticks plus the boot time, and the boot time the kernel reports can
 # move by a second (clock adjustments): starts this close are the same process. A process that reuses a dead
@@ -61,6 +63,18 @@ def _alive(pid: int, holder: dict) -> bool:
     return now is None or abs(now - then) <= SAME_START_S
 
 
+def owner() -> dict:
+    """This process as a claim (or a temporary folder) records its owner."""
+    return {"host": HOST, "pid": os.getpid(), "started": _started(os.getpid())}
+
+
+def gone(holder: dict) -> bool:
+    """The owner recorded in `holder` is a process of this host that no longer runs (a reused pid included)."""
+    if holder.get("host") != HOST or not isinstance(holder.get("pid"), int):
+        return False
+    return not _alive(holder["pid"], holder)
+
+
 class Claim:
     """One claim file. `try_acquire()` -> True when this process now holds it; `release()` removes it."""
 
@@ -72,7 +86,7 @@ class Claim:
     def holder(self) -> Optional[dict]:
         """The claimer's {host, pid, started, since}, {} when the file is unreadable, None when unclaimed."""
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(read_text(self.path, 65536))
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
@@ -87,16 +101,13 @@ class Claim:
                 return time.time() - self.path.stat().st_mtime > 60
             except OSError:
                 return False
-        if holder.get("host") != HOST or not isinstance(holder.get("pid"), int):
-            return False
-        return not _alive(holder["pid"], holder)
+        return gone(holder)
 
     def try_acquire(self) -> bool:
         if self.held:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        mine = {"host": HOST, "pid": os.getpid(), "started": _started(os.getpid()), "token": self.token,
-                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        mine = {**owner(), "token": self.token, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         tmp = self.path.parent / f".{self.path.name}.{self.token}"
         tmp.write_text(json.dumps(mine))
         try:

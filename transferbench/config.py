@@ -19,8 +19,12 @@ from .errors import UserError
 from .overrides import aliases_renamed, apply_overrides
 from .schema_errors import SAFE_NAME, one_line
 from .hyper import Hyper, HyperPatch, PositiveInt
+from .record_schema import MAX_SEED
 
 
+
+# a seed every library seeds from (numpy's limit); a negative or huge one would fail each run after others trained
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 class Target(BaseModel):
     """Time-to-target is recorded for every run with a target; `stop: true` also ends the run at the first
@@ -59,7 +63,7 @@ def _dataset_shorthand(data: Any) -> Any:
 
 
 class _Shared(HyperPatch):
-    seeds: Optional[list[int]] = None
+    seeds: Optional[list[Seed]] = None
     target: Optional[Target] = None
     task_args: Optional[dict[str, Any]] = None
     price_per_device_hour: Optional[Annotated[float, Field(ge=0)]] = None
@@ -115,7 +119,7 @@ class Stage(_Shared):
     # for AutoConfig.for_model, e.g. {model_type: vit, hidden_size: 128, ...} (trained from random init)
     model: Union[str, dict[str, Any]]
     mode: str = "scratch"
-    seed: int = 0
+    seed: Seed = 0
     train_samples: Optional[PositiveInt] = None
     train_fraction: Optional[Annotated[float, Field(gt=0, le=1)]] = None
 

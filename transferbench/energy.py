@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import UserError
+from .safe_read import read_text
 
 GRID_ENV = "TRANSFERBENCH_GRID_GCO2_PER_KWH"
 WORLD_GCO2_PER_KWH = 475.0  # IEA, world average 2019
@@ -68,7 +69,7 @@ def grid_intensity() -> float:
 
 
 def _read_uj(path: Path) -> float:
-    return int(path.read_text()) / 1e6
+    return int(read_text(path, 64)) / 1e6
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,7 +83,7 @@ def rapl_counters() -> tuple[tuple[_Counter, ...], str]:
     counters, refused = [], []
     for zone in zones:
         try:
-            name = (zone / "name").read_text().strip()
+            name = read_text(zone / "name", 256).strip()
         except OSError:
             continue
         top = zone.name.count(":") == 1
@@ -100,7 +101,7 @@ def rapl_counters() -> tuple[tuple[_Counter, ...], str]:
         limits = []
         for f in zone.glob("constraint_*_*power*_uw"):
             try:
-                limits.append(int(f.read_text()) / 1e6)
+                limits.append(int(read_text(f, 64)) / 1e6)
             except (OSError, ValueError):
                 pass
         label = name if name != "dram" else f"dram ({zone.name})"
@@ -189,7 +190,11 @@ class EnergyMeter:
             self.why.append(why)
         self.counters = gpus + cpus
         self._wrapping = any(c.wrap for c in self.counters)
-        self._prev = [c.read() for c in self.counters]
+        try:
+            self._prev = [c.read() for c in self.counters]
+        except (OSError, ValueError):  # a counter that read once and not again: not measured, the run goes on
+            self.counters, self._prev = (), []
+            self.why.append("an energy counter could not be read at the start")
         self._joules = [0.0] * len(self.counters)
         self._last = time.monotonic()
         self._entered = True

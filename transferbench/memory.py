@@ -7,6 +7,8 @@ import threading
 import psutil
 import torch
 
+from .safe_read import read_text
+
 
 def _rss() -> int:
     return psutil.Process().memory_info().rss  # this process, also in a child forked after import
@@ -25,8 +27,7 @@ def _reset_high_water_mark() -> bool:
 
 
 def _high_water_mark() -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", read_text("/proc/self/status"), re.M).group(1)) * 1024
 
 
 class PeakMemory:

@@ -7,6 +7,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from .safe_read import read_text
+
 PACKAGES = ("transferbench", "torch", "transformers", "datasets", "accelerate", "evaluate", "peft", "timm",
             "ultralytics")
 
@@ -41,7 +43,7 @@ def cpu_name() -> str:
     """The CPU's model name. psutil has no API for it (counts and frequencies only), and py-cpuinfo spends
     ~1.2 s per process probing CPUID in a subprocess, so Linux's /proc/cpuinfo is read; elsewhere platform's."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in read_text("/proc/cpuinfo").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:

@@ -14,16 +14,10 @@ from typing import Any, Optional
 from filelock import lock_descriptor, unlock_descriptor
 
 from .errors import UserError
+from . import record_schema
+from .record_schema import problem
 
-# 2 added stop_reason, per_device_batch, grad_accum, oom_retries (with defaults: version-1 rows still load)
-# 3 added peak_flops, mfu, compile, channels_last, gradient_checkpointing (defaults: older rows still load)
-# 4 added converged, convergence, loss_curve
-# 5 added max_grad_norm (gradient clipping as trained; rows before 5 were trained without clipping: None)
-# 6 added energy_kwh, co2_kg, grid_gco2_per_kwh, energy_source, energy_note (transferbench/energy.py), saved_model;
-#   curve points carry train_loss (older rows: no energy fields, no train_loss; they still load); adapter_bytes
-# 7 added lr (the rate trained at) and lr_search (the search that chose it: grid, scores, chosen, steps, seconds)
-# 8 added plateau (schedule: plateau); lr_search says where it validated and whether a candidate beat chance
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = record_schema.SCHEMA_VERSION  # the schema's version history lives with the schema
 
 
 @dataclasses.dataclass
@@ -126,6 +120,61 @@ def _finite_or_none(value):
     return value
 
 
+class StoreTail:
+    """Follows a store: the first read parses every line, each later one only the whole lines appended since (the
+    claim check before every run reads the store once, not once per run). Lines are checked against the record
+    schema (record_schema.py): one that fails is refused (strict: `run` cannot tell whether that run is done) or
+    skipped with a warning naming file:line (`report`)."""
+
+    def __init__(self, store: "Store"):
+        self.path = store.path
+        self.offset = 0  # bytes consumed: whole lines only, so a line being written is read once it is whole
+        self.line = 0
+
+    def read(self, strict: bool = False, partial: bool = False) -> list[dict[str, Any]]:
+        """The records of the lines appended since the last read; `partial`: also a last line without its newline
+        (a torn line when nobody is writing)."""
+        if not self.path.exists():
+            return []
+        if not self.path.is_file():
+            raise UserError(f"{self.path} is not a file; give --results-dir a folder of your own")
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = len(data) if partial else data.rfind(b"\n") + 1
+        self.offset += end
+        out = []
+        for raw in data[:end].splitlines():
+            self.line += 1
+            record = self._parse(raw.decode("utf-8", errors="replace"), strict)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def _parse(self, line: str, strict: bool) -> Optional[dict[str, Any]]:
+        if not line.strip():
+            return None
+        try:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError included
+            record = None
+        if not isinstance(record, dict):
+            why, note = "a torn or hand-edited line", "is not a JSON record"
+        elif not isinstance(record.get("run_id"), str) or not record["run_id"]:
+            # resume and merging key on run_id: a line without one is as unusable as a torn line
+            why, note = "its run_id is missing, null or not a string", "has no run_id (missing, null or not a string)"
+        else:
+            why = problem(record)
+            if why is None:
+                return record
+            note = f"is not a usable result record ({why})"
+        if strict:
+            raise UserError(f"{self.path}:{self.line} is not a result record ({why}); fix or delete that line, "
+                            f"then rerun")
+        print(f"transferbench: warning: {self.path}:{self.line} {note}; ignored", file=sys.stderr)
+        return None
+
+
 class Store:
     """`<results_dir>/runs.jsonl`. Reports skip (and warn about) a line that does not parse; a run refuses
     to start on such a store (strict), since it cannot tell whether that line's run is done."""
@@ -135,36 +184,11 @@ class Store:
         self.path = self.dir / "runs.jsonl"
 
     def records(self, strict: bool = False) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        if not self.path.is_file():
-            raise UserError(f"{self.path} is not a file; give --results-dir a folder of your own")
-        out = []
-        with open(self.path, encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:  # JSONDecodeError included
-                    record = None
-                if not isinstance(record, dict):
-                    why, note = "a torn or hand-edited line", "is not a JSON record"
-                elif not isinstance(record.get("run_id"), str) or not record["run_id"]:
-                    # resume and merging key on run_id: a line without one is as unusable as a torn line
-                    why = "its run_id is missing, null or not a string"
-                    note = "has no run_id (missing, null or not a string)"
-                elif field_problem(record):
-                    why = field_problem(record)
-                    note = f"is not a usable result record ({why})"
-                else:
-                    out.append(record)
-                    continue
-                if strict:
-                    raise UserError(f"{self.path}:{n} is not a result record ({why}); fix or delete that line, "
-                                    f"then rerun")
-                print(f"transferbench: warning: {self.path}:{n} {note}; ignored", file=sys.stderr)
-        return out
+        return self.tail().read(strict, partial=True)
+
+    def tail(self) -> "StoreTail":
+        """A reader that returns, at each read, only the lines appended since its last one."""
+        return StoreTail(self)
 
     def runs(self, strict: bool = False) -> list[dict[str, Any]]:
         """The store's runs, each run_id once (`dedupe`): what `run` resumes from and `report` tabulates."""
@@ -217,42 +241,3 @@ def dedupe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if old is None or old.get("status") != "ok":
             chosen[record["run_id"]] = record
     return list(chosen.values())
-
-
-_NUMBERS = ("metric", "best_metric", "time_to_target_s", "target", "train_seconds", "eval_seconds", "setup_seconds",
-            "samples_per_second", "wall_seconds", "device_hours", "price_per_device_hour", "cost_usd", "energy_kwh",
-            "co2_kg", "grid_gco2_per_kwh",
-            "train_samples", "seed", "params_total", "params_trainable", "peak_memory_bytes", "flops_estimate")
-_STRINGS = ("suite", "task", "dataset", "model", "mode", "metric_name", "status")
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def field_problem(record: dict[str, Any]) -> Optional[str]:
-    """Why a parsed store line cannot be used as a result record (wrong types or values), or None."""
-    version = record.get("schema_version")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
-        return f"schema_version {version!r} is not a positive whole number"
-    if isinstance(version, int) and version > SCHEMA_VERSION:
-        return (f"schema_version {version} is newer than this transferbench reads ({SCHEMA_VERSION}); upgrade "
-                f"transferbench")
-    for key in _STRINGS:
-        if key in record and record[key] is not None and not isinstance(record[key], str):
-            return f"{key} {record[key]!r} is not a string"
-    for key in _NUMBERS:
-        if record.get(key) is not None and not _finite(record[key]):
-            return f"{key} {record[key]!r} is not a finite number"
-    curve = record.get("curve")
-    if curve is not None:
-        if not isinstance(curve, list) or not all(isinstance(p, dict) for p in curve):
-            return "curve is not a list of points"
-        for p in curve:
-            for key in ("step", "samples_seen", "seconds", "metric", "train_loss"):
-                if p.get(key) is not None and not _finite(p[key]):
-                    return f"a curve point's {key} {p[key]!r} is not a finite number"
-    for key in ("config", "env", "metrics"):
-        if record.get(key) is not None and not isinstance(record[key], dict):
-            return f"{key} is not a mapping"
-    return None

@@ -81,7 +81,7 @@ def plan_runs(suite: Suite, shard: Optional[str] = None,
               price_per_device_hour: Optional[float] = None) -> list[RunPlan]:
     """The suite's runs as plans (or shard I/N of them). `price_per_device_hour` overrides every run's price."""
     prepare(suite.imports, suite.trust_remote_code)
-    plans = []
+    plans, seen = [], set()
     for i, bench in enumerate(suite.benchmarks):
         where = f"benchmarks[{i}]"
         unknown = [m for m, p in bench.modes.items() if m not in MODES and (p is None or p.peft is None)]
@@ -107,7 +107,18 @@ def plan_runs(suite: Suite, shard: Optional[str] = None,
                         given = {**base, **patch}.keys()
                         plans.append(_resolved(spec, f"{where}.modes.{mode}", stage, price_per_device_hour,
                                                fixed_length="epochs" in given or "max_steps" in given))
+                        _once(plans[-1], seen, where)
     return _shard(plans, shard) if shard else plans
+
+
+def _once(plan: RunPlan, seen: set[str], where: str) -> None:
+    """A run listed twice (a repeated seed or model, two names of one checkpoint) would be trained once and then
+    reported as recorded meanwhile by another invocation: refused, naming it."""
+    if plan.run_id in seen:
+        s = plan.spec
+        raise UserError(f"{where}: the run {s.model} {s.mode} budget={s.budget} seed={s.seed} is listed twice "
+                        f"(a repeated seed, model or budget); list each once")
+    seen.add(plan.run_id)
 
 
 def _resolved(spec: RunSpec, where: str, stage: Optional[RunPlan], price: Optional[float],

@@ -1,6 +1,8 @@
-"""Preflight: everything that can be checked without training, before the first run trains (and all that
-`run --dry-run` does): inputs, models, data, budgets, checkpoints, writable outputs; and the warm-up of what
-every run needs, so one-time costs stay out of the first run's timed fields."""
+"""Preflight: everything that can be checked without training, before the first run trains, and exactly what
+`run --dry-run` does (`before_training`): inputs, models, data, budgets, the learning-rate search's pool, saving,
+checkpoints, writable outputs of the right kind, free space; and the warm-up of what every run needs, so one-time
+costs stay out of the first run's timed fields. A run that trained is never lost to a check that could have run
+first."""
 from __future__ import annotations
 
 import contextlib
@@ -11,12 +13,53 @@ import time
 from pathlib import Path
 
 from transferbench import checkpoints, sources
+from transferbench.cache import cache_dir
 from transferbench.errors import UserError
 from transferbench.tasks import get_task
 
-from ..train import plateau
+from ..train import lr_search, plateau
 from ..train.loops import get_loop
 from .plan import RunPlan
+
+
+def before_training(results_dir: Path, pending: list[RunPlan], rebuild_stages: bool = False, num_processes: int = 1,
+                    dry_run: bool = False, main_process: bool = True) -> None:
+    """The one preflight: `run` (before its first run trains) and `run --dry-run` call this and nothing else.
+    The outputs are checked by the main process (the one writer); the inputs by every process."""
+    if main_process and pending:
+        check_outputs(results_dir, pending, rebuild_stages)
+    preflight(pending, rebuild_stages, num_processes, dry_run)
+
+
+def check_stages(stages: list[RunPlan], rebuild: bool = False) -> None:
+    """`transferbench stages`: the stages that will train checked like runs, their cache folder writable, with
+    room for their checkpoints."""
+    from .disk_space import check_space
+    from .stages import usable_stage
+
+    training = [p for p in stages if rebuild or not usable_stage(p.spec)]
+    if training:
+        _probe(cache_dir(), ["stages"], keep=False)
+        for stage in training:
+            _probe(cache_dir() / "stages", [_stage_name(stage.spec)], keep=False)
+        check_space(None, [], training)
+    preflight(training, rebuild)
+
+
+def _stage_name(stage) -> str:
+    return f"{stage.stage_name}-{stage.run_id}.v{time.time_ns()}.work.claim"  # the longest name a stage creates
+
+
+def check_outputs(results_dir: Path, pending: list[RunPlan], rebuild_stages: bool = False) -> None:
+    """Every folder the pending runs write to is a writable folder (nothing is left behind by the check), and
+    each filesystem has room for what they will write."""
+    from .disk_space import check_space
+    from .stages import usable_stage
+
+    check_writable(results_dir, pending, keep=False)
+    training = {p.stage.spec.stage_name: p.stage for p in pending
+                if p.stage and (rebuild_stages or not usable_stage(p.stage.spec))}
+    check_space(results_dir, pending, list(training.values()))
 
 
 def preflight(plans: list[RunPlan], rebuild_stages: bool = False, num_processes: int = 1,
@@ -32,7 +75,7 @@ def preflight(plans: list[RunPlan], rebuild_stages: bool = False, num_processes:
     loads them here, so its runs find them prepared)."""
     from .stages import usable_stage
 
-    seen = set()
+    loaded: dict[tuple, int] = {}  # (task, dataset, model, task_args) -> examples in its training split
     stages = [p.stage for p in plans if p.stage and (rebuild_stages or not usable_stage(p.stage.spec))]
     for plan in stages + plans:
         spec = plan.spec
@@ -41,22 +84,33 @@ def preflight(plans: list[RunPlan], rebuild_stages: bool = False, num_processes:
         where = (f"pretrain stage '{spec.stage_name}'" if spec.stage_name else f"{spec.task} on {spec.dataset.source}"
                  f" with {model} ({spec.mode})")
         _about(where, get_loop(plan.loop).check, spec, num_processes, dry_run)
-        key = (spec.task, spec.dataset.model_dump_json(), model, str(spec.task_args), spec.budget)
-        if key in seen:
-            continue
-        seen.add(key)
-        check_checkpoint(model)  # a truncated weights/config file is named before anything tries to load it
-        task.check_model(model)  # the model and the data must load (a model another loop builds: its loop's check)
-        available = task.check_data(spec.dataset, model) if dry_run else len(task.load_data(spec.dataset, model).train)
-        if spec.hyper.early_stopping:  # the validation carve leaves the rest for the budgets
-            available = len(_about(where, sources.validation_split, available,
-                                   spec.hyper.early_stopping.validation_samples)[1])
-        size = _about(where, sources.budget_size, available, spec.train_samples, spec.train_fraction)
-        if spec.hyper.schedule == "plateau":  # the budget must split into a fit and a validation part
-            _about(where, plateau.check_budget, size, spec.hyper.plateau)
+        key = (spec.task, spec.dataset.model_dump_json(), model, str(spec.task_args))
+        if key not in loaded:
+            check_checkpoint(model)  # a truncated weights/config file is named before anything tries to load it
+            task.check_model(model)  # the model and the data must load (a model another loop builds: its loop's)
+            loaded[key] = task.check_data(spec.dataset, model) if dry_run else \
+                len(task.load_data(spec.dataset, model).train)
+        _budget(plan, where, loaded[key])
         if spec.target and spec.target.metric not in task.metric_names:
             raise UserError(f"target metric '{spec.target.metric}' is not computed by {spec.task} "
                             f"(it computes {', '.join(task.metric_names)})")
+
+
+def _budget(plan: RunPlan, where: str, available: int) -> None:
+    """The plan's budget against the data: it fits the pool left after early stopping's carve, it splits into a
+    fit and a validation part where a plateau phase or a learning-rate search validates inside it, and a search
+    that scores beyond it finds its examples left in the pool."""
+    spec = plan.spec
+    if spec.hyper.early_stopping:  # the validation carve leaves the rest for the budgets
+        available = len(_about(where, sources.validation_split, available,
+                               spec.hyper.early_stopping.validation_samples)[1])
+    size = _about(where, sources.budget_size, available, spec.train_samples, spec.train_fraction)
+    if spec.hyper.schedule == "plateau":
+        _about(where, plateau.check_budget, size, spec.hyper.plateau)
+    elif plan.search and plan.search.rule.validation == "budget":  # the search splits the budget the same way
+        _about(where, plateau.check_budget, size, spec.hyper.plateau, f"lr: {plan.search.kind}")
+    if plan.search:
+        _about(where, lr_search.check_pool, plan.search, size, available)
 
 
 def warm_up(plans: list[RunPlan]) -> None:
@@ -99,8 +153,6 @@ def check_writable(results_dir: Path, plans: list[RunPlan], keep: bool = True) -
     probe), that the store can be appended to, and that the names the runs will create fit the filesystem. With
     keep=False the folders this check had to create are removed again (a refused or dry run leaves nothing
     behind; a run creates them when it first writes there)."""
-    from transferbench.cache import cache_dir
-
     store = results_dir / "runs.jsonl"
     if store.is_symlink() and not store.exists():
         raise UserError(f"results store {store} is a symlink to {os.readlink(store)}, which does not exist; remove "
@@ -108,10 +160,14 @@ def check_writable(results_dir: Path, plans: list[RunPlan], keep: bool = True) -
     if store.exists() and not store.is_file():
         raise UserError(f"results store {store} is not a file; give --results-dir a folder of your own")
     folders = {results_dir: [f"{p.run_id}.claim" for p in plans[:1]] + ["suite_timing.jsonl"],
-               results_dir / "work": [p.run_id for p in plans[:1]]}
+               results_dir / "work": [p.run_id for p in plans[:1]], cache_dir(): ["builtin"]}
+    saving = [p.run_id for p in plans if p.spec.hyper.save_models == "final"]
+    if saving:  # save_models: final writes <results>/models/<run_id> after training: proved writable now
+        folders[results_dir / "models"] = saving[:1]
+    if any(p.spec.hyper.report_to for p in plans):  # trackers write <results>/trackers while a run trains
+        folders[results_dir / "trackers"] = []
     for stage in {p.spec.stage.stage_name: p.spec.stage for p in plans if p.stage}.values():
-        name = f"{stage.stage_name}-{stage.run_id}.v{time.time_ns()}.work.claim"  # the longest a stage creates
-        folders.setdefault(cache_dir() / "stages", []).append(name)
+        folders.setdefault(cache_dir() / "stages", []).append(_stage_name(stage))
     for folder, names in folders.items():
         _probe(folder, names, keep)
     if store.exists():

@@ -31,6 +31,9 @@ RETRIES = 1  # Ray re-executes a task once when its worker process dies; a secon
 PASS_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "TRANSFERBENCH_CACHE",
             "TRANSFORMERS_NO_ADVISORY_WARNINGS", "PYTHONPATH", "YOLO_CONFIG_DIR")
 CONNECT_TIMEOUT_S = 5.0  # an unreachable --address is reported within this, not after Ray's long retries
+# ray.init itself: a local instance starts in ~6 s here (minutes on a loaded machine are still a start); past this
+# it is reported in one line instead of waiting for ever
+INIT_TIMEOUT_S = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +53,12 @@ class RayOptions:
             raise UserError("--jobs starts a local Ray instance and --address joins a running one; give one of them")
         if not self.cpus_per_run > 0:
             raise UserError(f"--cpus-per-run must be > 0 (got {self.cpus_per_run})")
-        if self.gpus_per_run is not None and self.gpus_per_run < 0:
+        if self.gpus_per_run is not None and not self.gpus_per_run >= 0:
             raise UserError(f"--gpus-per-run must be >= 0 (got {self.gpus_per_run})")
+        for flag, value in (("--cpus-per-run", self.cpus_per_run), ("--gpus-per-run", self.gpus_per_run)):
+            if value is not None and value > 1 and not float(value).is_integer():  # Ray's own rule
+                raise UserError(f"{flag} {value:g}: Ray reserves whole numbers of devices above 1 (a fraction only "
+                                f"below 1); give {int(value)} or {int(value) + 1}")
 
 
 def import_ray():
@@ -62,24 +69,62 @@ def import_ray():
     return ray
 
 
-def _reachable(address: str) -> None:
-    """HOST:PORT must accept a TCP connection within CONNECT_TIMEOUT_S (Ray itself retries for minutes)."""
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers with its own SETTINGS frame
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+H2_SETTINGS = 4
+
+
+def _host_port(address: str, flag: str = "--address") -> tuple[str, int]:
+    """(host, port) of HOST:PORT, an IPv6 host in brackets ([::1]:6379) unbracketed."""
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--address {address}: give 'auto' or HOST:PORT of the Ray head (ray start --head prints it)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"{flag} {address}: give 'auto' or HOST:PORT of the Ray head (ray start --head prints it)")
+    return host, int(port)
+
+
+def _reachable(address: str, flag: str = "--address") -> None:
+    """HOST:PORT must accept a TCP connection and answer as a gRPC server does (Ray's GCS speaks gRPC), each within
+    CONNECT_TIMEOUT_S: a port that is not Ray's would otherwise make ray.init retry for minutes."""
+    host, port = _host_port(address, flag)
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S) as conn:
+            conn.settimeout(CONNECT_TIMEOUT_S)
+            conn.sendall(H2_PREFACE)
+            frame = b""
+            while len(frame) < 9:
+                chunk = conn.recv(9 - len(frame))
+                if not chunk:
+                    break
+                frame += chunk
+    except socket.timeout:
+        frame = b""
     except OSError as err:
-        raise UserError(f"--address {address}: no Ray head answers there ({err.strerror or err}); start one with "
+        raise UserError(f"{flag} {address}: no Ray head answers there ({err.strerror or err}); start one with "
                         f"`ray start --head` or check the address") from None
+    if len(frame) < 9 or frame[3] != H2_SETTINGS:
+        raise UserError(f"{flag} {address}: something listens there but it is not a Ray head (no gRPC answer within "
+                        f"{CONNECT_TIMEOUT_S:g} s); give the head's GCS address (`ray start --head` prints it)")
 
 
 def check_early(options: RayOptions) -> None:
     """Everything about the options that can be found before the suite is checked or Ray starts."""
     options.check()
     import_ray()
+    env = os.environ.get("RAY_ADDRESS")
+    if env and options.jobs is not None:  # ray.init would join that cluster, and refuse --jobs' CPU count
+        raise UserError(f"RAY_ADDRESS={env} is set, and --jobs starts a local Ray instance: unset RAY_ADDRESS for "
+                        f"a local one, or join that cluster with --address {env}")
     if options.address not in (None, "auto"):
         _reachable(options.address)
+    elif options.address is None and env and env not in ("auto", "local"):
+        _reachable(env, "RAY_ADDRESS")
+    if options.address is None and not env:
+        here = os.cpu_count() or 1
+        if options.cpus_per_run > here:  # a local instance could never start such a run (nor start at all)
+            raise UserError(f"--cpus-per-run {options.cpus_per_run:g}: this machine has {here} CPUs, so no run "
+                            f"could start; give at most {here}")
     if options.address is None and options.gpus_per_run:
         import torch
 
@@ -96,7 +141,7 @@ def _at_most_one_gpu(gpus: Optional[float]) -> None:
                         "--gpus-per-run 1 (one run per GPU), or `accelerate launch` for data-parallel runs")
 
 
-def connect(options: RayOptions) -> tuple[object, bool]:
+def connect(options: RayOptions, runs: int = 1) -> tuple[object, bool]:
     """Ray, initialised for this driver: (the ray module, whether this call started the instance)."""
     ray = import_ray()
     if ray.is_initialized():
@@ -104,19 +149,52 @@ def connect(options: RayOptions) -> tuple[object, bool]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network at run time; no usage report either
     common = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
     address = options.address
-    try:
-        if address is None:  # a local instance: its workers inherit this process's environment
-            import torch
+    if address is None and os.environ.get("RAY_ADDRESS"):  # Ray's own convention: join the cluster it names
+        address = os.environ["RAY_ADDRESS"]
+    if address is None:  # a local instance: its workers inherit this process's environment
+        import torch
 
-            cpus = options.jobs * options.cpus_per_run if options.jobs else None
-            ray.init(num_cpus=cpus, num_gpus=torch.cuda.device_count(), _node_ip_address="127.0.0.1",
-                     object_store_memory=200 * 1024**2, **common)
-        else:
-            env_vars = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
-            ray.init(address=address, runtime_env={"env_vars": env_vars} if env_vars else None, **common)
-    except ConnectionError as err:  # 'auto' with no running instance
-        raise UserError(f"--address {address}: {str(err).splitlines()[0][:200]}") from None
+        # one slot per run at most: --jobs beyond the pending runs reserves nothing that could be used
+        cpus = min(options.jobs, max(runs, 1)) * options.cpus_per_run if options.jobs else None
+        kwargs = dict(num_cpus=cpus, num_gpus=torch.cuda.device_count(), _node_ip_address="127.0.0.1",
+                      object_store_memory=200 * 1024**2, **common)
+    else:
+        env_vars = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+        kwargs = dict(address=address, runtime_env={"env_vars": env_vars} if env_vars else None, **common)
+    _bounded(ray.init, kwargs, f"--address {address}" if address else "a local Ray instance")
     return ray, True
+
+
+class _InitTimeout(Exception):
+    pass
+
+
+def _bounded(init, kwargs: dict, what: str) -> None:
+    """ray.init(**kwargs) within INIT_TIMEOUT_S, its failures as one line. ray.init installs signal handlers, so it
+    must run in the main thread: there a SIGALRM timer interrupts it (elsewhere, an API caller's thread, it runs
+    unbounded)."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    if main:
+        def expire(signum, frame):
+            raise _InitTimeout
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, INIT_TIMEOUT_S)
+    try:
+        init(**kwargs)
+    except _InitTimeout:
+        raise UserError(f"{what}: Ray did not start within {INIT_TIMEOUT_S:g} s; check `ray status` (for a "
+                        f"cluster: the address and its firewall), or run without --jobs / --executor ray") from None
+    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:  # 'auto' with none running...
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise UserError(f"{what}: {first}") from None
+    finally:
+        if main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 def resources(ray, options: RayOptions) -> dict:
@@ -128,6 +206,12 @@ def resources(ray, options: RayOptions) -> dict:
     _at_most_one_gpu(gpus)
     if gpus is None:
         gpus = 1 if gpus_here else 0
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(n.get("CPU", 0) >= options.cpus_per_run and n.get("GPU", 0) >= gpus for n in nodes):
+        biggest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+        raise UserError(f"no node of the Ray instance has {options.cpus_per_run:g} CPU and {gpus:g} GPU for a run "
+                        f"(the largest: {biggest.get('CPU', 0):g} CPU, {biggest.get('GPU', 0):g} GPU): lower "
+                        f"--cpus-per-run / --gpus-per-run")
     return {"num_gpus": gpus, "num_cpus": options.cpus_per_run, "max_retries": RETRIES}
 
 
@@ -198,8 +282,12 @@ class RayExecutor(Executor):
             raise UserError("--executor ray schedules whole runs on Ray's devices; start it with `transferbench "
                             "run`, not under `accelerate launch` with several processes")
         t0 = time.perf_counter()
-        self.ray, self.started = connect(self.options)  # workers warm up themselves, outside their runs' clocks
-        self.need = resources(self.ray, self.options)
+        self.ray, self.started = connect(self.options, len(plans))  # workers warm up themselves
+        try:
+            self.need = resources(self.ray, self.options)
+        except UserError:
+            self.close()
+            raise
         self.stage_task = self.ray.remote(train_stage).options(**self.need)
         self.run_task = self.ray.remote(train_run).options(**self.need)
         self.times = {"ray_start_seconds": time.perf_counter() - t0, "stages_seconds": 0.0}  # stages: Ray tasks

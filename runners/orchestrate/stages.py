@@ -70,8 +70,13 @@ def usable_stage(stage: RunSpec, log=print) -> Optional[Path]:
     if ready.parent == SHIPPED_STAGES:
         raise UserError(f"pretrain stage '{stage.stage_name}': the shipped checkpoint is corrupt ({problem}); "
                         f"run with --rebuild-stages to retrain it (or reinstall transferbench)")
-    log(f"pretrain stage {stage.stage_name}: the cached checkpoint is corrupt ({problem}); rebuilding it")
+    if (ready, problem) not in _SAID:  # preflight, the space check and the build all ask: said once
+        _SAID.add((ready, problem))
+        log(f"pretrain stage {stage.stage_name}: the cached checkpoint is corrupt ({problem}); rebuilding it")
     return None
+
+
+_SAID: set = set()
 
 
 def ensure_stage(plan, rebuild: bool = False, log=print) -> str:
@@ -125,7 +130,12 @@ def _build(plan, path: Path, log) -> str:
         raise StageFailed(f"pretrain stage '{stage.stage_name}' {res.status}: {res.error}")
     problem = None
     if process_state().is_main_process:
-        (version / "stage_result.json").write_text(res.to_json() + "\n")  # written last: the stage is complete
+        try:
+            (version / "stage_result.json").write_text(res.to_json() + "\n")  # written last: the stage is complete
+        except OSError as err:  # disk full, a file-size limit: the stage is not complete, and says why
+            shutil.rmtree(version, ignore_errors=True)
+            raise StageFailed(f"pretrain stage '{stage.stage_name}' trained but its checkpoint could not be "
+                              f"written to {version}: {err.strerror or err}; free space, then rerun") from None
         problem = checkpoints.problem(version)  # loaded back once before anyone may use it
         if problem:
             shutil.rmtree(version, ignore_errors=True)

@@ -15,12 +15,32 @@ from transferbench.results import Result, Store
 from ..signals import check_stop, graceful_stop
 from .executor import Executor, LocalExecutor
 from .plan import RunPlan, plan_runs
-from .preflight import check_writable, preflight
+from .preflight import before_training
 
 # .execute and the HF loop import torch: imported where a suite trains, so `run --dry-run` stays torch-free
 
 
-def _claim_run(plan: RunPlan, results_dir: Path, store: Store, since: int, state) -> tuple[str, Optional[Claim]]:
+class Recorded:
+    """What the store says about runs, kept current by following its appends (results.StoreTail): the claim check
+    before each run parses only the lines added since the last one, never the whole store again. `ok`: run_ids
+    with an ok record; `since`: run_ids recorded (ok or not) after this invocation first read the store."""
+
+    def __init__(self, store: Store):
+        self.tail = store.tail()
+        # a line it cannot read might be a finished run: the user decides (strict); a torn last line included
+        self.ok = {r["run_id"] for r in self.tail.read(strict=True, partial=True) if r["status"] == "ok"}
+        self.since: set[str] = set()
+
+    def done(self, run_id: str) -> bool:
+        """Recorded ok at any time, or recorded at all by another invocation meanwhile (not trained twice)."""
+        for r in self.tail.read():
+            self.since.add(r["run_id"])
+            if r["status"] == "ok":
+                self.ok.add(r["run_id"])
+        return run_id in self.ok or run_id in self.since
+
+
+def _claim_run(plan: RunPlan, results_dir: Path, recorded: Recorded, state) -> tuple[str, Optional[Claim]]:
     """Claim a run before training it: ('run', claim) when this invocation now holds it; ('done', None) when
     another invocation recorded it since this one started (ok, or failed: it is not trained twice); ('busy',
     None) while a live invocation on this machine holds it; ('remote', None) when another machine holds it. The
@@ -30,12 +50,9 @@ def _claim_run(plan: RunPlan, results_dir: Path, store: Store, since: int, state
         claim = Claim(results_dir / "claims" / f"{plan.run_id}.claim")
         if not claim.try_acquire():
             verdict, claim = ("remote" if claim.remote() else "busy"), None
-        else:
-            records = store.records()
-            if plan.run_id in {r["run_id"] for r in records if r.get("status") == "ok"} | \
-                    {r["run_id"] for r in records[since:]}:
-                claim.release()
-                verdict, claim = "done", None
+        elif recorded.done(plan.run_id):
+            claim.release()
+            verdict, claim = "done", None
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
@@ -55,10 +72,9 @@ def run_suite(suite: Suite, results_dir: Path, shard: Optional[str] = None, *, r
     state = process_state()
     plans = plan_runs(suite, shard, price_per_device_hour)
     store = Store(results_dir)
-    done = store.completed(strict=True)  # a line it cannot read might be a finished run: the user decides
-    since = len(store.records())  # records appended after this point come from concurrent invocations
+    recorded = Recorded(store)
     state.wait_for_everyone()  # every process has read the store before the main one appends to it
-    pending = [p for p in plans if p.run_id not in done]
+    pending = [p for p in plans if p.run_id not in recorded.ok]
     if not state.is_main_process:
         log = lambda *a, **k: None  # noqa: E731 - only the main process logs
     if executor is None:
@@ -66,10 +82,9 @@ def run_suite(suite: Suite, results_dir: Path, shard: Optional[str] = None, *, r
     log(f"suite {suite.name}: {len(plans)} runs, {len(plans) - len(pending)} already in {store.path}, "
         f"{len(pending)} to run on {executor.where}")
     t_pre = time.perf_counter()
-    if state.is_main_process and pending:
-        check_writable(results_dir, pending, keep=False)  # a read-only folder is found now, not after training
     with state.main_process_first():  # the main process writes dataset caches; the others then read them
-        preflight(pending, rebuild_stages, state.num_processes)
+        before_training(results_dir, pending, rebuild_stages, state.num_processes,
+                        main_process=state.is_main_process)
     times = {"preflight_seconds": time.perf_counter() - t_pre}
     results = []
     bar = _suite_bar(suite.name, len(pending), state.is_main_process)
@@ -104,7 +119,7 @@ def run_suite(suite: Suite, results_dir: Path, shard: Optional[str] = None, *, r
                 busy = []
                 for plan in queue:
                     check_stop()
-                    verdict, held = _claim_run(plan, results_dir, store, since, state)
+                    verdict, held = _claim_run(plan, results_dir, recorded, state)
                     if verdict == "busy":
                         busy.append(plan)
                         continue

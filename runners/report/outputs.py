@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from transferbench.errors import UserError
+from transferbench.folders import not_written
 
 from . import html, tables
 from .leaderboard import build, default_title, suite_timings
@@ -26,6 +27,13 @@ def report(paths, out: Optional[Path] = None, publish: Optional[Path] = None, ti
     records = load(paths)
     board = build(records, title or default_title(records, paths), sources=paths, timings=suite_timings(paths))
     out = Path(out)
+    try:
+        return _write(board, paths, out, publish)
+    except OSError as err:  # read-only, full, over a file-size limit: one line, the store untouched
+        raise not_written(err) from None
+
+
+def _write(board, paths, out: Path, publish: Optional[Path]) -> str:
     from . import plots  # matplotlib (~0.3 s): imported when the figures are drawn
 
     figures = plots.write_all(board, out / "plots")
@@ -48,5 +56,8 @@ def after_run(results_dir: Path, title: str) -> str:
         return report([results_dir], title=title)
     except UserError as err:
         text = tables.unavailable(title, err)
-        tables.write_markdown(text, Path(results_dir))
+        try:
+            tables.write_markdown(text, Path(results_dir))
+        except OSError as write_err:  # the runs are recorded; only their leaderboard file is missing
+            text += f"\n({not_written(write_err, 'leaderboard.md')})\n"
         return text

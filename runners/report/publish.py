@@ -238,6 +238,7 @@ def publish(board: Leaderboard, out: Path, figures: list[dict], plan_from: Optio
 def check_push(repo_id: str, folder: Optional[str]) -> None:
     """Everything a push needs that can be known without the network, checked before the report is built."""
     import huggingface_hub
+    import huggingface_hub.constants  # not an attribute of the package until imported (ENVIRONMENT.md)
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 

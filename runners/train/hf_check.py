@@ -26,6 +26,35 @@ def check(spec, num_processes: int, dry_run: bool) -> None:
                         "without cached_features)")
     if not dry_run:
         check_fit(spec)
+    check_saving(spec)  # a dry run too: only a suite that saves pays for building the model
+
+
+_SAVES: set = set()  # (task, task_args, model) whose model was shown to save
+
+
+def check_saving(spec) -> None:
+    """`save_models: final` saves a trained model the task's way (Task.save_checkpoint; transformers'
+    save_pretrained by default) after training: a model that cannot is one line now, not a failed row per run
+    after it trained. A peft mode saves its adapters (peft's save_pretrained, any model); a task that overrides
+    save_checkpoint saves its own way."""
+    from transferbench.tasks import Task
+
+    task_cls = get_task(spec.task)
+    if spec.hyper.save_models != "final" or get_mode(spec.mode, spec.hyper).adapts or \
+            task_cls.save_checkpoint is not Task.save_checkpoint:
+        return
+    key = (spec.task, str(spec.task_args), spec.model_source)
+    if key in _SAVES:
+        return
+    try:
+        model = task_cls(spec.task_args).build_model(spec.model_source, ["a", "b"], pretrained=False)
+    except Exception:  # noqa: BLE001 - loading the model is preflight's own check; its run reports anything else
+        return
+    if not callable(getattr(model, "save_pretrained", None)):
+        raise UserError(f"save_models: final saves the trained model with save_pretrained, which the {spec.task} "
+                        f"model ({type(model).__name__}) does not have: set save_models: none, or give the task a "
+                        f"save_checkpoint")
+    _SAVES.add(key)
 
 
 def check_fit(spec) -> None:

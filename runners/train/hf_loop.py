@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from transferbench import energy, sources, speed
-from transferbench.errors import UserError
 from transferbench.modes import adapter_bytes, apply, get_mode, parameter_counts
 from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.speed import batch_channels_last
@@ -114,10 +113,7 @@ def load(spec, task, ref: str, search=None):
     train_set = torch.utils.data.Subset(data.train, [pool[i] for i in order[:size]])
     if not extra:
         return data, train_set, None
-    if len(order) - size < extra:
-        raise UserError(f"lr: {'auto' if search.kind == 'auto' else 'a grid'} scores its candidate rates on "
-                        f"{extra} training examples beyond the budget, and only {len(order) - size} of the "
-                        f"{len(pool)} are left after {size}: set lr_search.validation_samples lower, or give lr")
+    lr_search.check_pool(search, size, len(pool))  # preflight's check, for a caller that skipped it
     return data, train_set, torch.utils.data.Subset(data.train, [pool[i] for i in order[size:]])
 
 

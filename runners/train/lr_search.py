@@ -24,11 +24,23 @@ import math
 import time
 from typing import Callable, Optional
 
+from transferbench.errors import UserError
 from transferbench.outcome import Diverged
 
 from ..signals import check_stop
 
 ONLY_FINAL_EVAL = 1e6  # eval_every in epochs: a candidate is evaluated once, when it ends
+
+
+def check_pool(plan, size: int, pool: int) -> None:
+    """A search that scores beyond the budget (`lr_search.validation: beyond`) needs that many training examples
+    left in the pool after the budget's `size`: refused before anything trains, not after other runs trained."""
+    extra = plan.rule.validation_samples if plan.rule.validation == "beyond" else 0
+    if extra and pool - size < extra:
+        raise UserError(f"lr: {'auto' if plan.kind == 'auto' else 'a grid'} scores its candidate rates on {extra} "
+                        f"training examples beyond the budget, and only {max(pool - size, 0)} of the {pool} are left "
+                        f"after {size}: set lr_search.validation_samples lower, use lr_search.validation: budget, "
+                        f"or give lr")
 
 
 def candidate_steps(total_steps: int, rule) -> int:

@@ -22,12 +22,14 @@ def validation_size(n: int, rule) -> int:
     return max(rule.min_validation, math.ceil(rule.validation * n))
 
 
-def check_budget(n: int, rule) -> None:
-    """A budget too small to split is refused before anything trains."""
+def check_budget(n: int, rule, who: str = "schedule: plateau") -> None:
+    """A budget too small to split is refused before anything trains. `who` splits it: the plateau phase, or a
+    learning-rate search that validates inside the budget (it uses the same split)."""
     k = validation_size(n, rule)
     if n - k < 2:
-        raise UserError(f"schedule: plateau validates on {k} of the budget's {n} examples and needs at least 2 left "
-                        f"to fit: use a larger budget, lower plateau.min_validation, or schedule: fixed")
+        fix = "or schedule: fixed" if who.startswith("schedule") else "or give lr (no search)"
+        raise UserError(f"{who} validates on {k} of the budget's {n} examples and needs at least 2 left to fit: use "
+                        f"a larger budget, lower plateau.min_validation, {fix}")
 
 
 def split(train_set, rule, seed: int):
