@@ -23,7 +23,7 @@ def _tail(holds: np.ndarray) -> np.ndarray:
     return np.flip(np.logical_and.accumulate(np.flip(holds, axis=0), axis=0), axis=0)
 
 
-def _first(grid: np.ndarray, holds: np.ndarray):
+def first_from(grid: np.ndarray, holds: np.ndarray):
     """The first grid value from which `holds` stays True (inf where it never does): per column for 2-D."""
     tail = _tail(holds)
     idx = np.argmax(tail, axis=0)
@@ -48,7 +48,7 @@ def measured(means: dict[str, dict[int, float]], margins: dict[int, float], sign
             continue
         top = {n: max(sign * means[m][n] for m in rivals if n in means[m]) for n in budgets}
         holds = np.array([sign * scratch[n] >= top[n] - margins[n] - 1e-12 for n in budgets])
-        at = _first(np.asarray(budgets, float), holds)
+        at = first_from(np.asarray(budgets, float), holds)
         out.append(dict(mode=mode, crossover_budget=None if math.isinf(at) else int(at), budgets=budgets,
                         largest=budgets[-1], gaps={n: top[n] - sign * scratch[n] for n in budgets}))
     return out
@@ -73,14 +73,14 @@ def predicted(fits: dict[str, CurveFit], margin: float, max_factor: float) -> li
         grid = np.unique(np.round(np.geomspace(start, max(stop, start), GRID)))
         s = scratch.sign
         top = np.max([s * modes[m].mean(grid) for m in rivals], axis=0)
-        at = _first(grid, s * scratch.mean(grid) >= top - margin - 1e-12)
+        at = first_from(grid, s * scratch.mean(grid) >= top - margin - 1e-12)
         entry = dict(mode=mode, crossover_budget=None if math.isinf(at) else float(at), limit=float(grid[-1]),
                      largest_measured=max(max(f.points) for f in involved), margin=margin,
                      untrusted=[f.key[3] for f in involved if not f.trusted], lo=None, hi=None)
         draws = [f.curve_draws(grid) for f in involved]
         if all(d is not None for d in draws):
             top_d = np.max([s * d for d in draws[1:]], axis=0)
-            lo, hi = _interval(_first(grid, s * draws[0] >= top_d - margin - 1e-12))
+            lo, hi = _interval(first_from(grid, s * draws[0] >= top_d - margin - 1e-12))
             entry.update(lo=lo, hi=None if math.isinf(hi) else hi, beyond=math.isinf(hi))
         out.append(entry)
     return out
@@ -110,7 +110,7 @@ def multiplier(scratch: CurveFit, mode: str, budget: int, values: list[float]) -
                multiplier=None, multiplier_lo=None, multiplier_hi=None, asymptote=scratch.a,
                higher_is_better=scratch.higher_is_better)
     curve = sign * scratch.mean(grid)
-    n = _first(grid, curve >= target - 1e-12)
+    n = first_from(grid, curve >= target - 1e-12)
     if math.isinf(n):
         out["note"] = "not reached"
     else:
@@ -123,7 +123,7 @@ def multiplier(scratch: CurveFit, mode: str, budget: int, values: list[float]) -
         rng = np.random.default_rng(RNG_SEED)
         se = float(np.std(values, ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else 0.0
         targets = target + se * rng.standard_normal(draws.shape[-1])
-        lo, hi = _interval(_first(grid, sign * draws >= targets - 1e-12))
+        lo, hi = _interval(first_from(grid, sign * draws >= targets - 1e-12))
         out.update(lo=None if math.isinf(lo) else lo, hi=None if math.isinf(hi) else hi)
         out.update(multiplier_lo=out["lo"] and out["lo"] / budget, multiplier_hi=out["hi"] and out["hi"] / budget)
     out["trusted"] = scratch.trusted

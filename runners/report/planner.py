@@ -28,7 +28,7 @@ def reach(fit: CurveFit, target: float, max_factor: float) -> dict:
     """Smallest n in [smallest measured, limit] where the fitted mean reaches the target."""
     first, last = min(fit.points), limit(fit, max_factor)
     grid = np.geomspace(first, last, 4 * GRID)
-    n = xo._first(grid, fit.sign * fit.mean(grid) >= fit.sign * target - 1e-12)
+    n = xo.first_from(grid, fit.sign * fit.mean(grid) >= fit.sign * target - 1e-12)
     if math.isinf(n):
         return dict(mode=fit.key[3], n=None, reason=f"not predicted below {last:,.0f} examples")
     return dict(mode=fit.key[3], n=float(n), at_smallest=n == first, cost_usd=fit.cost and fit.cost(n),
