@@ -1,5 +1,6 @@
-"""`lr: auto` / `lr: [grid]`: a learning-rate search per run, on examples held out beyond the budget; unset lr means
-auto where the task's loop searches; a given rate keeps its run and run_id."""
+"""`lr: auto` / `lr: [grid]`: a learning-rate search once per cell (its first seed; reused by the other seeds), by
+successive halving, on the budget's validation part or examples held out beyond the budget; unset lr means auto
+where the task's loop searches; a given rate keeps its run and run_id."""
 import json
 
 import pytest
@@ -147,7 +148,7 @@ def test_an_auto_grid_extends_past_the_end_that_wins(lr, peak, tried_beyond):
     from transferbench.outcome import Diverged, TrainOutcome
     from transferbench.runners.train import lr_search
 
-    (plan,) = plan_runs(parse_suite(_text({"finetune": {"lr": lr}})))
+    (plan,) = plan_runs(parse_suite(_text({"finetune": {"lr": lr, "lr_search": {"halving": 1}}})))
 
     def fake(c):  # validation accuracy peaks at `peak` (in log rate); 3e-2 and above diverge
         if c.hyper.lr >= 3e-2:
@@ -173,3 +174,58 @@ def test_a_search_where_every_rate_diverges_is_a_diverged_run():
 
     with pytest.raises(Diverged, match="every candidate learning rate of the search diverged"):
         lr_search.search(plan.spec, plan.search, 40, fake, "accuracy", True, 100)
+
+
+def test_successive_halving_trains_the_best_third_all_the_steps_and_only_they_can_win():
+    """A first rung of a third of the candidate steps for every rate; the best third go on to all of them; a rate
+    that led the first rung but fell behind in the second does not win; an end that wins outright extends at the
+    full length."""
+    from transferbench.outcome import TrainOutcome
+    from transferbench.runners.train import lr_search
+
+    (plan,) = plan_runs(parse_suite(_text({"finetune": {"lr": "auto"}})))
+    grid = list(MODES["finetune"].auto_grid)  # 5 rates
+
+    def fake(c):  # short runs favour the largest rate; at full length the one below it is best
+        short = c.hyper.max_steps < 20
+        best = grid[-1] if short else grid[-2]
+        return TrainOutcome(metrics={"accuracy": 1 - abs(math.log10(c.hyper.lr / best)) / 10, "loss": 1.0})
+
+    import math
+
+    chosen, record, _ = lr_search.search(plan.spec, plan.search, 40, fake, "accuracy", True, 100)
+    assert record["rungs"] == [7, 20] and record["steps"] == 20  # 20 candidate steps; a third, at least 5
+    first = [s for s in record["scores"] if s["steps"] == 7]
+    second = [s for s in record["scores"] if s["steps"] == 20]
+    assert [s["lr"] for s in first] == grid
+    assert sorted(s["lr"] for s in second) == sorted(grid)[-2:]  # ceil(5 / 3) = 2: the two best of the first rung
+    assert chosen == record["chosen"] == grid[-2]  # the first rung's leader lost at full length
+    assert record["outright"] and len(record["scores"]) == len(grid) + 2  # inside the grid: no extension
+
+
+def test_a_cell_searches_once_and_its_other_seeds_reuse_the_choice(tiny_bert, tmp_path, monkeypatch):
+    """lr_search.per: cell (the default): the first seed's run trains the candidates; the second trains none, trains
+    at the same rate and records whose search it used; per: run searches for every seed."""
+    from transferbench.runners.train import cell_search, lr_search
+
+    trained = []
+    real = lr_search.candidate
+    monkeypatch.setattr(lr_search, "candidate", lambda spec, lr, steps: trained.append(spec.seed) or real(spec, lr, steps))
+    extra = "    lr_search: {fraction: 0.5, min_steps: 1}\n    epochs: 4"
+    for per, folder in (("cell", "a"), ("run", "b")):
+        trained.clear()
+        cell_search._DONE.clear()  # what this process remembers: the second suite finds its searches on disk only
+        suite = write_suite(tmp_path / f"{folder}.yaml", tiny_bert, seeds="[0, 1]", budget="[32]",
+                            modes="{finetune: {lr: [1e-5, 3e-3]}}",
+                            extra=extra.replace("min_steps: 1", f"min_steps: 1, per: {per}"))
+        assert run_main("run", suite, "--results-dir", tmp_path / folder) == 0
+        recs = {r["seed"]: r for r in map(json.loads, (tmp_path / folder / "runs.jsonl").read_text().splitlines())}
+        first, second = recs[0]["lr_search"], recs[1]["lr_search"]
+        if per == "cell":
+            assert trained == [0, 0]  # two candidates, both of seed 0, none for seed 1
+            assert first["by"] == second["by"] == recs[0]["run_id"] and not first["reused"] and second["reused"]
+            assert recs[1]["lr"] == recs[0]["lr"] == first["chosen"] and second["scores"] == first["scores"]
+            assert (tmp_path / folder / "lr_search" / f"{recs[0]['run_id']}.json").exists()
+        else:
+            assert trained == [0, 0, 1, 1] and first["by"] == recs[0]["run_id"] and second["by"] == recs[1]["run_id"]
+            assert not first["reused"] and not second["reused"]

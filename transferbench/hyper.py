@@ -54,11 +54,20 @@ class LrSearch(BaseModel):
     the budget does not count; the record and the report say so). Candidates of a fixed schedule train `fraction`
     of its optimizer steps (at least `min_steps`, at most all of them). The best validation metric wins; a tie
     goes to the mode's default rate, else to the candidate nearest the grid's centre; an auto grid extends past
-    an end only when that end wins outright."""
+    an end only when that end wins outright.
+
+    `per: cell` (the default): one search per cell (a benchmark, model, mode and budget), run with the cell's first
+    seed and reused by its other seeds (seeds change the initialisation and the data drawn, not which rate suits the
+    mode); `per: run` searches for every seed. `halving` (successive halving, a fixed schedule only): every candidate
+    first trains 1/`halving` of the candidate steps (at least `min_rung_steps`), and only the best 1/`halving` of
+    them train the candidate steps; 1 trains every candidate the candidate steps."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
     min_steps: PositiveInt = 20
+    per: Literal["cell", "run"] = "cell"
+    halving: PositiveInt = 3
+    min_rung_steps: PositiveInt = 5
     validation: Literal["budget", "beyond"] = "budget"
     validation_samples: PositiveInt = 100  # validation: beyond only
 

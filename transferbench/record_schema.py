@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 #   curve points carry train_loss (older rows: no energy fields, no train_loss; they still load); adapter_bytes
 # 7 added lr (the rate trained at) and lr_search (the search that chose it: grid, scores, chosen, steps, seconds)
 # 8 added plateau (schedule: plateau); lr_search says where it validated and whether a candidate beat chance
-SCHEMA_VERSION = 8
+# 9 added charged_seconds (shared work billed to the run beyond what its process spent); lr_search carries rungs,
+#   per, by and reused (a cell's search, done once by its first seed's run)
+SCHEMA_VERSION = 9
 
 MAX_SEED = 2**32 - 1  # numpy's seeding (through accelerate's set_seed) takes 0 .. 2**32 - 1
 
@@ -61,6 +63,7 @@ class StoredRecord(_Strict):
     eval_seconds: Amount = None
     setup_seconds: Amount = None
     wall_seconds: Amount = None
+    charged_seconds: Amount = None
     samples_per_second: Amount = None
     device_hours: Amount = None
     price_per_device_hour: Amount = None

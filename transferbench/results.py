@@ -83,6 +83,9 @@ class Result:
     gradient_checkpointing: bool = False
     max_grad_norm: Optional[float] = None  # gradient clipping as trained (None: none; Ultralytics clips at 10.0)
     wall_seconds: Optional[float] = None  # setup + train + eval: what device_hours is billed on
+    # of those, shared work done once for several runs and billed to each (cached features of a benchmark's frozen
+    # backbone): counted in train/eval and wall seconds, not spent by this run's process
+    charged_seconds: Optional[float] = None
     device_hours: Optional[float] = None
     price_per_device_hour: Optional[float] = None
     price_date: Optional[str] = None

@@ -86,6 +86,7 @@ def execute(plan: RunPlan, model_ref: Optional[str] = None, save_to: Optional[Pa
                            f" (per-device batch {batch} cannot be halved: batch_size {attempt.hyper.batch_size} / "
                            f"processes / grad_accum {attempt.hyper.grad_accum * 2} is not whole)")
     measured.wall_seconds = time.perf_counter() - wall0 + charged
+    measured.charged_seconds = charged
     return build_record(plan, outcome, measured)
 
 
@@ -108,6 +109,8 @@ def _attempt(plan: RunPlan, attempt: RunSpec, measured: Measured, model_ref: Opt
                                       attempt.hyper.grad_accum)
         saving = {"model_dir": results_dir / "models" / plan.run_id} \
             if results_dir is not None and attempt.hyper.save_models == "final" else {}
+        if results_dir is not None and plan.search is not None:  # a cell's search, recorded for its other seeds
+            saving["search_dir"] = results_dir / "lr_search"
         this = dataclasses.replace(plan, spec=attempt)
         with PeakMemory(device) as mem, energy:
             before = time.perf_counter() - wall0  # the accelerator

@@ -33,6 +33,9 @@ class LrSearchPlan:
     kind: str
     rule: LrSearch
     default: Optional[float] = None  # the mode's default rate: a tie goes to it
+    # whose search a run uses (lr_search.per): the seed it trains with and that run's run_id (its own under per: run)
+    seed: Optional[int] = None
+    by: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +108,10 @@ def plan_runs(suite: Suite, shard: Optional[str] = None,
                                        target=shared.get("target"), task_args=task_args,
                                        stage=stage and stage.spec, suite_source=suite.source(), **_policy(shared))
                         given = {**base, **patch}.keys()
-                        plans.append(_resolved(spec, f"{where}.modes.{mode}", stage, price_per_device_hour,
-                                               fixed_length="epochs" in given or "max_steps" in given))
+                        plans.append(_searched_by(
+                            _resolved(spec, f"{where}.modes.{mode}", stage, price_per_device_hour,
+                                      fixed_length="epochs" in given or "max_steps" in given),
+                            (shared.get("seeds") or [0])[0]))
                         _once(plans[-1], seen, where)
     return _shard(plans, shard) if shard else plans
 
@@ -149,6 +154,16 @@ def _resolved(spec: RunSpec, where: str, stage: Optional[RunPlan], price: Option
         lr = LrSearchPlan(lr, "grid", spec.hyper.lr_search, mode.default_lr)
     policy = Policy(price if price is not None else spec.price_per_device_hour, spec.oom_retries)
     return RunPlan(spec, lr, loop.name, policy, stage)
+
+
+def _searched_by(plan: RunPlan, first_seed: int) -> RunPlan:
+    """A searched run with whose search it uses: under `lr_search.per: cell` the cell's first seed's run searches and
+    the others reuse its choice; under `per: run` every run searches."""
+    if plan.search is None:
+        return plan
+    seed = first_seed if plan.search.rule.per == "cell" else plan.spec.seed
+    by = plan.spec.model_copy(update={"seed": seed}).run_id
+    return dataclasses.replace(plan, lr=dataclasses.replace(plan.search, seed=seed, by=by))
 
 
 def _stage(suite: Suite, model: str, where: str, price: Optional[float]) -> RunPlan:

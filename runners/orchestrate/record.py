@@ -29,6 +29,7 @@ class Measured:
     env: dict[str, Any]  # provenance (versions, git commit, host), plus the executor's and a traceback if any
     started_at: str = dataclasses.field(default_factory=now)
     wall_seconds: float = 0.0  # every attempt, plus shared work charged to this run
+    charged_seconds: float = 0.0  # that shared work
     status: str = "ok"
     error: Optional[str] = None
     oom_retries: int = 0
@@ -57,6 +58,7 @@ def build_record(plan: RunPlan, outcome: Optional[TrainOutcome], m: Measured) ->
         res.energy_kwh, res.co2_kg, res.grid_gco2_per_kwh = m.energy.kwh, m.energy.co2_kg, m.energy.grid_gco2_per_kwh
         res.energy_source, res.energy_note = m.energy.source, m.energy.note
     res.wall_seconds = m.wall_seconds
+    res.charged_seconds = round(m.charged_seconds, 3) if m.charged_seconds else None
     res.device_hours = cost.device_hours(m.wall_seconds, res.device_count)
     price = cost.lookup(res.device_name, plan.policy.price_per_device_hour)
     res.price_per_device_hour, res.price_date = price.per_device_hour, price.date

@@ -186,20 +186,25 @@ def process_seconds() -> Optional[float]:
 
 def _record_timing(name: str, results: list[Result], results_dir: Path, startup: Optional[float], seconds: float,
                    times: dict, log) -> None:
-    """The invocation's wall time against its runs' train + eval time, appended to suite_timing.jsonl: what
-    the harness costs beyond training (start-up, preflight, stages, per-run setup)."""
+    """The invocation's wall time against the train + eval seconds its runs spent, appended to suite_timing.jsonl:
+    what the harness costs beyond training (start-up, preflight, stages, per-run setup, learning-rate searches).
+    Seconds billed to a run for shared work done once (charged_seconds: cached features) are not time this
+    invocation spent twice: they leave the denominator."""
     import json
 
     from .record import now
 
     total = lambda key: sum(getattr(r, key) or 0.0 for r in results)  # noqa: E731
-    work = total("train_seconds") + total("eval_seconds")
+    work = total("train_seconds") + total("eval_seconds") - total("charged_seconds")
     wall = seconds + (startup or 0.0)
     row = dict(suite=name, finished_at=now(), runs=len(results), runs_ok=sum(r.status == "ok" for r in results),
                wall_seconds=round(wall, 3), startup_seconds=startup and round(startup, 3),
                suite_seconds=round(seconds, 3), train_eval_seconds=round(work, 3),
                train_seconds=round(total("train_seconds"), 3), eval_seconds=round(total("eval_seconds"), 3),
                setup_seconds=round(total("setup_seconds"), 3), runs_wall_seconds=round(total("wall_seconds"), 3),
+               charged_seconds=round(total("charged_seconds"), 3),
+               search_seconds=round(sum((r.lr_search or {}).get("seconds", 0.0) for r in results
+                                        if r.lr_search and not r.lr_search.get("reused")), 3),
                **{k: round(v, 3) for k, v in times.items()}, overhead_ratio=round(wall / work, 4) if work else None)
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -211,5 +216,7 @@ def _record_timing(name: str, results: list[Result], results_dir: Path, startup:
     log(f"suite {name}: wall {wall:.1f}s (start-up {row['startup_seconds']}s, preflight {row['preflight_seconds']}s, "
         + (f"Ray start {row['ray_start_seconds']}s, " if "ray_start_seconds" in row else
            f"warm-up {row.get('warmup_seconds')}s, ")
-        + f"stages {row['stages_seconds']}s, runs' setup {row['setup_seconds']}s) vs runs' train + eval {work:.1f}s"
+        + f"stages {row['stages_seconds']}s, runs' setup {row['setup_seconds']}s"
+        + (f", lr searches {row['search_seconds']}s" if row["search_seconds"] else "")
+        + f") vs runs' train + eval {work:.1f}s"
         + (f": {wall / work:.2f}x" if work else "") + f" -> {results_dir / 'suite_timing.jsonl'}")

@@ -167,11 +167,12 @@ def timing_line(t: dict) -> str:
     ratio = f"{t['wall_seconds'] / work:.2f}×" if work else "n/a"
     return (f"Suite {t.get('suite')} (invocation finished {t.get('finished_at')}, {t.get('runs')} runs): wall "
             f"{fmt.seconds(t.get('wall_seconds'))} (process start to last run), runs' train + eval "
-            f"{fmt.seconds(work)}: {ratio}; setup {fmt.seconds(t.get('setup_seconds'))}, preflight "
+            f"{fmt.seconds(work)} (spent; shared work billed to several runs counted once): {ratio}; setup {fmt.seconds(t.get('setup_seconds'))}, preflight "
             f"{fmt.seconds(t.get('preflight_seconds'))}, "
             + (f"warm-up {fmt.seconds(t['warmup_seconds'])}, " if "warmup_seconds" in t else "")
             + (f"Ray start {fmt.seconds(t['ray_start_seconds'])} (runs in parallel: their train + eval may "
                f"exceed the wall), " if "ray_start_seconds" in t else "")
+            + (f"learning-rate searches {fmt.seconds(t['search_seconds'])}, " if t.get("search_seconds") else "")
             + f"start-up and imports {fmt.seconds(t.get('startup_seconds'))}.")
 
 

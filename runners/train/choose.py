@@ -25,35 +25,56 @@ def _epoch_steps(n: int, batch_size: int) -> int:
 
 
 def before_training(spec, search, task, data, train_set, held, key: tuple, candidate: Callable,
-                    planned_steps: Callable):
+                    planned_steps: Callable, inputs: Optional[Callable] = None, share: Optional[Callable] = None):
     """(the spec the final training runs, the Choice). `candidate(spec, data, train_set, key, watch)` builds and
     trains one candidate on `train_set`, scoring data.eval; `planned_steps(hyper, n)` is the loop's step count for
-    `n` examples; `held`: the examples beyond the budget for `lr_search.validation: beyond`, else None."""
+    `n` examples; `held`: the examples beyond the budget for `lr_search.validation: beyond`, else None;
+    `inputs(seed)`: (train_set, held) of another seed (the cell's search seed); `share(search)`: the cell's recorded
+    choice or `search()`'s (runners/train/cell_search.py), as (rate, record, whether it searched)."""
     to_plateau = spec.hyper.schedule == "plateau"
     choice = Choice()
     if not to_plateau and search is None:
         return spec, choice
-    if held is None:  # validation from inside the budget: every label used is one the budget counts
-        fit, validation = plateau.split(train_set, spec.hyper.plateau, spec.seed)
-    else:
-        fit, validation = train_set, held
-    scoring = dataclasses.replace(data, eval=validation, validation=None)
-    scoring_key = key + ("validation", tuple(validation.indices))  # cached features of these examples: apart
-    phases = {}  # rate -> (its plateau phase's outcome, watch, seconds)
+    phases = {}  # rate -> (its plateau phase's outcome, watch, seconds), of this run's seed
 
-    def phase(c):
+    def scored(s_spec, s_train, s_held):
+        """(fit part, validation part, data scoring the validation part, its features' cache key)."""
+        if s_held is None:  # validation from inside the budget: every label used is one the budget counts
+            fit, validation = plateau.split(s_train, s_spec.hyper.plateau, s_spec.seed)
+        else:
+            fit, validation = s_train, s_held
+        scoring = dataclasses.replace(data, eval=validation, validation=None)
+        return fit, validation, scoring, key + ("validation", tuple(validation.indices))  # cached features: apart
+
+    fit, validation, scoring, scoring_key = scored(spec, train_set, held)
+
+    def phase(c, c_fit=fit, c_scoring=scoring, c_key=scoring_key, own=True):
         watch, t0 = plateau.Watch(c.hyper.plateau, task.higher_is_better), time.perf_counter()
-        out = candidate(c, scoring, fit, scoring_key, watch)
-        phases[c.hyper.lr] = (out, watch, time.perf_counter() - t0)
+        out = candidate(c, c_scoring, c_fit, c_key, watch)
+        if own:
+            phases[c.hyper.lr] = (out, watch, time.perf_counter() - t0)
         out.metrics = {task.metric_name: watch.best["metric"], "loss": watch.best["loss"]}  # scored by its best
         return out
 
     if search is not None:
-        steps = spec.hyper.plateau.max_steps if to_plateau else planned_steps(spec.hyper, len(fit))
-        score = phase if to_plateau else (lambda c: candidate(c, scoring, fit, scoring_key, None))
-        chance = 1 / len(data.labels) if task.metric_name == "accuracy" and data.labels else None
-        lr, choice.searched, choice.charged = lr_search.search(spec, search, steps, score, task.metric_name,
-                                                               task.higher_is_better, len(validation), chance)
+        def run_search():
+            own = search.seed is None or search.seed == spec.seed
+            s_spec = spec if own else spec.model_copy(update={"seed": search.seed})
+            s_fit, s_val, s_scoring, s_key = (fit, validation, scoring, scoring_key) if own else \
+                scored(s_spec, *inputs(search.seed))
+            steps = spec.hyper.plateau.max_steps if to_plateau else planned_steps(spec.hyper, len(s_fit))
+            score = (lambda c: phase(c, s_fit, s_scoring, s_key, own)) if to_plateau else \
+                (lambda c: candidate(c, s_scoring, s_fit, s_key, None))
+            chance = 1 / len(data.labels) if task.metric_name == "accuracy" and data.labels else None
+            lr, record, charged = lr_search.search(s_spec, search, steps, score, task.metric_name,
+                                                   task.higher_is_better, len(s_val), chance)
+            choice.charged += charged
+            return lr, record
+
+        if share is None:
+            lr, choice.searched = run_search()
+        else:
+            lr, choice.searched, _ = share(run_search)
         spec = lr_search.chosen(spec, lr)
     if not to_plateau:
         return spec, choice

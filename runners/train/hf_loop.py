@@ -25,7 +25,7 @@ from transferbench.modes import adapter_bytes, apply, get_mode, parameter_counts
 from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.speed import batch_channels_last
 
-from . import choose, features, lr_search, plateau, trackers
+from . import cell_search, choose, features, lr_search, plateau, trackers
 from .hf_eval import EVAL_BATCH, EarlyStop, eval_values, evaluate_point, train_mode
 from .progress import StepLog, bar_label, quiet
 from .hf_save import save_checkpoint, save_final
@@ -42,31 +42,36 @@ def warm_up() -> None:
 
 
 def run(plan, task, model_ref: str, accelerator, save_to: Optional[Path] = None, work_dir=None,
-        model_dir: Optional[Path] = None) -> TrainOutcome:
+        model_dir: Optional[Path] = None, search_dir: Optional[Path] = None) -> TrainOutcome:
     """One run (a RunPlan) through the Accelerate loop: the budget's subset, the mode applied to the model, training
     and evaluation; `save_to`: the main process saves the trained model there (a pretrain stage's output);
-    `model_dir`: the final weights saved there the model's own way (save_models: final). The accelerator's
+    `model_dir`: the final weights saved there the model's own way (save_models: final); `search_dir`: where a
+    cell's learning-rate search is recorded for its other seeds (runners/train/cell_search.py). The accelerator's
     trackers (report_to) get one run, closed however this one ends."""
     tracking = trackers.start(accelerator, plan.spec)
     try:
-        return _run(plan.spec, plan.search, task, model_ref, accelerator, save_to, model_dir)
+        return _run(plan.spec, plan.search, task, model_ref, accelerator, save_to, model_dir, search_dir)
     finally:
         if tracking:
             accelerator.end_training()
 
 
 def _run(spec, search, task, model_ref: str, accelerator, save_to: Optional[Path],
-         model_dir: Optional[Path]) -> TrainOutcome:
+         model_dir: Optional[Path], search_dir: Optional[Path] = None) -> TrainOutcome:
     t0 = time.perf_counter()
     data, train_set, held = load(spec, task, model_ref, search)
     key = (model_ref, data.identity, spec.dataset.model_dump_json(), repr(spec.task_args), spec.hyper.eval_samples)
+    initial = Initial(task, model_ref, data)
     t1 = time.perf_counter()
     spec, choice = choose.before_training(
         spec, search, task, data, train_set, held, key,
-        lambda c, scoring, fit, k, watch: _candidate(c, task, model_ref, scoring, fit, accelerator, k, watch),
-        lambda hyper, n: planned_steps(hyper, n, accelerator.num_processes))
+        lambda c, scoring, fit, k, watch: _candidate(c, task, initial, scoring, fit, accelerator, k, watch),
+        lambda hyper, n: planned_steps(hyper, n, accelerator.num_processes),
+        inputs=lambda seed: load(spec.model_copy(update={"seed": seed}), task, model_ref, search)[1:],
+        share=None if search is None or search.by is None else
+        functools.partial(cell_search.chosen, search.by, search_dir, accelerator=accelerator))
     search_seconds = time.perf_counter() - t1  # charged in wall time and cost, not in setup/train/eval seconds
-    model = build(spec, task, model_ref, data)
+    model = initial(spec)
     params_total, params_trainable, trainable_bytes = parameter_counts(model)
     adapter = adapter_bytes(model, trainable_bytes)  # from the tensors' sizes, which training does not change
     setup_seconds = time.perf_counter() - t0 - search_seconds
@@ -132,11 +137,51 @@ def build(spec, task, ref: str, data):
     return model
 
 
-def _candidate(spec, task, model_ref: str, data, train_set, accelerator, key: tuple,
+class Initial:
+    """A run's initial model, built once per seed and copied for each candidate of its search or plateau phase and
+    for its final training: the weights are read once, and the copy with the random state restored to just after
+    the build is exactly what building anew would give (same head init, dropout and shuffling)."""
+
+    def __init__(self, task, ref: str, data):
+        self.task, self.ref, self.data, self.built = task, ref, data, {}
+
+    def __call__(self, spec):
+        import copy
+
+        if spec.seed not in self.built:  # the mode and its options are the run's own: only the seed differs
+            model = build(spec, self.task, self.ref, self.data)
+            self.built[spec.seed] = (model, _random_state())
+        model, state = self.built[spec.seed]
+        _restore_random_state(state)
+        return copy.deepcopy(model)
+
+
+def _random_state() -> tuple:
+    import random
+
+    import numpy as np
+
+    return (random.getstate(), np.random.get_state(), torch.random.get_rng_state(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def _restore_random_state(state: tuple) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+    torch.random.set_rng_state(state[2])
+    if state[3] is not None:
+        torch.cuda.set_rng_state_all(state[3])
+
+
+def _candidate(spec, task, initial: Initial, data, train_set, accelerator, key: tuple,
                watch: Optional[plateau.Watch] = None) -> TrainOutcome:
     """One candidate of a learning-rate search or a plateau phase: built and trained as the run would be at that
     rate, scored on data.eval (validation examples) with its loss."""
-    model = build(spec, task, model_ref, data)
+    model = initial(spec)
     if spec.hyper.cached_features:
         return features.train_head(spec, task, model, train_set, data, accelerator, key,
                                    functools.partial(train, search=True, watch=watch))

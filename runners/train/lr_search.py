@@ -1,4 +1,5 @@
-"""The learning-rate search behind `lr: auto` and `lr: [grid]`: one per run, on the HF loop.
+"""The learning-rate search behind `lr: auto` and `lr: [grid]`: once per cell (its first seed; `per: run`: every
+run), on the HF loop.
 
 The rule (the same for every mode, documented in the README): each candidate rate trains the run's own recipe --
 the same initialisation (seed), training examples, batch, shuffling and schedule shape -- and is scored on
@@ -7,15 +8,18 @@ train on the budget's fit part and are scored on its validation part (runners/tr
 budget counts every label used; `validation: beyond` scores on `validation_samples` examples of the training pool
 held out beyond the budget instead. Under `schedule: plateau` each candidate trains to its own plateau; under a
 fixed schedule, for `lr_search.fraction` of the run's optimizer steps (at least `min_steps`, at most all of them),
-its warm-up and decay compressed. The best validation metric wins; candidates within half a validation example of
-it are tied, and a tie goes to the mode's default rate, else to the rate nearest the grid's centre; a diverged
-candidate loses. When `lr: auto`'s best rate is an end of its grid and wins outright, the search goes on past that
-end a half-decade at a time (at most EXTEND more rates), so the grid's range does not decide alone; a grid the
-suite gives is searched as given. The record says whether any candidate beat chance. The run then trains at the
-chosen rate exactly as a run given that rate does.
+its warm-up and decay compressed, by successive halving: every candidate first trains a rung of 1/`halving` of
+those steps (at least `min_rung_steps`; no rung when that is not shorter), and the best 1/`halving` of them then
+train all of them; only candidates that trained all of them can win. The best validation metric wins; candidates
+within half a validation example of it are tied, and a tie goes to the mode's default rate, else to the rate
+nearest the grid's centre; a diverged candidate loses. When `lr: auto`'s best rate is an end of its grid and wins
+outright, the search goes on past that end a half-decade at a time (at most EXTEND more rates, each trained all the
+steps), so the grid's range does not decide alone; a grid the suite gives is searched as given. The record says
+whether any candidate beat chance. The run then trains at the chosen rate exactly as a run given that rate does.
 
-What it costs is part of what the mode costs a user: the search's seconds are in the run's wall time, device-hours
-and dollar cost (and `lr_search.seconds`), not in its train/eval seconds, samples/s or time-to-target, which
+What it costs is part of what the mode costs a user: the search's seconds are in the wall time, device-hours and
+dollar cost of the run that searched (a cell's other seeds reuse its choice and record whose it was: a cell's mean
+cost carries the search once, shared by its seeds), not in train/eval seconds, samples/s or time-to-target, which
 describe the training the user keeps.
 """
 from __future__ import annotations
@@ -60,6 +64,12 @@ def chosen(spec, lr: float):
     return spec.model_copy(update={"hyper": spec.hyper.model_copy(update={"lr": lr})})
 
 
+def rungs(steps: int, rule) -> list[int]:
+    """Successive halving's candidate lengths: [a first rung, `steps`], or [`steps`] when a rung would not be shorter."""
+    first = max(rule.min_rung_steps, math.ceil(steps / rule.halving))
+    return [first, steps] if rule.halving > 1 and first < steps else [steps]
+
+
 def search(spec, plan, total_steps: int, train_candidate: Callable, metric_name: str, higher_is_better: bool,
            validation_samples: int, chance: Optional[float] = None) -> tuple[float, dict, float]:
     """(the chosen rate, the record's `lr_search`, seconds of shared work to charge): every candidate trained by
@@ -70,35 +80,42 @@ def search(spec, plan, total_steps: int, train_candidate: Callable, metric_name:
     grid, kind = plan.grid, plan.kind  # an LrSearchPlan (runners/orchestrate/plan.py)
     to_plateau = spec.hyper.schedule == "plateau"
     steps = total_steps if to_plateau else candidate_steps(total_steps, plan.rule)
+    lengths = [steps] if to_plateau else rungs(steps, plan.rule)
     scores, charged = [], 0.0
     tie = 0.5 / validation_samples  # half an example: metrics closer than that are the same count of examples
 
-    def score(lr: float) -> None:
+    def score(lr: float, length: int) -> dict:
         nonlocal charged
         check_stop()
         try:
-            out = train_candidate(candidate(spec, lr, steps))
+            out = train_candidate(candidate(spec, lr, length))
         except Diverged:
-            scores.append({"lr": lr, "metric": None, "loss": None, "diverged": True})
-            return
+            scores.append({"lr": lr, "steps": length, "metric": None, "loss": None, "diverged": True})
+            return scores[-1]
         charged += out.charged_seconds
-        scores.append({"lr": lr, "metric": out.metrics.get(metric_name), "loss": out.metrics.get("loss")})
+        scores.append({"lr": lr, "steps": length, "metric": out.metrics.get(metric_name), "loss": out.metrics.get("loss")})
+        return scores[-1]
 
-    for lr in grid:
-        score(lr)
-    best, outright = _best(scores, higher_is_better, grid, tie, plan.default)
+    entrants = list(grid)
+    for i, length in enumerate(lengths):
+        rung = [score(lr, length) for lr in entrants]
+        if i + 1 < len(lengths):  # the best 1/halving go on (a diverged candidate never does)
+            keep = max(1, math.ceil(len(entrants) / plan.rule.halving))
+            entrants = [s["lr"] for s in _ranked(rung, higher_is_better, grid, tie, plan.default)[:keep]]
+    final = lambda: [s for s in scores if s["steps"] == steps]  # noqa: E731 - only these can win
+    best, outright = _best(final(), higher_is_better, grid, tie, plan.default)
     # an auto grid whose end wins outright extends past that end, a half-decade at a time; a tie never does
     for _ in range(EXTEND):
         tried = sorted(s["lr"] for s in scores)
         if kind != "auto" or not outright or best["lr"] not in (tried[0], tried[-1]):
             break
-        score(half_decade(best["lr"], up=best["lr"] == tried[-1]))
-        best, outright = _best(scores, higher_is_better, grid, tie, plan.default)
+        score(half_decade(best["lr"], up=best["lr"] == tried[-1]), steps)
+        best, outright = _best(final(), higher_is_better, grid, tie, plan.default)
     beat = None if chance is None or not higher_is_better else best["metric"] > chance + 1 / validation_samples
     return best["lr"], {"kind": kind, "grid": list(grid), "scores": scores, "chosen": best["lr"],
-                        "steps": "plateau" if to_plateau else steps, "validation": plan.rule.validation,
-                        "validation_samples": validation_samples, "outright": outright, "beat_chance": beat,
-                        "seconds": round(time.perf_counter() - t0, 3)}, charged
+                        "steps": "plateau" if to_plateau else steps, "rungs": lengths, "per": plan.rule.per,
+                        "validation": plan.rule.validation, "validation_samples": validation_samples,
+                        "outright": outright, "beat_chance": beat, "seconds": round(time.perf_counter() - t0, 3)}, charged
 
 
 EXTEND = 2  # at most this many rates beyond an auto grid's end
@@ -110,19 +127,32 @@ def half_decade(lr: float, up: bool) -> float:
     return float(f"{10 ** (k / 2):.1g}")
 
 
+def _ranked(scores: list[dict], higher_is_better: bool, grid, tie: float, default: Optional[float]) -> list[dict]:
+    """The finite candidates, best first: by validation metric, and among those within `tie` of one another's
+    best the tie rule's order (the mode's default rate, then nearness to the grid's centre in log scale, then the
+    lower validation loss)."""
+    sign = 1 if higher_is_better else -1
+    left = [s for s in scores if s["metric"] is not None and math.isfinite(s["metric"])]
+    centre = (math.log10(min(grid)) + math.log10(max(grid))) / 2
+    loss = lambda s: s["loss"] if s["loss"] is not None else math.inf  # noqa: E731
+    order = []
+    while left:
+        top = max(sign * s["metric"] for s in left)
+        tied = sorted((s for s in left if sign * s["metric"] >= top - tie),
+                      key=lambda s: (s["lr"] != default, abs(math.log10(s["lr"]) - centre), loss(s)))
+        order += tied
+        left = [s for s in left if s not in tied]
+    return order
+
+
 def _best(scores: list[dict], higher_is_better: bool, grid, tie: float, default: Optional[float]) -> tuple[dict, bool]:
     """(the winner, whether it won outright). The best validation metric wins; candidates within `tie` of it are
     tied, and a tie goes to the mode's default rate, else to the rate nearest the grid's centre (in log scale; a
     lower validation loss decides between two equally near). Diverged candidates never win."""
-    sign = 1 if higher_is_better else -1
-    finite = [s for s in scores if s["metric"] is not None and math.isfinite(s["metric"])]
-    if not finite:
+    order = _ranked(scores, higher_is_better, grid, tie, default)
+    if not order:
         raise Diverged(f"every candidate learning rate of the search diverged ({', '.join(f'{x:g}' for x in grid)}); "
                        f"give lower rates")
-    top = max(sign * s["metric"] for s in finite)
-    tied = [s for s in finite if sign * s["metric"] >= top - tie]
-    if len(tied) == 1:
-        return tied[0], True
-    centre = (math.log10(min(grid)) + math.log10(max(grid))) / 2
-    loss = lambda s: s["loss"] if s["loss"] is not None else math.inf  # noqa: E731
-    return min(tied, key=lambda s: (s["lr"] != default, abs(math.log10(s["lr"]) - centre), loss(s))), False
+    sign = 1 if higher_is_better else -1
+    outright = len(order) == 1 or sign * order[1]["metric"] < sign * order[0]["metric"] - tie
+    return order[0], outright
