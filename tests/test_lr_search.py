@@ -158,7 +158,7 @@ def test_an_auto_grid_extends_past_the_end_that_wins(lr, peak, tried_beyond):
     chosen, record, _ = lr_search.search(plan.spec, plan.search, 40, fake, "accuracy", True, 100)
     grid = list(MODES["finetune"].auto_grid) if lr == "auto" else lr
     assert [s["lr"] for s in record["scores"]] == grid + tried_beyond
-    assert record["steps"] == 20 and record["grid"] == grid  # a quarter of 40 steps, at least 20
+    assert record["steps"] == 12 and record["grid"] == grid  # a quarter of 40 steps, at least 12
     best = max((s for s in record["scores"] if s["metric"] is not None), key=lambda s: s["metric"])
     assert chosen == record["chosen"] == best["lr"]
 
@@ -187,20 +187,42 @@ def test_successive_halving_trains_the_best_third_all_the_steps_and_only_they_ca
     grid = list(MODES["finetune"].auto_grid)  # 5 rates
 
     def fake(c):  # short runs favour the largest rate; at full length the one below it is best
-        short = c.hyper.max_steps < 20
+        short = c.hyper.max_steps < 12
         best = grid[-1] if short else grid[-2]
         return TrainOutcome(metrics={"accuracy": 1 - abs(math.log10(c.hyper.lr / best)) / 10, "loss": 1.0})
 
     import math
 
     chosen, record, _ = lr_search.search(plan.spec, plan.search, 40, fake, "accuracy", True, 100)
-    assert record["rungs"] == [7, 20] and record["steps"] == 20  # 20 candidate steps; a third, at least 5
-    first = [s for s in record["scores"] if s["steps"] == 7]
-    second = [s for s in record["scores"] if s["steps"] == 20]
-    assert [s["lr"] for s in first] == grid
+    assert record["rungs"] == [4, 12] and record["steps"] == 12  # 12 candidate steps; a third, at least 4
+    first = [s for s in record["scores"] if s["steps"] == 4]
+    second = [s for s in record["scores"] if s["steps"] == 12]
+    # the first rung's leader is the grid's top end: one rate beyond it at the rung's length, which does not lead
+    assert [s["lr"] for s in first] == grid + [3e-3]
     assert sorted(s["lr"] for s in second) == sorted(grid)[-2:]  # ceil(5 / 3) = 2: the two best of the first rung
     assert chosen == record["chosen"] == grid[-2]  # the first rung's leader lost at full length
-    assert record["outright"] and len(record["scores"]) == len(grid) + 2  # inside the grid: no extension
+    assert record["outright"] and len(second) == 2  # the winner is inside what was tried: no extension
+
+
+def test_a_first_rung_where_every_rate_scores_chance_promotes_by_validation_loss():
+    """After a few steps every rate may still score chance; the validation loss already says which learn."""
+    from transferbench.outcome import TrainOutcome
+    from transferbench.runners.train import lr_search
+
+    (plan,) = plan_runs(parse_suite(_text({"finetune": {"lr": "auto"}})))
+    grid = list(MODES["finetune"].auto_grid)
+
+    def fake(c):  # chance for all at the rung; the loss falls with the rate up to 3e-4
+        short = c.hyper.max_steps < 12
+        loss = 1.0 + abs(math.log10(c.hyper.lr / 3e-4))
+        return TrainOutcome(metrics={"accuracy": 0.25 if short else 1 - loss / 10, "loss": loss})
+
+    import math
+
+    chosen, record, _ = lr_search.search(plan.spec, plan.search, 40, fake, "accuracy", True, 100)
+    second = sorted(s["lr"] for s in record["scores"] if s["steps"] == 12)
+    assert second == [1e-4, 3e-4] or second == [3e-4, 1e-3]  # the lowest loss and one of the two next to it
+    assert chosen == 3e-4
 
 
 def test_a_cell_searches_once_and_its_other_seeds_reuse_the_choice(tiny_bert, tmp_path, monkeypatch):

@@ -64,10 +64,10 @@ class LrSearch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
-    min_steps: PositiveInt = 20
+    min_steps: PositiveInt = 12
     per: Literal["cell", "run"] = "cell"
     halving: PositiveInt = 3
-    min_rung_steps: PositiveInt = 5
+    min_rung_steps: PositiveInt = 4
     validation: Literal["budget", "beyond"] = "budget"
     validation_samples: PositiveInt = 100  # validation: beyond only
 

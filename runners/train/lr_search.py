@@ -9,8 +9,9 @@ budget counts every label used; `validation: beyond` scores on `validation_sampl
 held out beyond the budget instead. Under `schedule: plateau` each candidate trains to its own plateau; under a
 fixed schedule, for `lr_search.fraction` of the run's optimizer steps (at least `min_steps`, at most all of them),
 its warm-up and decay compressed, by successive halving: every candidate first trains a rung of 1/`halving` of
-those steps (at least `min_rung_steps`; no rung when that is not shorter), and the best 1/`halving` of them then
-train all of them; only candidates that trained all of them can win. The best validation metric wins; candidates
+those steps (at least `min_rung_steps`; no rung when that is not shorter), an auto grid whose rung leader is an end
+extending past it at that length (EXTEND rates at most), and the 1/`halving` of the grid's size most promising (by
+validation metric, then validation loss) then train all of them; only candidates that trained all of them can win. The best validation metric wins; candidates
 within half a validation example of it are tied, and a tie goes to the mode's default rate, else to the rate
 nearest the grid's centre; a diverged candidate loses. When `lr: auto`'s best rate is an end of its grid and wins
 outright, the search goes on past that end a half-decade at a time (at most EXTEND more rates, each trained all the
@@ -97,11 +98,13 @@ def search(spec, plan, total_steps: int, train_candidate: Callable, metric_name:
         return scores[-1]
 
     entrants = list(grid)
-    for i, length in enumerate(lengths):
+    for length in lengths[:-1]:  # successive halving's first rung: promoted by metric, then validation loss
         rung = [score(lr, length) for lr in entrants]
-        if i + 1 < len(lengths):  # the best 1/halving go on (a diverged candidate never does)
-            keep = max(1, math.ceil(len(entrants) / plan.rule.halving))
-            entrants = [s["lr"] for s in _ranked(rung, higher_is_better, grid, tie, plan.default)[:keep]]
+        rung += _beyond_leader(rung, kind, lambda lr: score(lr, length), higher_is_better, tie)
+        keep = max(1, math.ceil(len(grid) / plan.rule.halving))
+        entrants = [s["lr"] for s in _by_progress(rung, higher_is_better, tie)[:keep]]
+    for lr in entrants:
+        score(lr, steps)
     final = lambda: [s for s in scores if s["steps"] == steps]  # noqa: E731 - only these can win
     best, outright = _best(final(), higher_is_better, grid, tie, plan.default)
     # an auto grid whose end wins outright extends past that end, a half-decade at a time; a tie never does
@@ -125,6 +128,35 @@ def half_decade(lr: float, up: bool) -> float:
     """The next rate of the 1, 3, 10, 30 ... ladder above (or below) `lr`."""
     k = round(2 * math.log10(lr)) + (1 if up else -1)
     return float(f"{10 ** (k / 2):.1g}")
+
+
+def _by_progress(scores: list[dict], higher_is_better: bool, tie: float) -> list[dict]:
+    """A rung's finite candidates, most promising first: by validation metric, and among candidates within `tie`
+    of one another by validation loss (after a few steps every rate may still score chance while the loss already
+    tells which are learning)."""
+    sign = 1 if higher_is_better else -1
+    left = [s for s in scores if s["metric"] is not None and math.isfinite(s["metric"])]
+    loss = lambda s: s["loss"] if s["loss"] is not None and math.isfinite(s["loss"]) else math.inf  # noqa: E731
+    order = []
+    while left:
+        top = max(sign * s["metric"] for s in left)
+        tied = sorted((s for s in left if sign * s["metric"] >= top - tie), key=loss)
+        order += tied
+        left = [s for s in left if s not in tied]
+    return order
+
+
+def _beyond_leader(rung: list[dict], kind: str, score: Callable, higher_is_better: bool, tie: float) -> list[dict]:
+    """An auto grid whose first-rung leader is an end of it: the rates past that end, a half-decade at a time (at
+    most EXTEND), at the rung's length, while the leader stays an end."""
+    added = []
+    for _ in range(EXTEND if kind == "auto" else 0):
+        order = _by_progress(rung + added, higher_is_better, tie)
+        tried = sorted(s["lr"] for s in rung + added)
+        if not order or order[0]["lr"] not in (tried[0], tried[-1]):
+            break
+        added.append(score(half_decade(order[0]["lr"], up=order[0]["lr"] == tried[-1])))
+    return added
 
 
 def _ranked(scores: list[dict], higher_is_better: bool, grid, tie: float, default: Optional[float]) -> list[dict]:
