@@ -67,7 +67,7 @@ def cells_of(folder: Path) -> dict:
     from transferbench.runners.report.leaderboard import build
     from transferbench.results import Store
 
-    board = build(Store(folder).read())
+    board = build(Store(folder).runs())
     return board, {(c["model"], c["mode"], c["train_samples"]): c for c in board.cells}
 
 
@@ -164,12 +164,14 @@ def main() -> None:
     ap.add_argument("--fixed-set", default="defaults.lr=default")
     ap.add_argument("--name", default=None)
     ap.add_argument("--work", type=Path, default=Path("/tmp/transferbench-lr-cost"))
+    ap.add_argument("--compare-only", action="store_true", help="recompute the comparison of the saved rounds")
     args = ap.parse_args()
     from transferbench import provenance
 
     name = args.name or args.suite.stem
-    rounds = []
-    for i in range(args.rounds):
+    saved = OUT / f"lr_search_cost_{name}.json"
+    rounds = json.loads(saved.read_text())["rounds"] if args.compare_only else []
+    for i in range(0 if args.compare_only else args.rounds):
         sides = ["searched", "fixed"] if i % 2 == 0 else ["fixed", "searched"]
         row = {"round": i + 1}
         for side in sides:
@@ -178,6 +180,8 @@ def main() -> None:
             row[side] = timed_run(args.suite, folder, [] if side == "searched" else ["--set", args.fixed_set])
             print(f"round {i + 1} {side}: {row[side]}", flush=True)
         rounds.append(row)
+        OUT.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({"rounds": rounds}, indent=1) + "\n")  # kept if the comparison fails
     data = {"suite": str(args.suite), "fixed_set": args.fixed_set, "published": str(args.published),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": (provenance.git_commit() or "?")[:10], "command": " ".join(["python", *sys.argv]),

@@ -88,13 +88,16 @@ def search(spec, plan, total_steps: int, train_candidate: Callable, metric_name:
     def score(lr: float, length: int) -> dict:
         nonlocal charged
         check_stop()
+        t = time.perf_counter()
         try:
             out = train_candidate(candidate(spec, lr, length))
         except Diverged:
-            scores.append({"lr": lr, "steps": length, "metric": None, "loss": None, "diverged": True})
+            scores.append({"lr": lr, "steps": length, "metric": None, "loss": None, "diverged": True,
+                           "seconds": round(time.perf_counter() - t, 3)})
             return scores[-1]
         charged += out.charged_seconds
-        scores.append({"lr": lr, "steps": length, "metric": out.metrics.get(metric_name), "loss": out.metrics.get("loss")})
+        scores.append({"lr": lr, "steps": length, "metric": out.metrics.get(metric_name), "loss": out.metrics.get("loss"),
+                       "seconds": round(time.perf_counter() - t, 3), "train_seconds": round(out.train_seconds, 3)})
         return scores[-1]
 
     entrants = list(grid)
