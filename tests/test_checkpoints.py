@@ -14,6 +14,7 @@ from transferbench.builtin import materialize
 from transferbench.config import load_suite
 from transferbench.errors import UserError
 from transferbench.results import Store
+from transferbench.runners.train.hf_save import adapter_base
 
 
 class _Evil:
@@ -166,10 +167,17 @@ def test_transformers_run_reloads_with_from_pretrained(mode, tiny_bert, tmp_path
     files = {p.name for p in folder.iterdir()}
     assert "tokenizer.json" in files  # the tokenizer travels with the weights
     if mode == "lora":  # the adapter (and the head peft keeps in full), not a copy of the base model
+        from peft import AutoPeftModelForSequenceClassification
+
         assert {"adapter_config.json", "adapter_model.safetensors"} <= files and "model.safetensors" not in files
-        # transformers' PEFT integration: the base from adapter_config.json, then the adapter and the head
-        loaded = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=4)
-        assert hasattr(loaded, "peft_config")
+        # the base it names: the starting model saved once with this task's head and label maps, so peft's Auto class
+        # (and transformers' PEFT integration) reload it with no hand-given num_labels
+        base = Path(adapter_base(folder))
+        assert base.parent == tmp_path and base.name.startswith("base-") and (base / "model.safetensors").is_file()
+        loaded = AutoPeftModelForSequenceClassification.from_pretrained(folder)
+        assert loaded.config.id2label == dict(enumerate(out.data.labels)) and loaded.config.num_labels == 4
+        also = AutoModelForSequenceClassification.from_pretrained(folder)
+        assert hasattr(also, "peft_config")
     else:
         assert {"config.json", "model.safetensors"} <= files
         loaded = AutoModelForSequenceClassification.from_pretrained(folder)
