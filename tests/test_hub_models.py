@@ -85,6 +85,12 @@ def test_push_models_uploads_each_adapter_with_its_card_and_base(tiny_bert, tmp_
     assert '"run_id"' not in text and '"mode": "lora"' in text  # the resolved config, as JSON
     assert "AutoPeftModelForSequenceClassification.from_pretrained" in text
 
+    scratch = next(r for r in model_repos if r.endswith(records[("scratch", 0)]["run_id"][:8]))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(hub.files[scratch])
+    full = ModelCard(hub.files[scratch]["README.md"].decode())
+    assert full.data.library_name == "transformers" and "AutoModelForSequenceClassification" in full.text
+    assert "baseline" in full.text  # scratch is the baseline its Δ is measured against
+
     # the uploaded repos laid out as the Hub serves them (ORG/NAME resolves as a local folder from here): the adapter
     # reloads from its repo id alone, base included, and predicts as the trained model saved on disk did
     for repo_id, repo_files in hub.files.items():

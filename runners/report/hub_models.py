@@ -24,7 +24,8 @@ from .leaderboard import build
 HUB_IDS = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 PIPELINES = {"text-classification": ("text-classification", "AutoPeftModelForSequenceClassification",
                                      "AutoModelForSequenceClassification"),
-             "image-classification": ("image-classification", "AutoPeftModel", "AutoModelForImageClassification")}
+             "image-classification": ("image-classification", "AutoPeftModel", "AutoModelForImageClassification"),
+             "object-detection": ("object-detection", None, None)}
 MAX_NAME = 96  # the Hub's limit on a repo name
 
 
@@ -87,25 +88,52 @@ def _cell(board, r: dict) -> Optional[dict]:
     return next((c for c in board.cells if run_key(c) == key), None)
 
 
+def library(folder: Path) -> str:
+    """Which library's format a saved model is in: a peft adapter, a transformers or timm checkpoint (both write
+    config.json: transformers' has a model_type, timm's an architecture), or an Ultralytics checkpoint."""
+    if (folder / "adapter_config.json").is_file():
+        return "peft"
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8")) if (folder / "config.json").is_file() \
+        else {}
+    return "transformers" if "model_type" in config else "timm" if "architecture" in config else "ultralytics"
+
+
+def _usage(lib: str, repo: str, task: str, base_repo: Optional[str]) -> str:
+    _, peft_class, hf_class = PIPELINES.get(task, (None, "AutoPeftModel", "AutoModel"))
+    if lib == "peft" and base_repo:
+        return (f"from peft import {peft_class}\nmodel = {peft_class}.from_pretrained(\"{repo}\")  # the base from "
+                f"{base_repo}, then the adapter and the head")
+    if lib == "peft":  # a timm base: peft's Auto classes do not import timm
+        return (f"import timm\nfrom peft import PeftModel\nbase = timm.create_model(...)  # the run's base model and "
+                f"head (see the config below)\nmodel = PeftModel.from_pretrained(base, \"{repo}\")")
+    if lib == "timm":
+        return f"import timm\nmodel = timm.create_model(\"hf-hub:{repo}\", pretrained=True)"
+    if lib == "ultralytics":
+        return (f"from huggingface_hub import hf_hub_download\nfrom ultralytics import YOLO\n"
+                f"model = YOLO(hf_hub_download(\"{repo}\", \"last.pt\"))")
+    return f"from transformers import {hf_class}\nmodel = {hf_class}.from_pretrained(\"{repo}\")"
+
+
 def card(r: dict, board, org: str, base_repo: Optional[str] = None):
     """The model card of run `r` (a store record) as huggingface_hub.ModelCard: ModelCardData as its YAML (base
     model, library, pipeline, tags, the metric as a model-index result), then the numbers and the config."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    pipeline, peft_class, hf_class = PIPELINES.get(r["task"], (None, "AutoPeftModel", "AutoModel"))
-    adapter = base_repo is not None
+    pipeline = PIPELINES.get(r["task"], (None,))[0]
+    lib = library(Path(r["saved_model"]))
+    adapter = lib == "peft"
     repo = model_repo(org, r)
     dataset = str(r["dataset"])
     hub_dataset = dataset[len("hub:"):] if dataset.startswith("hub:") else None
     cell = _cell(board, r)
     data = ModelCardData(
-        base_model=base_repo or _base_model(r), library_name="peft" if adapter else "transformers",
+        base_model=base_repo or _base_model(r), library_name=lib,
         pipeline_tag=pipeline, datasets=[hub_dataset] if hub_dataset else None, metrics=[r["metric_name"]],
         tags=["transferbench", str(r["mode"]), str(r["task"])], model_name=repo.split("/", 1)[1],
-        eval_results=[EvalResult(task_type=pipeline or str(r["task"]), dataset_type=hub_dataset or dataset,
-                                 dataset_name=dataset, metric_type=r["metric_name"], metric_value=r["metric"],
-                                 dataset_split="test", source_name="transferbench",
-                                 source_url=f"https://huggingface.co/datasets/{leaderboard_repo(org, r['suite'])}")])
+        eval_results=None if r.get("metric") is None else [EvalResult(
+            task_type=pipeline or str(r["task"]), dataset_type=hub_dataset or dataset, dataset_name=dataset,
+            metric_type=r["metric_name"], metric_value=r["metric"], dataset_split="test", source_name="transferbench",
+            source_url=f"https://huggingface.co/datasets/{leaderboard_repo(org, r['suite'])}")])
     board_id = leaderboard_repo(org, r["suite"])
     if cell is not None and cell["n"]:
         over = (f"{fmt.metric(cell['metric_mean'])} {fmt.spread(cell)} over seeds "
@@ -113,9 +141,7 @@ def card(r: dict, board, org: str, base_repo: Optional[str] = None):
         vs = fmt.delta(cell)
     else:
         over, vs = "not in the leaderboard (no evaluated run)", "-"
-    load = (f"from peft import {peft_class}\nmodel = {peft_class}.from_pretrained(\"{repo}\")  # the base from "
-            f"{base_repo}, then the adapter and the head" if adapter else
-            f"from transformers import {hf_class}\nmodel = {hf_class}.from_pretrained(\"{repo}\")")
+    load = _usage(lib, repo, r["task"], base_repo)
     config = json.dumps(r.get("config") or {}, indent=2, sort_keys=True, default=str)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(((r.get("env") or {}).get("versions") or {}).items()))
     body = f"""
@@ -123,8 +149,9 @@ def card(r: dict, board, org: str, base_repo: Optional[str] = None):
 
 A transferbench run: **{r['model']}** trained in mode **{r['mode']}** on `{dataset}` ({r['task']}) with a budget of
 **{r.get('train_samples')} labelled examples**, seed {r['seed']} (suite `{r['suite']}`, run_id `{r['run_id']}`).
-{"This repo holds the peft adapter and the head it trains in full; its base is `" + base_repo + "` (the starting "
- "model with this task's head and label maps)." if adapter else "This repo holds the trained model."}
+{("This repo holds the peft adapter and the head it trains in full" + (f"; its base is `{base_repo}` (the starting "
+  "model with this task's head and label maps)." if base_repo else ".")) if adapter else
+ f"This repo holds the trained model ({lib})."}
 
 ## Results
 
