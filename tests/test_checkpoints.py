@@ -276,3 +276,31 @@ def test_yolo_run_keeps_one_stripped_checkpoint_of_its_final_weights(tmp_path, m
             assert torch.allclose(loaded[name], tensor, atol=1e-3, rtol=1e-3), name
         else:
             assert torch.equal(loaded[name], tensor), name
+
+
+def test_image_adapter_reloads_with_peft_auto_model(tmp_path):
+    """An HF image classifier's LoRA adapter (a checkpoint whose head has other classes) reloads with
+    peft.AutoPeftModel, no arguments: the base with this task's 10 digit classes, the adapter and the trained head."""
+    from peft import AutoPeftModel
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    ckpt = tmp_path / "resnet"
+    torch.manual_seed(0)
+    ResNetForImageClassification(ResNetConfig(hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8,
+                                              num_labels=3)).save_pretrained(ckpt)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(textwrap.dedent(f"""
+        name: img
+        defaults: {{seeds: [0], epochs: 1, batch_size: 8, lr: default}}
+        benchmarks:
+          - {{task: image-classification, dataset: builtin:digits, models: ["{ckpt}"], modes: [lora],
+             train_samples: [16], task_args: {{image_size: 32}}}}
+        """))
+    spec, out = _trained(suite, tmp_path)
+    loaded = AutoPeftModel.from_pretrained(tmp_path / "model").eval()
+    assert loaded.config.id2label == dict(enumerate(out.data.labels)) and loaded.config.num_labels == 10
+    batch = _batch(out)
+    with torch.no_grad():
+        want = out.model.eval()(pixel_values=batch["pixel_values"]).logits
+        got = loaded(pixel_values=batch["pixel_values"]).logits
+    assert torch.allclose(got, want, atol=1e-5)
