@@ -38,8 +38,9 @@ class Target(BaseModel):
 
 class Metric(BaseModel):
     """A benchmark's verdict metric by name (`metric: matthews_correlation`, `metric: sklearn:f1_macro`, or the
-    mapping): an `evaluate` module (shipped name, local path, Hub id) or a scikit-learn scorer (transferbench/metrics.py).
-    Its direction is stated unless known (shipped modules; scorers are higher-is-better by scikit-learn's convention)."""
+    mapping): an `evaluate` module (shipped name, local path, Hub id) or a scikit-learn scorer
+    (transferbench/metrics.py). Its direction is stated unless known (shipped modules; scorers are higher-is-better
+    by scikit-learn's convention)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     name: str = Field(min_length=1)

@@ -74,7 +74,8 @@ def check(spec, where: str, load_it: bool = True) -> None:
 
         scorer = name[len(SKLEARN):]
         if scorer not in get_scorer_names():
-            raise UserError(f"{where}: '{scorer}' is not a scikit-learn scorer{did_you_mean(scorer, get_scorer_names())}")
+            hint = did_you_mean(scorer, get_scorer_names())
+            raise UserError(f"{where}: '{scorer}' is not a scikit-learn scorer{hint}")
     elif name not in available() and _is_local(name) and not Path(name).expanduser().exists():
         raise UserError(f"{where}: metric module '{name}' not found (a local evaluate module: a folder holding "
                         f"NAME.py, or the .py file)")

@@ -62,7 +62,8 @@ def check(org: str, saving: bool) -> None:
             raise HFValidationError("give a user or organization name, without '/'")
         validate_repo_id(f"{org}/x")
     except HFValidationError as err:
-        raise UserError(f"--push-models {org!r} is not a Hub user or organization: {str(err).splitlines()[0]}") from None
+        first = str(err).splitlines()[0]
+        raise UserError(f"--push-models {org!r} is not a Hub user or organization: {first}") from None
     if not saving:
         raise UserError("--push-models pushes the models the runs save: set save_models: final (in the suite's "
                         "defaults, or --set defaults.save_models=final)")
@@ -70,7 +71,8 @@ def check(org: str, saving: bool) -> None:
         raise UserError("--push-models: the Hub is switched off here (HF_HUB_OFFLINE=1); run where the Hub is "
                         "reachable, without HF_HUB_OFFLINE")
     if not huggingface_hub.get_token():
-        raise UserError("--push-models needs a Hugging Face token with write access: run `hf auth login` or set HF_TOKEN")
+        raise UserError("--push-models needs a Hugging Face token with write access: run `hf auth login` or set "
+                        "HF_TOKEN")
 
 
 def _base_model(r: dict) -> Optional[str]:
@@ -142,13 +144,14 @@ def card(r: dict, board, org: str, base_repo: Optional[str] = None):
     else:
         over, vs = "not in the leaderboard (no evaluated run)", "-"
     load = _usage(lib, repo, r["task"], base_repo)
+    on_hub = f" (`{_base_model(r)}`)" if _base_model(r) not in (None, r["model"]) else ""
     config = json.dumps(r.get("config") or {}, indent=2, sort_keys=True, default=str)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(((r.get("env") or {}).get("versions") or {}).items()))
     body = f"""
 # {repo.split("/", 1)[1]}
 
-A transferbench run: **{r['model']}** trained in mode **{r['mode']}** on `{dataset}` ({r['task']}) with a budget of
-**{r.get('train_samples')} labelled examples**, seed {r['seed']} (suite `{r['suite']}`, run_id `{r['run_id']}`).
+A transferbench run: **{r['model']}**{on_hub} trained in mode **{r['mode']}** on `{dataset}` ({r['task']}) with a
+budget of **{r.get('train_samples')} labelled examples**, seed {r['seed']} (suite `{r['suite']}`, run_id `{r['run_id']}`).
 {("This repo holds the peft adapter and the head it trains in full" + (f"; its base is `{base_repo}` (the starting "
   "model with this task's head and label maps)." if base_repo else ".")) if adapter else
  f"This repo holds the trained model ({lib})."}
@@ -173,8 +176,8 @@ The whole comparison (every mode, budget and seed, with verdicts):
 
 ## Training
 
-{r.get('params_trainable')} of {r.get('params_total')} parameters trained; {fmt.num(r.get('train_seconds'), '{:.1f}')} s
-of training on {r.get('device_name')} ({r.get('num_processes')} process(es), precision {r.get('mixed_precision')});
+{_count(r.get('params_trainable'))} of {_count(r.get('params_total'))} parameters trained;
+{fmt.num(r.get('train_seconds'), '{:.1f}')} s of training on {r.get('device_name')} ({r.get('num_processes')} process(es), precision {r.get('mixed_precision')});
 transferbench at git commit {(r.get('env') or {}).get('git_commit') or 'unknown'}; {versions}.
 
 The run's resolved config (transferbench's run spec; its hash is the run_id):
@@ -184,6 +187,10 @@ The run's resolved config (transferbench's run spec; its hash is the run_id):
 ```
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def _count(n) -> str:
+    return "?" if n is None else f"{n:,}"
 
 
 def pushable(records: list[dict]) -> list[dict]:
