@@ -41,8 +41,16 @@ def hub(monkeypatch):
     api = CapturingApi()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda *a, **k: api)
+    monkeypatch.setattr(huggingface_hub, "HfApi", standing_in_for_hfapi(api))
     return api
+
+
+def standing_in_for_hfapi(api: CapturingApi) -> type:
+    """A class to put in HfApi's place whose instances are `api` (a class: transformers annotates `HfApi | None`)."""
+    class Api(CapturingApi):
+        def __new__(cls, *args, **kwargs):
+            return api
+    return Api
 
 
 def _suite(tmp_path, model, extra="    save_models: final\n"):
