@@ -76,7 +76,8 @@ def test_push_models_uploads_each_adapter_with_its_card_and_base(tiny_bert, tmp_
     files = hub.files[repo]
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "README.md"} <= set(files)
     assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == base_repos[0]  # a Hub id there
-    assert {"config.json", "model.safetensors"} <= set(hub.files[base_repos[0]])
+    assert {"config.json", "model.safetensors", "README.md"} <= set(hub.files[base_repos[0]])
+    assert "Base model of transferbench adapters" in hub.files[base_repos[0]]["README.md"].decode()
     base_config = json.loads(hub.files[base_repos[0]]["config.json"])  # the task's head and label maps
     labels = [base_config["id2label"][str(i)] for i in range(4)]
     assert len(base_config["id2label"]) == 4 and base_config["label2id"] == {n: i for i, n in enumerate(labels)}

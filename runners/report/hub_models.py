@@ -193,6 +193,22 @@ def _count(n) -> str:
     return "?" if n is None else f"{n:,}"
 
 
+def base_card(r: dict):
+    """The card of an adapters' base repo: what it is and why it exists."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(base_model=_base_model(r), library_name="transformers",
+                         pipeline_tag=PIPELINES.get(r["task"], (None,))[0], tags=["transferbench"])
+    return ModelCard(f"""---\n{data.to_yaml()}\n---\n
+# Base model of transferbench adapters
+
+**{r['model']}** with the head of a {r['task']} task on `{r['dataset']}` (its `num_labels`, `id2label` and
+`label2id`), as a run starts from it before training. The {r['suite']} suite's adapters of this model name this repo
+in their adapter_config.json, so peft's Auto classes build their base from it with no arguments; each adapter brings
+its own trained head (peft's modules_to_save), which replaces the one here.
+""")
+
+
 def pushable(records: list[dict]) -> list[dict]:
     """The runs with a saved model on disk (status ok, save_models: final)."""
     return [r for r in records if r.get("status") == "ok" and r.get("saved_model")
@@ -226,7 +242,8 @@ def push(results_dir: Path, org: str, api=None) -> list[str]:
             if base not in bases:
                 bases[base] = f"{org}/{repo_name(r['suite'], r['model'], Path(base).name)}"
                 _commit(api, bases[base], [CommitOperationAdd(str(p.relative_to(base)), str(p))
-                                           for p in _files(Path(base))],
+                                           for p in _files(Path(base))]
+                        + [CommitOperationAdd("README.md", str(base_card(r)).encode())],
                         f"transferbench: base model of the {r['suite']} adapters of {r['model']}")
                 lines.append(f"pushed base {Path(base).name} to https://huggingface.co/{bases[base]}")
             base_repo = bases[base]
