@@ -51,8 +51,10 @@ def get_task(name: str) -> type["Task"]:
 
 
 def task_for(spec) -> "Task":
-    """The task a run uses: its class with the run's task_args and the benchmark's named metric (`metric:`)."""
-    return get_task(spec.task)(spec.task_args, spec.metric)
+    """The task a run uses: its class with the run's task_args and the benchmark's named metric (`metric:`; given
+    only when set, so a task class whose __init__ takes task_args alone still works without one)."""
+    cls = get_task(spec.task)
+    return cls(spec.task_args) if spec.metric is None else cls(spec.task_args, spec.metric)
 
 
 def headline_metric(cls: type["Task"], metric=None) -> tuple[str, bool]:
