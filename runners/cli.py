@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="CPUs each run reserves (default: %(default)s)")
     run.add_argument("--rebuild-stages", action="store_true", help="retrain the suite's pretrain stages even when "
                      "a checkpoint for the same stage spec exists")
+    _push_models_option(run)
     rep = sub.add_parser("report", help="leaderboard of one or several results folders: Markdown (printed), CSV, "
                          "JSON, HTML and plots")
     rep.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR",
@@ -77,7 +78,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _push_models_option(run) -> None:
+    run.add_argument("--push-models", metavar="ORG", help="after the runs, push each saved model or adapter "
+                     "(save_models: final) to the Hub as ORG/<suite>-<model>-<mode>-n<budget>-s<seed>-<run_id> "
+                     "with a model card (needs a token: `hf auth login` or HF_TOKEN)")
+
+
+def _check_push_models(args) -> None:
+    """--push-models: a bad org, no run saving its model, no Hub or no token: one line, before anything trains."""
+    from transferbench.config import load_suite
+
+    from .orchestrate.plan import plan_runs
+    from .report.hub_models import check
+
+    plans = plan_runs(load_suite(args.suite, args.overrides), args.shard)
+    check(args.push_models, any(p.spec.hyper.save_models == "final" for p in plans))
+
+
+def _push_models(args, folder: Path) -> None:
+    from .orchestrate.execute import process_state
+    from .report.hub_models import push
+
+    if process_state().is_main_process:
+        for line in push(folder, args.push_models):
+            print(line)
+
+
 def _run(args) -> int:
+    if args.push_models is not None and not args.dry_run:
+        _check_push_models(args)
     if args.dry_run:  # everything `run` checks before training, checked here too; nothing written
         plans = api.dry_run(args.suite, results_dir=args.results_dir, shard=args.shard,
                             rebuild_stages=args.rebuild_stages, overrides=args.overrides)
@@ -98,6 +127,8 @@ def _run(args) -> int:
             print(f"transferbench: stopped by {stop}; finished runs are in {stop.store}, the interrupted run was "
                   f"not recorded and runs again next time", file=sys.stderr)
         return 128 + stop.signum
+    if args.push_models is not None:
+        _push_models(args, folder)
     return 1 if any(r.status != "ok" for r in results) else 0
 
 

@@ -50,6 +50,22 @@ def get_task(name: str) -> type["Task"]:
     return TASKS[name]
 
 
+def task_for(spec) -> "Task":
+    """The task a run uses: its class with the run's task_args and the benchmark's named metric (`metric:`; given
+    only when set, so a task class whose __init__ takes task_args alone still works without one)."""
+    cls = get_task(spec.task)
+    return cls(spec.task_args) if spec.metric is None else cls(spec.task_args, spec.metric)
+
+
+def headline_metric(cls: type["Task"], metric=None) -> tuple[str, bool]:
+    """(name, higher_is_better) of the metric a run of `cls` is judged by: the named one, else the task's own."""
+    if metric is None:
+        return cls.metric_name, cls.higher_is_better
+    from transferbench import metrics
+
+    return metrics.metric_name(metric), metric.higher_is_better
+
+
 def all_tasks() -> dict[str, type["Task"]]:
     _discover()
     return dict(TASKS)
@@ -121,6 +137,8 @@ class Task:
     metric_name: ClassVar[str] = "accuracy"  # the headline metric (a shipped metric module)
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy",)  # everything evaluated
     higher_is_better: ClassVar[bool] = True
+    # its predictions and references are class ids, so a suite may name the metric that judges it (`metric:`)
+    label_metrics: ClassVar[bool] = True
     lora_targets: ClassVar[dict] = {}  # model_type -> default LoRA targets (name suffixes, or one regex)
     # model_type -> the feed-forward layers (suffixes or a regex) that peft methods with feed-forward targets
     # (IA3: it scales their input) adapt besides lora_targets; a model_type without one: none
@@ -130,7 +148,9 @@ class Task:
     # not listed trains with "hf", the one Accelerate loop
     loops: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, task_args: dict):
+    def __init__(self, task_args: dict, metric=None):
+        """`metric`: the benchmark's named metric (config.Metric), which becomes the headline metric and is computed
+        besides the task's own (one of the same name is replaced); None: the task's own metrics."""
         try:
             self.args = self.Args(**task_args)
         except ValidationError as err:
@@ -138,6 +158,13 @@ class Task:
             key = ".".join(str(p) for p in e["loc"])
             hint = did_you_mean(key, self.Args.model_fields) if e["type"] == "extra_forbidden" else ""
             raise UserError(f"task_args for {self.name}: '{key}': {e['msg']}{hint}") from None
+        self.metric = metric
+        if metric is not None:
+            if not self.label_metrics:
+                raise UserError(f"metric: {self.name} computes its own metrics ({', '.join(self.metric_names)}); a "
+                                f"named metric scores predicted class ids, which this task does not predict")
+            self.metric_name, self.higher_is_better = headline_metric(type(self), metric)
+            self.metric_names = (self.metric_name, *(n for n in type(self).metric_names if n != self.metric_name))
 
     @classmethod
     def model_family(cls, model: str) -> str:
@@ -172,10 +199,7 @@ class Task:
         fields: the metric modules (`evaluate`, loaded and computed once) and the model's code (its
         transformers/timm module and torch's first allocations: the model is built once, randomly initialised,
         and dropped). The suite counts this in its own timing (suite_timing.jsonl)."""
-        from transferbench import metrics
-
-        for name in self.metric_names:
-            metrics.load(name).compute(predictions=[0, 1], references=[0, 1])
+        self.compute_metrics(predictions=[0, 1], references=[0, 1])
         self.build_model(model, ["a", "b"], pretrained=False)
 
     def save_checkpoint(self, model: torch.nn.Module, data: TaskData, path) -> None:
@@ -220,7 +244,10 @@ class Task:
 
         out = {}
         for name in self.metric_names:
-            out.update(metrics.load(name).compute(predictions=predictions, references=references))
+            if self.metric is not None and name == self.metric_name:
+                out[name] = metrics.named(self.metric)(predictions, references)
+            else:
+                out.update(metrics.load(name).compute(predictions=predictions, references=references))
         return out
 
     def flops_per_batch(self, params_total: int, batch) -> Optional[float]:

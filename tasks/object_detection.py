@@ -142,6 +142,7 @@ class ObjectDetection(Task):
     name = "object-detection"
     metric_name = "map50_95"
     metric_names = ("map50_95", "map50", "precision", "recall")
+    label_metrics = False  # boxes, scored by Ultralytics
     Args = Args
     loops = {"yolo": "ultralytics"}
 

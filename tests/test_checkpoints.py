@@ -14,6 +14,7 @@ from transferbench.builtin import materialize
 from transferbench.config import load_suite
 from transferbench.errors import UserError
 from transferbench.results import Store
+from transferbench.runners.train.hf_save import adapter_base
 
 
 class _Evil:
@@ -166,10 +167,17 @@ def test_transformers_run_reloads_with_from_pretrained(mode, tiny_bert, tmp_path
     files = {p.name for p in folder.iterdir()}
     assert "tokenizer.json" in files  # the tokenizer travels with the weights
     if mode == "lora":  # the adapter (and the head peft keeps in full), not a copy of the base model
+        from peft import AutoPeftModelForSequenceClassification
+
         assert {"adapter_config.json", "adapter_model.safetensors"} <= files and "model.safetensors" not in files
-        # transformers' PEFT integration: the base from adapter_config.json, then the adapter and the head
-        loaded = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=4)
-        assert hasattr(loaded, "peft_config")
+        # the base it names: the starting model saved once with this task's head and label maps, so peft's Auto class
+        # (and transformers' PEFT integration) reload it with no hand-given num_labels
+        base = Path(adapter_base(folder))
+        assert base.parent == tmp_path and base.name.startswith("base-") and (base / "model.safetensors").is_file()
+        loaded = AutoPeftModelForSequenceClassification.from_pretrained(folder)
+        assert loaded.config.id2label == dict(enumerate(out.data.labels)) and loaded.config.num_labels == 4
+        also = AutoModelForSequenceClassification.from_pretrained(folder)
+        assert hasattr(also, "peft_config")
     else:
         assert {"config.json", "model.safetensors"} <= files
         loaded = AutoModelForSequenceClassification.from_pretrained(folder)
@@ -268,3 +276,31 @@ def test_yolo_run_keeps_one_stripped_checkpoint_of_its_final_weights(tmp_path, m
             assert torch.allclose(loaded[name], tensor, atol=1e-3, rtol=1e-3), name
         else:
             assert torch.equal(loaded[name], tensor), name
+
+
+def test_image_adapter_reloads_with_peft_auto_model(tmp_path):
+    """An HF image classifier's LoRA adapter (a checkpoint whose head has other classes) reloads with
+    peft.AutoPeftModel, no arguments: the base with this task's 10 digit classes, the adapter and the trained head."""
+    from peft import AutoPeftModel
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    ckpt = tmp_path / "resnet"
+    torch.manual_seed(0)
+    ResNetForImageClassification(ResNetConfig(hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8,
+                                              num_labels=3)).save_pretrained(ckpt)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(textwrap.dedent(f"""
+        name: img
+        defaults: {{seeds: [0], epochs: 1, batch_size: 8, lr: default}}
+        benchmarks:
+          - {{task: image-classification, dataset: builtin:digits, models: ["{ckpt}"], modes: [lora],
+             train_samples: [16], task_args: {{image_size: 32}}}}
+        """))
+    spec, out = _trained(suite, tmp_path)
+    loaded = AutoPeftModel.from_pretrained(tmp_path / "model").eval()
+    assert loaded.config.id2label == dict(enumerate(out.data.labels)) and loaded.config.num_labels == 10
+    batch = _batch(out)
+    with torch.no_grad():
+        want = out.model.eval()(pixel_values=batch["pixel_values"]).logits
+        got = loaded(pixel_values=batch["pixel_values"]).logits
+    assert torch.allclose(got, want, atol=1e-5)

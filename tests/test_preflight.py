@@ -20,10 +20,10 @@ def _plans(tmp_path, model, modes):
 def test_the_estimate_counts_store_lines_and_full_weights_per_saved_run(tiny_bert, tmp_path):
     weights = sum(p.stat().st_size for p in Path(tiny_bert).iterdir() if p.suffix in (".safetensors", ".bin"))
     assert weights > 0 and disk_space.weight_bytes(tiny_bert) == weights
-    plans = _plans(tmp_path, tiny_bert, "[finetune, lora]")  # 3 seeds x 2 modes; lora saves adapters only
-    need = disk_space.needs(tmp_path / "res", plans, [])
+    plans = _plans(tmp_path, tiny_bert, "[finetune, lora]")  # 3 seeds x 2 modes; lora saves adapters only,
+    need = disk_space.needs(tmp_path / "res", plans, [])        # and once the base they reload on
     assert need[tmp_path / "res"] == {"store lines": 6 * disk_space.RECORD_BYTES}
-    assert need[tmp_path / "res" / "models"] == {"saved models": 3 * weights}
+    assert need[tmp_path / "res" / "models"] == {"saved models": (3 + 1) * weights}
 
 
 def test_short_of_space_is_refused_with_the_numbers_and_enough_is_not(tiny_bert, tmp_path):

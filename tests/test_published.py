@@ -17,6 +17,10 @@ TITLES = {"quickstart": "transferbench quickstart (offline default suite), 2-cor
           "lr-default": "transferbench lr-auto suite at the built-in default learning rates (lr: default), 2-core CPU",
           "lr-auto": "transferbench lr-auto suite (lr: auto, searched per run), 2-core CPU",
           "peft-methods": "transferbench peft-methods (MiniLM, 256 examples, 10 modes), 2-core CPU",
+          "metric-mcc": "transferbench metric-mcc (the stage ResNet on digits judged by matthews_correlation), "
+                        "2-core CPU",
+          "metric-sklearn": "transferbench metric-sklearn (the stage ResNet on digits judged by sklearn:balanced_accuracy), "
+                            "2-core CPU",
           "crossover": "transferbench crossover study (digits up to 1,438 images: stage ResNet and EfficientNet-Lite0; "
                        "topics up to 512 sentences: MiniLM), 2-core CPU"}
 

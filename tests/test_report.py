@@ -67,10 +67,10 @@ def test_awkward_cells():
 
 
 def test_welch_interval_edge_cases():
-    one = dict(n=1, metric_mean=0.5, metric_std=None)
-    same = dict(n=2, metric_mean=0.5, metric_std=0.0)
+    one = dict(n=1, metric_mean=0.5, metric_std=None, metric_values=[0.5])
+    same = dict(n=2, metric_mean=0.5, metric_std=0.0, metric_values=[0.5, 0.5])
     assert welch_interval(one, same) is None
-    assert welch_interval(same, dict(same, metric_mean=0.4)) == pytest.approx((0.1, 0.1))
+    assert welch_interval(same, dict(same, metric_mean=0.4, metric_values=[0.4, 0.4])) == pytest.approx((0.1, 0.1))
 
 
 def test_verdicts_are_computed_from_the_cells():

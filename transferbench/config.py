@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_serializer, model_validator
 
-from . import safe_yaml
+from . import metrics, safe_yaml
 from .errors import UserError
 from .overrides import aliases_renamed, apply_overrides
 from .schema_errors import SAFE_NAME, one_line
@@ -34,6 +34,39 @@ class Target(BaseModel):
     metric: str
     value: float
     stop: bool = False
+
+
+class Metric(BaseModel):
+    """A benchmark's verdict metric by name (`metric: matthews_correlation`, `metric: sklearn:f1_macro`, or the
+    mapping): an `evaluate` module (shipped name, local path, Hub id) or a scikit-learn scorer
+    (transferbench/metrics.py). Its direction is stated unless known (shipped modules; scorers are higher-is-better
+    by scikit-learn's convention)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    name: str = Field(min_length=1)
+    higher_is_better: bool
+    key: Optional[str] = None  # which entry of the module's compute() result, when it returns several
+    args: dict[str, Any] = {}  # keyword arguments of the module's compute() (e.g. {average: macro})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand_and_direction(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"name": data}
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            known = metrics.known_direction(data["name"])
+            if data.get("higher_is_better") is None:
+                if known is None:
+                    raise ValueError(f"say whether higher is better for metric '{data['name']}': "
+                                     f"metric: {{name: {data['name']}, higher_is_better: true}} (or false for a loss)")
+                data = {**data, "higher_is_better": known}
+            elif metrics.is_sklearn(data["name"]) and data["higher_is_better"] is False:
+                raise ValueError("scikit-learn scorers are higher-is-better (losses are the neg_* scorers, e.g. "
+                                 "sklearn:neg_log_loss): drop higher_is_better")
+            if metrics.is_sklearn(data["name"]) and (data.get("args") or data.get("key")):
+                raise ValueError("a scikit-learn scorer's arguments come with its name (sklearn:f1_macro, "
+                                 "sklearn:f1_weighted, ...): drop args and key")
+        return data
 
 
 class DatasetSpec(BaseModel):
@@ -88,6 +121,7 @@ class Benchmark(_Shared):
     modes: dict[str, Optional[ModePatch]]
     train_samples: Optional[list[PositiveInt]] = None
     train_fraction: Optional[list[Annotated[float, Field(gt=0, le=1)]]] = None
+    metric: Optional[Metric] = None  # the verdict metric by name; None: the task's own (accuracy for classification)
 
     @model_validator(mode="before")
     @classmethod
@@ -175,16 +209,18 @@ class RunSpec(BaseModel):
     price_per_device_hour: Optional[float] = None
     stage: Optional["RunSpec"] = None  # the pretrain stage that produces `model` (pretrain:NAME)
     stage_name: Optional[str] = None
+    metric: Optional[Metric] = None  # the benchmark's named metric (identity: it decides the metric recorded)
     oom_retries: int = 1  # a fault policy, not part of what the run measures
     # the suite file this run came from, its imports and --set overrides (Suite.source): provenance for the
     # published card's "Reproduce", not identity (the same run may come from two files)
     suite_source: Optional[dict[str, Any]] = None
 
     @model_serializer(mode="wrap")
-    def _omit_unset_source(self, handler):
+    def _omit_unset(self, handler):
         data = handler(self)
-        if isinstance(data, dict) and data.get("suite_source", 0) is None:
-            del data["suite_source"]  # unset (a suite built in Python): the key is left out, not written as null
+        for key in ("suite_source", "metric"):  # unset: left out, not written as null (and the run_ids of runs
+            if isinstance(data, dict) and data.get(key, 0) is None:  # from before the field stay what they were)
+                del data[key]
         return data
 
     @property

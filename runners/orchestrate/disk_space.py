@@ -5,7 +5,7 @@ trained and then could not save or record is lost work.
 Artefacts and their estimates:
 - store lines: RECORD_BYTES per run (a record with its curve, config and provenance is ~5 KB; twice that here);
 - saved models (`save_models: final`): the starting model's weight files per run (full weights; a peft mode saves
-  only adapters: counted as nothing);
+  adapters, counted as nothing, and once per starting model the base its adapters reload on: hf_save.save_base);
 - pretrain stages that will train: the starting model's weight files, once per stage, in the cache.
 A model whose size cannot be known offline (a Hub id not cached, an architecture config) counts as nothing."""
 from __future__ import annotations
@@ -41,9 +41,15 @@ def needs(results_dir: Optional[Path], pending: list[RunPlan], stages: list[RunP
     out: dict[Path, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     if pending:
         out[results_dir]["store lines"] += RECORD_BYTES * len(pending)
+    bases = set()  # starting models whose adapters' base is saved (once each)
     for plan in pending:
         spec = plan.spec
-        if spec.hyper.save_models == "final" and not get_mode(spec.mode, spec.hyper).adapts:
+        if spec.hyper.save_models != "final":
+            continue
+        if not get_mode(spec.mode, spec.hyper).adapts:
+            out[results_dir / "models"]["saved models"] += weight_bytes(spec.model_source)
+        elif spec.model_source not in bases:
+            bases.add(spec.model_source)
             out[results_dir / "models"]["saved models"] += weight_bytes(spec.model_source)
     for stage in stages:
         out[cache_dir() / "stages"]["pretrain stages"] += weight_bytes(stage.spec.model_source)

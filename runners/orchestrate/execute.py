@@ -18,7 +18,7 @@ from transferbench.energy import EnergyMeter
 from transferbench.memory import PeakMemory
 from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.results import Result
-from transferbench.tasks import get_task
+from transferbench.tasks import task_for
 
 from ..train import trackers
 from ..train.loops import get_loop
@@ -114,7 +114,7 @@ def _attempt(plan: RunPlan, attempt: RunSpec, measured: Measured, model_ref: Opt
         this = dataclasses.replace(plan, spec=attempt)
         with PeakMemory(device) as mem, energy:
             before = time.perf_counter() - wall0  # the accelerator
-            outcome = loop.run(this, get_task(attempt.task)(attempt.task_args), model_ref or attempt.model,
+            outcome = loop.run(this, task_for(attempt), model_ref or attempt.model,
                                accelerator, save_to, work_dir, **saving)
         outcome.setup_seconds += before
         charged = outcome.charged_seconds

@@ -106,7 +106,8 @@ def plan_runs(suite: Suite, shard: Optional[str] = None,
                         spec = RunSpec(suite=suite.name, task=bench.task, dataset=bench.dataset, model=model,
                                        mode=mode, seed=seed, **{kind: budget}, hyper=Hyper(**{**base, **patch}),
                                        target=shared.get("target"), task_args=task_args,
-                                       stage=stage and stage.spec, suite_source=suite.source(), **_policy(shared))
+                                       stage=stage and stage.spec, suite_source=suite.source(), metric=bench.metric,
+                                       **_policy(shared))
                         given = {**base, **patch}.keys()
                         plans.append(_searched_by(
                             _resolved(spec, f"{where}.modes.{mode}", stage, price_per_device_hour,

@@ -12,10 +12,10 @@ import os
 import time
 from pathlib import Path
 
-from transferbench import checkpoints, sources
+from transferbench import checkpoints, metrics, sources
 from transferbench.cache import cache_dir
 from transferbench.errors import UserError
-from transferbench.tasks import get_task
+from transferbench.tasks import task_for
 
 from ..train import lr_search, plateau
 from ..train.loops import get_loop
@@ -76,11 +76,12 @@ def preflight(plans: list[RunPlan], rebuild_stages: bool = False, num_processes:
     from .stages import usable_stage
 
     loaded: dict[tuple, int] = {}  # (task, dataset, model, task_args) -> examples in its training split
+    metrics_checked: list = []  # the named metrics checked (config.Metric: compared by value)
     stages = [p.stage for p in plans if p.stage and (rebuild_stages or not usable_stage(p.stage.spec))]
     for plan in stages + plans:
         spec = plan.spec
         model = spec.model_source
-        task = get_task(spec.task)(spec.task_args)
+        task = task_for(spec)
         where = (f"pretrain stage '{spec.stage_name}'" if spec.stage_name else f"{spec.task} on {spec.dataset.source}"
                  f" with {model} ({spec.mode})")
         _about(where, get_loop(plan.loop).check, spec, num_processes, dry_run)
@@ -91,6 +92,9 @@ def preflight(plans: list[RunPlan], rebuild_stages: bool = False, num_processes:
             loaded[key] = task.check_data(spec.dataset, model) if dry_run else \
                 len(task.load_data(spec.dataset, model).train)
         _budget(plan, where, loaded[key])
+        if spec.metric is not None and spec.metric not in metrics_checked:  # a dry run loads no module (torch)
+            metrics.check(spec.metric, f"{spec.task} on {spec.dataset.source}: metric", load_it=not dry_run)
+            metrics_checked.append(spec.metric)
         if spec.target and spec.target.metric not in task.metric_names:
             raise UserError(f"target metric '{spec.target.metric}' is not computed by {spec.task} "
                             f"(it computes {', '.join(task.metric_names)})")
@@ -124,7 +128,7 @@ def warm_up(plans: list[RunPlan]) -> None:
     done = set()  # what has been warmed: ("mode", name) and (task, task_args, model)
     for plan in plans:
         spec = plan.spec
-        for key in (("mode", spec.mode), (spec.task, str(spec.task_args), spec.model_source)):
+        for key in (("mode", spec.mode), (spec.task, str(spec.task_args), spec.model_source, str(spec.metric))):
             if key in done:
                 continue
             done.add(key)
@@ -134,7 +138,7 @@ def warm_up(plans: list[RunPlan]) -> None:
                         importlib.import_module(module)
                 else:
                     get_loop(plan.loop).warm_up()
-                    get_task(spec.task)(spec.task_args).warm_up(spec.model_source)
+                    task_for(spec).warm_up(spec.model_source)
             except Exception:  # noqa: BLE001, S112 - the run reports it, with its own context
                 continue
 

@@ -11,7 +11,7 @@ from transferbench import convergence, cost, flops
 from transferbench.energy import Energy
 from transferbench.outcome import TrainOutcome
 from transferbench.results import SCHEMA_VERSION, Result
-from transferbench.tasks import get_task
+from transferbench.tasks import get_task, headline_metric
 
 from .plan import RunPlan
 
@@ -39,11 +39,12 @@ class Measured:
 
 
 def build_record(plan: RunPlan, outcome: Optional[TrainOutcome], m: Measured) -> Result:
-    spec, task = plan.spec, get_task(plan.spec.task)
+    spec = plan.spec
+    metric_name, higher_is_better = headline_metric(get_task(spec.task), spec.metric)
     res = Result(
         schema_version=SCHEMA_VERSION, run_id=spec.run_id, suite=spec.suite, task=spec.task,
         dataset=spec.dataset.source, model=spec.model, mode=spec.mode, seed=spec.seed, train_samples=None,
-        metric_name=task.metric_name, higher_is_better=task.higher_is_better,
+        metric_name=metric_name, higher_is_better=higher_is_better,
         target=spec.target.value if spec.target else None, device_name=m.device_name, device_count=m.device_count,
         num_processes=m.num_processes, mixed_precision=spec.hyper.mixed_precision, started_at=m.started_at,
         compile=spec.hyper.compile, channels_last=spec.hyper.channels_last,

@@ -90,6 +90,8 @@ def aggregate(key: tuple, rs: list[dict]) -> dict:
         seeds=sorted(r.get("seed") for r in scored),
         metric_name=head.get("metric_name"), higher_is_better=head.get("higher_is_better", True),
         metric_mean=_mean(r["metric"] for r in scored), metric_std=_std(r["metric"] for r in scored),
+        # per evaluated seed, in seed order: the Welch tests (stats.py) run on the values, as scipy takes them
+        metric_values=[r["metric"] for r in sorted(scored, key=lambda r: (r.get("seed") is None, r.get("seed") or 0))],
         target=head.get("target"), target_reached=len(reached), time_to_target_s=_mean(reached),
         train_seconds=_mean(r.get("train_seconds") for r in ok),
         samples_per_second=_mean(r.get("samples_per_second") for r in ok),

@@ -1,10 +1,12 @@
 """How leaderboard cells (mean ± std over seeds) compare: the best cell, the Welch interval and p-value of a
-difference, whether a lead over every other mode is significant (Holm–Bonferroni), the equivalence margin that
-decides "adequate" (tied with the best), and whether a cell's runs had settled. One definition shared by the cells,
-the verdicts and the headline, so they never disagree about what counts as a win or a tie."""
+difference (scipy.stats.ttest_ind on the seeds' values), whether a lead over every other mode is significant
+(Holm–Bonferroni), the equivalence margin that decides "adequate" (tied with the best), and whether a cell's runs had
+settled. One definition shared by the cells, the verdicts and the headline, so they never disagree about what counts
+as a win or a tie. scipy has no bootstrap to replace here: the planner's bootstraps (planner.py) are not this
+module's."""
 from __future__ import annotations
 
-import math
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -33,44 +35,44 @@ def best(cells: list[dict]) -> Optional[dict]:
     return max(scored, key=lambda c: sign(c) * c["metric_mean"]) if scored else None
 
 
-def _welch(a: dict, b: dict) -> Optional[tuple[float, float, float]]:
-    """(mean(a) - mean(b), its standard error, Welch-Satterthwaite dof); None when a side has one seed. The cells
-    hold mean, std and n, not the seeds' values, and scipy's summary-statistics test (ttest_ind_from_stats) returns
-    neither its degrees of freedom nor an interval, so they are computed here."""
-    if a["n"] < 2 or b["n"] < 2:
-        return None
-    va, vb = a["metric_std"] ** 2 / a["n"], b["metric_std"] ** 2 / b["n"]
-    diff, se = a["metric_mean"] - b["metric_mean"], math.sqrt(va + vb)
-    dof = (va + vb) ** 2 / (va**2 / (a["n"] - 1) + vb**2 / (b["n"] - 1)) if se else math.inf
-    return diff, se, dof
+def _seeds(cell: dict) -> Optional[list[float]]:
+    """The cell's metric per evaluated seed; None when it has fewer than two (no spread to test with)."""
+    values = cell.get("metric_values") or ()
+    return list(values) if len(values) >= 2 else None
+
+
+def _welch(a: dict, b: dict):
+    """scipy's Welch t-test (ttest_ind, equal_var=False) of the two cells' seeds, or (None, None) when a side has
+    one seed, or (difference, None) when neither side has any spread (scipy's t is undefined there: the seeds agree
+    exactly, so the difference is systematic)."""
+    from scipy.stats import ttest_ind
+
+    xa, xb = _seeds(a), _seeds(b)
+    if xa is None or xb is None:
+        return None, None
+    if np.ptp(xa) == 0 and np.ptp(xb) == 0:
+        return float(np.mean(xa) - np.mean(xb)), None
+    with warnings.catch_warnings():  # one side's seeds all equal: scipy warns of precision loss in its variance
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)  # (0 exactly; the interval is exact)
+        return None, ttest_ind(xa, xb, equal_var=False)
 
 
 def welch_interval(a: dict, b: dict, level: float = 0.95) -> Optional[tuple[float, float]]:
-    """Interval for mean(a) - mean(b) over seeds (Welch's t, unequal variances, scipy.stats.t); None when a side has
-    one seed."""
-    from scipy.stats import t
-
-    w = _welch(a, b)
-    if w is None:
-        return None
-    diff, se, dof = w
-    if se == 0:  # identical seeds on both sides: no spread to widen the interval (scipy wants a scale > 0)
-        return diff, diff
-    low, high = t.interval(level, dof, loc=diff, scale=se)
-    return float(low), float(high)
+    """Interval for mean(a) - mean(b) over seeds: scipy.stats.ttest_ind(equal_var=False).confidence_interval
+    (Welch's t, Welch–Satterthwaite degrees of freedom); None when a side has one seed."""
+    diff, test = _welch(a, b)
+    if test is None:
+        return None if diff is None else (diff, diff)
+    ci = test.confidence_interval(confidence_level=level)
+    return float(ci.low), float(ci.high)
 
 
 def welch_p(a: dict, b: dict) -> Optional[float]:
-    """Two-sided p-value of Welch's t-test of mean(a) = mean(b) (scipy's ttest_ind_from_stats); None with one seed."""
-    from scipy.stats import ttest_ind_from_stats
-
-    w = _welch(a, b)
-    if w is None:
-        return None
-    if w[1] == 0:  # no spread on either side: the seeds agree exactly, so any difference is systematic
-        return 0.0 if abs(w[0]) > EPS else 1.0
-    return float(ttest_ind_from_stats(a["metric_mean"], a["metric_std"], a["n"], b["metric_mean"], b["metric_std"],
-                                      b["n"], equal_var=False).pvalue)
+    """Two-sided p-value of Welch's t-test of mean(a) = mean(b) (scipy's ttest_ind); None with one seed."""
+    diff, test = _welch(a, b)
+    if test is None:
+        return None if diff is None else (0.0 if abs(diff) > EPS else 1.0)
+    return float(test.pvalue)
 
 
 def significant(interval: Optional[tuple[float, float]]) -> Optional[bool]:

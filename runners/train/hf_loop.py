@@ -89,7 +89,7 @@ def _run(spec, search, task, model_ref: str, accelerator, save_to: Optional[Path
     if save_to is not None:
         save_checkpoint(task, out.model, data, save_to, accelerator)
     if model_dir is not None:
-        out.saved_model = save_final(task, out.model, data, Path(model_dir), accelerator)
+        out.saved_model = save_final(task, out.model, data, Path(model_dir), accelerator, model_ref)
     return out
 
 
