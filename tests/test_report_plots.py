@@ -31,7 +31,7 @@ def test_pareto_front():
 def test_every_plot_has_a_title_axis_labels_and_a_legend(tmp_path):
     board = build(fixture_records())
     figures = plots.write_all(board, tmp_path / "plots")
-    assert [f["kind"] for f in figures] == ["learning", "cost", "time-to-target", "training"]
+    assert [f["kind"] for f in figures] == ["learning", "pareto", "time-to-target", "training"]
     from PIL import Image
 
     for f in figures:
