@@ -173,7 +173,7 @@ def test_plots_draw_fits_crossover_and_the_gap_chart(board, tmp_path):
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert len(dashed) == 4 and max(dashed[0].get_xdata()) == pytest.approx(4 * 1024)  # to the planner's limit
     assert not [line for line in ax.get_lines() if line.get_linestyle() == ":"]  # no crossover claimed, none drawn
-    assert "dashed: fitted curve (plan.md)" in caption and "dash-dot: chance (1 / classes)" in caption
+    assert "dashed: fitted curve (plan.md), 95% band" in caption and "dash-dot: chance (1 / classes)" in caption
     (chance,) = [line for line in ax.get_lines() if line.get_linestyle() == "-."]
     assert chance.get_ydata()[0] == pytest.approx(0.1)  # builtin:digits: 10 classes
     sharp = build(catching_up(noise=(-0.002, 0.0, 0.002)))  # a predicted crossover: marked where predicted

@@ -17,6 +17,7 @@ from .stats import best, lead, unsettled
 
 CHEAPER = 1.25  # "k× cheaper" is said from this factor on; below it the recommended mode just ties the best
 
+UNSETTLED = " — provisional: runs still improving or too short to tell"
 EXPLAIN = ("Use: the cheapest mode whose mean is within the equivalence margin of the best at that budget (\"ties "
            "the best\"), else the best. Beats significantly: its lead over that mode has a Holm-adjusted Welch "
            "p ≤ 0.05 at every budget of the range; \"(provisional)\": a cell of the comparison was still improving or "
@@ -145,8 +146,7 @@ def decide(cells: list[dict], verdicts: list[dict], crossovers: list[dict]) -> l
         crossover = next((x for x in crossovers if cell_key(x, BENCHMARK_KEY) == key), None)
         clauses = [f"use {uses}", _scratch(crossover, rows, budgets)]
         provisional = any(r["provisional"] for r in rows)
-        text = f"{name}: " + "; ".join(filter(None, clauses)) + (" — provisional: still training" if provisional
-                                                                   else "")
+        text = f"{name}: " + "; ".join(filter(None, clauses)) + (UNSETTLED if provisional else "")
         for r in rows:
             r.pop("last")
         out.append(dict(zip(BENCHMARK_KEY, key), name=name, rows=rows, provisional=provisional, text=text))

@@ -109,7 +109,7 @@ def _multiplier_arrow(ax, cells: list[dict]) -> bool:
                 arrowprops=dict(arrowstyle="->", color=_color(c["mode"]), linestyle="-", linewidth=1.2))
     guess = "" if m["trusted"] else " (rough)"
     ax.annotate(f"{c['mode']} ≈ scratch at ~{fmt.examples(m['scratch_budget'])} ({fmt.ratio(m['multiplier'])}){guess}",
-                (c["train_samples"], c["metric_mean"]), xytext=(4, -12), textcoords="offset points", fontsize=7,
+                (c["train_samples"], c["metric_mean"]), xytext=(6, -16), textcoords="offset points", fontsize=7,
                 color=_color(c["mode"]))
     return True
 
@@ -146,9 +146,13 @@ def learning_curves(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel(f"{cells[0]['metric_name']} (final eval)")
-    notes = [f"dashed: fitted curve (plan.md) to {MAX_FACTOR:g}× the largest budget, 95% band"] if drawn else []
+    notes = [f"dashed: fitted curve (plan.md), 95% band, to {MAX_FACTOR:g}× the largest budget"] if drawn else []
     notes += ["arrow: data multiplier"] if arrows else []
     notes += ["dash-dot: chance (1 / classes)"] if chance is not None else []
+    if len(models) < 3 and len(notes) == 3:  # a narrow figure: two caption lines
+        notes = [notes[0], "; ".join(notes[1:])]
+        return ("Learning curves: metric vs training examples per mode; error bars ±1 std over seeds\n"
+                + "\n".join(notes))
     return ("Learning curves: metric vs training examples per mode; error bars ±1 std over seeds"
             + (f"\n{'; '.join(notes)}" if notes else ""))
 
@@ -195,7 +199,7 @@ def cost_scale(values: list[float]) -> tuple[float, str]:
     """(factor, unit) that puts USD per run in readable numbers: per run, per 1,000 runs or per million runs."""
     top = max(values, default=0.0)
     for factor, unit in ((1, "USD per run"), (1e3, "USD per 1,000 runs"), (1e6, "USD per million runs")):
-        if top * factor >= 0.1:
+        if top * factor >= 0.01:
             return factor, unit
     return 1e6, "USD per million runs"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from html import escape
@@ -21,6 +22,7 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 DATA = "__TRANSFERBENCH_DATA__"  # replaced when the app is written: the published folder or dataset id
 ALL = "all benchmarks"
@@ -30,6 +32,13 @@ SHOWN = ["benchmark", "task", "dataset", "model", "mode", "train_samples", "metr
          "peak_memory_bytes", "trainable_share", "adapter_bytes", "energy_kwh", "still_improving", "too_short"]
 NUMERIC = ["metric_mean", "cost_usd", "device_hours", "train_seconds", "samples_per_second", "peak_memory_bytes",
            "trainable_share", "adapter_bytes", "energy_kwh", "train_samples", "delta_vs_scratch"]
+# the static page's colours and markers (runners/report/plots.py), so a mode looks the same on the page and here
+STYLE = {"scratch": ("#7f7f7f", "o"), "finetune": ("#1f77b4", "s"), "lora": ("#2ca02c", "D"),
+         "linear-probe": ("#ff7f0e", "^"), "partial": ("#8c564b", "v"), "dora": ("#9467bd", "P"),
+         "loha": ("#d62728", "*"), "lokr": ("#e377c2", "X"), "ia3": ("#17becf", "h"), "vera": ("#bcbd22", "p"),
+         "adalora": ("#393b79", "H"), "oft": ("#637939", "<")}
+PLAIN = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.2g}")  # 20, 1,438, 0.0001: no 10^k
+ROUND = 4  # digits the table shows for metrics (the CSV keeps full precision)
 LOWER_IS_BETTER = {"cost_usd", "device_hours", "train_seconds", "peak_memory_bytes", "trainable_share",
                    "adapter_bytes", "energy_kwh", "train_samples"}
 
@@ -44,10 +53,14 @@ def resolve(source: str) -> Path:
     return Path(snapshot_download(repo_id=source, repo_type="dataset"))
 
 
+def short(dataset) -> str:
+    """'builtin:digits' -> 'digits', 'hub:ag_news' -> 'ag_news': the page's benchmark names."""
+    return re.sub(r"^(builtin|hub):", "", str(dataset))
+
+
 def load(folder: Path) -> tuple[pd.DataFrame, dict, dict]:
     cells = pd.read_json(folder / "data" / "cells.jsonl", lines=True)
-    short = cells["dataset"].astype(str).str.replace(r"^(builtin|hub):", "", regex=True)
-    cells.insert(0, "benchmark", short + " · " + cells["model"].astype(str))
+    cells.insert(0, "benchmark", [f"{short(d)} · {m}" for d, m in zip(cells["dataset"], cells["model"])])
     cells = cells[[c for c in SHOWN if c in cells.columns]]
     cells = cells.dropna(axis=1, how="all")  # energy on CPU, adapter size in old stores: nothing to show
     read = lambda name: json.loads((folder / name).read_text()) if (folder / name).is_file() else {}  # noqa: E731
@@ -95,10 +108,15 @@ def learning_curves(df: pd.DataFrame) -> Figure:
     several = scored["benchmark"].nunique() > 1
     for (bench, mode), g in scored.groupby(["benchmark", "mode"], sort=False):
         g = g.sort_values("train_samples")
-        ax.errorbar(g["train_samples"], g["metric_mean"], yerr=g["metric_std"].fillna(0.0), marker="o", capsize=3,
-                    label=f"{bench} · {mode}" if several else mode)
+        color, marker = STYLE.get(mode, (None, "o"))
+        ax.errorbar(g["train_samples"], g["metric_mean"], yerr=g["metric_std"].fillna(0.0), marker=marker, capsize=3,
+                    color=color, label=f"{bench} · {mode}" if several else mode)
     if not scored.empty:
         ax.set_xscale("log")
+        budgets = sorted(scored["train_samples"].unique())
+        ax.set_xticks(budgets if len(budgets) <= 8 else budgets[:: len(budgets) // 8 + 1])
+        ax.xaxis.set_major_formatter(PLAIN)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylabel(" / ".join(sorted(scored["metric_name"].astype(str).unique())))
         ax.legend(fontsize=7)
     ax.set_xlabel("training examples (log scale)")
@@ -123,13 +141,16 @@ def pareto(df: pd.DataFrame, x: str, y: str) -> Figure:
     ax = fig.subplots()
     data = df.dropna(subset=[c for c in (x, y) if c in df.columns]) if {x, y} <= set(df.columns) else df.iloc[:0]
     for mode, g in data.groupby("mode", sort=False):
-        ax.scatter(g[x], g[y], label=mode, s=28)
+        color, marker = STYLE.get(mode, (None, "o"))
+        ax.scatter(g[x], g[y], label=mode, s=28, color=color, marker=marker)
     if not data.empty:
         front = pareto_front(list(zip(data[x], data[y])), x in LOWER_IS_BETTER, y not in LOWER_IS_BETTER)
         ax.plot([p[0] for p in front], [p[1] for p in front], "k--", linewidth=1, drawstyle="steps-post",
                 label="Pareto front")
         if data[x].min() > 0 and data[x].max() / data[x].min() > 8:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(PLAIN)
         ax.legend(fontsize=7)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
@@ -143,9 +164,9 @@ def predictions(plan: dict) -> pd.DataFrame:
     rows = []
     for c in plan.get("curves") or []:
         for p in c.get("predictions") or []:
-            rows.append({"benchmark": f"{str(c['dataset']).split(':')[-1]} · {c['model']}", "mode": c["mode"],
+            rows.append({"benchmark": f"{short(c['dataset'])} · {c['model']}", "mode": c["mode"],
                          "status": c.get("status"), **{k: v for k, v in p.items() if not isinstance(v, (dict, list))}})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["benchmark", "mode", "status"])
 
 
 def build(source: str) -> gr.Blocks:
@@ -166,11 +187,16 @@ def build(source: str) -> gr.Blocks:
             df = df[df["train_samples"].isin([int(b) for b in chosen_budgets])]
         return df
 
+    predicted = predictions(plan)
+
     def update(bench, chosen_modes, chosen_budgets, x, y):
         df = keep(bench, chosen_modes, chosen_budgets)
         path = Path(tempfile.mkdtemp()) / "transferbench-cells.csv"
         df.to_csv(path, index=False)
-        return df, learning_curves(df), pareto(df, x, y), str(path)
+        shown = df.round({c: ROUND for c in ("metric_mean", "metric_std", "delta_vs_scratch") if c in df.columns})
+        plan_rows = predicted[predicted["benchmark"] == bench] if bench and bench != ALL and len(predicted) else predicted
+        plan_rows = plan_rows.round({c: ROUND for c in ("mean", "lo", "hi", "measured") if c in plan_rows.columns})
+        return shown, learning_curves(df), pareto(df, x, y), str(path), plan_rows
 
     title = decisions.get("title") or "transferbench leaderboard"
     with gr.Blocks(title=title) as demo:
@@ -192,11 +218,12 @@ def build(source: str) -> gr.Blocks:
                     x = gr.Dropdown(numeric, value="cost_usd" if "cost_usd" in numeric else numeric[0], label="x")
                     y = gr.Dropdown(numeric, value="metric_mean", label="y")
                 front = gr.Plot(label="Pareto plot", elem_id="pareto")
-        if plan:
-            gr.Markdown("## The plan's predictions (fitted curves; intervals at 95%)")
-            gr.Dataframe(predictions(plan), interactive=False, elem_id="plan", max_height=360)
+        gr.Markdown("## The plan's predictions (fitted curves; mean with its 95% interval lo–hi per budget n)"
+                    if len(predicted) else "No plan: no curve has enough budgets to fit.")
+        plan_table = gr.Dataframe(predicted, interactive=False, elem_id="plan", max_height=360,
+                                  visible=bool(len(predicted)))
         inputs = [bench, mode, budget, x, y]
-        outputs = [table, curves, front, download]
+        outputs = [table, curves, front, download, plan_table]
         for control in inputs:
             control.change(update, inputs, outputs)
         demo.load(update, inputs, outputs)
