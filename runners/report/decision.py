@@ -21,7 +21,8 @@ UNSETTLED = " — provisional: runs still improving or too short to tell"
 EXPLAIN = ("Use: the cheapest mode whose mean is within the equivalence margin of the best at that budget (\"ties "
            "the best\"), else the best. Beats significantly: its lead over that mode has a Holm-adjusted Welch "
            "p ≤ 0.05 at every budget of the range; \"(provisional)\": a cell of the comparison was still improving or "
-           "too short to tell, so the claim is not firm and never bold. Cost: per run, at the range's ends.")
+           "too short to tell, so the claim is not firm and never bold. Cost per run (USD; device-hours where a run "
+           "has no price), at the range's ends.")
 
 
 def short_name(dataset, model) -> str:
@@ -29,9 +30,9 @@ def short_name(dataset, model) -> str:
     return f"{data} · {model}"
 
 
-def _cost(c: dict) -> tuple[Optional[float], str]:
-    """(value, unit) of what one run of the cell costs: USD when priced, else device-hours."""
-    return (c["cost_usd"], "usd") if c["cost_usd"] is not None else (c["device_hours"], "device-h")
+def _cost(c: dict, by: str) -> tuple[Optional[float], str]:
+    """(value, unit) of what one run of the cell costs, in what the verdict compared: USD, else device-hours."""
+    return (c["cost_usd"], "usd") if by == "cost_usd" else (c["device_hours"], "device-h")
 
 
 def cost_text(value: Optional[float], unit: str) -> str:
@@ -46,10 +47,11 @@ def _at_budget(budget: int, cells: list[dict], verdict: dict) -> dict:
     _, rows = lead(rec, [c for c in cells if c is not rec and c["n"]])
     by_mode = {c["mode"]: c for c in cells}
     beaten = {r["mode"]: unsettled(rec) or unsettled(by_mode[r["mode"]]) for r in rows if r["significant"]}
-    rec_cost, top_cost = _cost(rec)[0], _cost(top)[0]
+    by = verdict["cheapest_by"]
+    rec_cost, top_cost = _cost(rec, by)[0], _cost(top, by)[0]
     factor = top_cost / rec_cost if rec is not top and rec_cost and top_cost else None
     return dict(budget=budget, mode=rec["mode"], best_mode=top["mode"], metric=rec["metric_mean"],
-                metric_name=rec["metric_name"], cost=_cost(rec), cheaper=factor, beaten=beaten,
+                metric_name=rec["metric_name"], cost=_cost(rec, by), cheaper=factor, beaten=beaten,
                 provisional=unsettled(rec), multiplier=rec.get("data_multiplier"),
                 others=[c["mode"] for c in cells if c["n"] and c is not rec])
 

@@ -130,7 +130,7 @@ def _headline(board: Leaderboard) -> list[str]:
     return ['<section class="headline" id="headline"><ul>'] + [f"<li>{i}</li>" for i in items] + ["</ul></section>"]
 
 
-DECISION_HEADERS = ("benchmark", "examples", "use", "metric", "$/run", "beats significantly")
+DECISION_HEADERS = ("benchmark", "examples", "use", "metric", "cost/run", "beats significantly")
 
 
 def _decision(board: Leaderboard) -> list[str]:
@@ -139,8 +139,8 @@ def _decision(board: Leaderboard) -> list[str]:
                                                               for d in board.decisions] + ["</ul>"]
     rows = decision.table_rows(board.decisions)
     if rows:
-        out.append('<table class="decision"><thead><tr><th>benchmark</th><th>examples</th><th>use</th><th>metric</th>'
-                   '<th>$/run</th><th>beats significantly</th></tr></thead><tbody>')
+        out.append('<table class="decision"><thead><tr>' + "".join(f"<th>{escape(h)}</th>" for h in DECISION_HEADERS)
+                   + "</tr></thead><tbody>")
         for r in rows:
             beats = decision.beats_text([(escape(m), firm) for m, firm in r["beats"]], lambda m: f"<strong>{m}</strong>")
             texts = [escape(x) for x in (r["benchmark"], r["examples"], r["use"], r["metric"], r["cost"])] + [beats]

@@ -67,7 +67,7 @@ def load(folder: Path) -> tuple[pd.DataFrame, dict, dict]:
     return cells, read("decisions.json"), read("plan.json")
 
 
-HEADERS = ("benchmark", "examples", "use", "metric", "$/run", "beats significantly")
+HEADERS = ("benchmark", "examples", "use", "metric", "cost/run", "beats significantly")
 # the decision table stacks into one block per row on a phone: no sideways scroll on the first screen
 CSS = """
 #decision li{margin:.3em 0;font-size:16px} #decision table{border-collapse:collapse;font-size:14px}

@@ -238,7 +238,7 @@ def decision_markdown(board: Leaderboard) -> list[str]:
     lines = [f"- {d['text']}" for d in board.decisions] + [""]
     rows = decision.table_rows(board.decisions)
     if rows:
-        lines += ["| benchmark | examples | use | metric | $/run | beats significantly |", "|---|---|---|---|---|---|"]
+        lines += ["| benchmark | examples | use | metric | cost/run | beats significantly |", "|---|---|---|---|---|---|"]
         lines += ["| " + " | ".join(_md(x) for x in (r["benchmark"], r["examples"], r["use"], r["metric"], r["cost"],
                                                       decision.beats_text(r["beats"], lambda m: f"**{m}**")))
                   + " |" for r in rows]
