@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state, no display needed
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from . import fmt
 from .chance import chance_level
@@ -233,7 +233,13 @@ def pareto(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
     models = _pareto_models(cells)
     rows = {m: [c for c in cells if c["model"] == m and c["n"]] for m in models}
     ncols = max(len(_axes_of(cs)) for cs in rows.values())
-    grid = fig.subplots(len(models), ncols, squeeze=False)
+    # fixed margins in inches instead of constrained layout: with a panel per model and measure, the layout solver
+    # took a third of the figure's time
+    width, height = fig.get_size_inches()
+    fig.set_layout_engine("none")
+    grid = fig.subplots(len(models), ncols, squeeze=False, gridspec_kw=dict(
+        left=0.8 / width, right=1 - 0.2 / width, bottom=0.6 / height, top=1 - 1.0 / height,
+        wspace=0.9 / (width / ncols), hspace=1.0 / (height / len(models))))
     higher = cells[0]["higher_is_better"]
     for (model, cs), axes in zip(rows.items(), grid):
         panels = _axes_of(cs)
@@ -243,18 +249,18 @@ def pareto(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
                 mine = [p for p in points if p[2]["mode"] == mode]
                 ax.errorbar([p[0] for p in mine], [p[1] for p in mine], yerr=[p[2]["metric_std"] or 0.0 for p in mine],
                             color=_color(mode), marker=_marker(mode), linestyle="none", capsize=3, label=mode)
-            if len({c["train_samples"] for c in cs}) > 1:
-                for x, y, c in points:
+            front = pareto_front(points, higher)
+            if len({c["train_samples"] for c in cs}) > 1:  # the front's points say their budget: the ones to read
+                for x, y, c in front:
                     ax.annotate(fmt.count(c["train_samples"]), (x, y), fontsize=7, xytext=(3, 3),
                                 textcoords="offset points")
-            front = pareto_front(points, higher)
             ax.plot([p[0] for p in front], [p[1] for p in front], color="black", linestyle="--", linewidth=1,
                     drawstyle="steps-post", marker="o", markersize=12, markerfacecolor="none", label="Pareto front")
             xs = [p[0] for p in points]
             if xs and min(xs) > 0 and max(xs) / min(xs) > 8:  # spans orders of magnitude: log, plain tick labels
                 ax.set_xscale("log")
                 ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if max(xs) / min(xs) < 100 else (1.0,)))
-                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.minorticks_off()  # minor log ticks cost more to draw than the rest of the panel
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt.short_significant(v) if v > 0 else "0"))
             ax.set_xlabel(label, fontsize=9)
             ax.set_title(str(model), fontsize=9)
@@ -263,19 +269,21 @@ def pareto(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
             ax.set_visible(False)
         axes[0].set_ylabel(f"{cells[0]['metric_name']} (mean)")
         axes[0].legend(fontsize=7)
-    return ("Metric vs what it costs, per model: a point per cell (budget labelled), error bars ±1 std\n"
-            "dashed: the Pareto front (no other cell is both cheaper and better)")
+    return ("Metric vs what it costs, per model: a point per cell, error bars ±1 std\n"
+            "dashed: the Pareto front (no other cell is both cheaper and better), its points labelled by budget")
 
 
 def time_to_target(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
-    shown = [c for c in cells if c["target"] is not None and c["n"]]
+    """Bars for the cells where some seed reached the target; the others are counted in the caption (the table says
+    "0/n reached" for each): a bar of nothing per such cell drowned the few that reached it."""
+    targeted = [c for c in cells if c["target"] is not None and c["n"]]
+    shown = [c for c in targeted if c["target_reached"]]
     ax = fig.subplots()
     labels = [f"{c['model']} · {c['train_samples']} · {c['mode']}" for c in shown]
-    values = [c["time_to_target_s"] or 0.0 for c in shown]
+    values = [c["time_to_target_s"] for c in shown]
     bars = ax.barh(range(len(shown)), values, color=[_color(c["mode"]) for c in shown])
     for bar, c in zip(bars, shown):
-        note = (f"{fmt.seconds(c['time_to_target_s'])} ({c['target_reached']}/{c['n']} seeds)"
-                if c["target_reached"] else f"not reached (0/{c['n']} seeds)")
+        note = f"{fmt.seconds(c['time_to_target_s'])} ({c['target_reached']}/{c['n']} seeds)"
         ax.annotate(note, (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(4, 0),
                     textcoords="offset points", va="center", fontsize=8)
     ax.set_yticks(range(len(shown)), labels, fontsize=8)
@@ -283,7 +291,9 @@ def time_to_target(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
     ax.set_xlabel("seconds from the first optimizer step (evaluations included)")
     ax.margins(x=0.35)
     targets = "/".join(f"{t:g}" for t in sorted({c["target"] for c in shown}))
-    return f"Time to target ({cells[0]['metric_name']} {targets}), mean over the seeds that reached it"
+    missed = len(targeted) - len(shown)
+    return (f"Time to target ({cells[0]['metric_name']} {targets}), mean over the seeds that reached it"
+            + (f"\n{missed} of {len(targeted)} cells not shown: no seed reached the target" if missed else ""))
 
 
 def _curve_runs(board: Leaderboard, cells: list[dict]) -> list[dict]:
