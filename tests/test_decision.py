@@ -48,7 +48,7 @@ def test_a_cell_too_short_to_tell_never_supports_a_bold_claim():
 def test_empty_columns_are_hidden_with_a_note():
     board = build(fixture_records())  # CPU: no stated peak, no MFU in any row
     note = hidden_note(board)
-    assert note == "Hidden (empty in every row): MFU (no stated peak FLOPs for the device (CPU))."
+    assert note == "Hidden (empty in every row): MFU (no stated peak FLOPs for the device, as for CPUs)."
     md = to_markdown(board)
     assert "| MFU |" not in md and note in md
     measured = build([dict(r, mfu=0.25) for r in fixture_records()])

@@ -104,7 +104,7 @@ TRANSFERRED_COLUMN: Column = ("transferred", "≈ scratch at [95%]", transferred
 
 
 # Measured where the hardware or the mode allows: a column empty in every row is hidden, and hidden_note says why
-OPTIONAL = {"mfu": "no stated peak FLOPs for the device (CPU)", "energy": "not measured",
+OPTIONAL = {"mfu": "no stated peak FLOPs for the device, as for CPUs", "energy": "not measured",
             "adapter": "no run records an adapter size", "ttt": "no target set"}
 
 
