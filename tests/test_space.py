@@ -1,7 +1,8 @@
 """`transferbench report --publish DIR --space SPACE`: a Gradio app over the published folder. It is written only
 with --space (gradio is never imported otherwise), carries a Space card and requirements, and, served by
 `python SPACE/app.py` offline and driven in headless Chromium (playwright, launched by path), opens with the decision
-at 1,400 px and at phone width; picking one benchmark narrows the table and redraws the learning curves."""
+at 1,400 px and at phone width; picking one benchmark narrows the table, redraws the learning curves and the CSV
+download holds that benchmark's cells only."""
 import json
 import os
 import socket
@@ -90,7 +91,7 @@ def test_space_serves_offline_opens_with_the_decision_and_filters(tmp_path):
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
             pages = []
             for width, height in ((1400, 900), (390, 844)):
-                page = browser.new_page(viewport={"width": width, "height": height})
+                page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
                 pages.append(page)
                 page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(url) else None)
                 page.goto(url)
@@ -113,6 +114,11 @@ def test_space_serves_offline_opens_with_the_decision_and_filters(tmp_path):
             assert "topics · other" in table.inner_text()
             page.wait_for_function(f"document.querySelector('#curves img') && "
                                    f"document.querySelector('#curves img').src !== {json.dumps(before)}")
+            with page.expect_download() as download:  # the CSV holds what the filters keep
+                page.click("#download")
+            rows = Path(download.value.path()).read_text().splitlines()
+            assert rows[0].startswith("benchmark,task,dataset,model,mode,train_samples")
+            assert len(rows) == 1 + 8 and all(r.startswith("topics · other,") for r in rows[1:])
             browser.close()
         assert outside == []  # offline: nothing fetched from anywhere but the app
     finally:
