@@ -3,6 +3,7 @@ one line on stderr, exit 2. Failed runs: exit 1. Stopped by a signal: 128 + its 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="where the leaderboard files go (default: the one RESULTS_DIR)")
     rep.add_argument("--publish", metavar="DIR", help="also write a Hugging Face dataset folder (data + card)")
     rep.add_argument("--title", help="the leaderboard's title (default: from the suite names)")
+    rep.add_argument("--space", metavar="DIR", help="also write a Gradio app serving the --publish folder (app.py, "
+                     "README.md with Space front matter, requirements.txt): `python DIR/app.py` serves it locally; "
+                     "push DIR as a Hugging Face Space")
     rep.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the --publish folder to the Hub as the dataset "
                      "repo REPO_ID (USER/NAME; created if missing; needs a token: `hf auth login` or HF_TOKEN)")
     stg = sub.add_parser("stages", help="train (or find) a suite's pretrain stages; --ship copies them into the "
@@ -146,6 +150,10 @@ def _report(args) -> int:
         check_name("RESULTS_DIR", folder)
     _folder_arg("--out", args.out)
     _folder_arg("--publish", args.publish)
+    _folder_arg("--space", args.space)
+    from .report.space import check_space
+
+    check_space(args.space, args.publish)
     if args.push_to_hub is not None:  # "" too: refused as a repo id, never silently ignored
         from .report.publish import check_push
 
@@ -156,6 +164,12 @@ def _report(args) -> int:
         from .report.publish import push_to_hub
 
         print(push_to_hub(Path(args.publish), args.push_to_hub))
+    if args.space is not None:  # gradio is imported here only (its version goes into the Space's card)
+        from .report.space import write_space
+
+        title = json.loads((Path(args.publish) / "decisions.json").read_text(encoding="utf-8"))["title"]
+        app = write_space(Path(args.space), Path(args.publish), title, args.push_to_hub)[0]
+        print(f"Space written to {args.space}: serve it with `python {app}` (http://127.0.0.1:7860)")
     return 0
 
 

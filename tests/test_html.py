@@ -24,18 +24,21 @@ class Page(HTMLParser):
     def __init__(self, text):
         super().__init__()
         self.tables, self.images, self.body, self._cell, self._in_tbody = [], [], {}, None, False
+        self._sortable = False  # the cell tables; the decision table has no sort keys
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "body":
             self.body = attrs
-        elif tag == "tbody":
+        elif tag == "table":
+            self._sortable = "sortable" in attrs.get("class", "")
+        elif tag == "tbody" and self._sortable:
             self.tables.append([])
             self._in_tbody = True
         elif tag == "tr" and self._in_tbody:
             self.tables[-1].append({})
-        elif tag == "td":
+        elif tag == "td" and self._in_tbody:
             self._cell = [attrs.get("class", "").split()[0], attrs.get("data-sort"), ""]
         elif tag == "img":
             self.images.append(attrs)
@@ -111,8 +114,14 @@ def test_chromium_renders_sorts_and_shows_the_plots(tmp_path):
 MEASURE = """<script>
 const box = el => { const b = el.getBoundingClientRect();
   return {left: b.left, right: b.right, top: b.top, bottom: b.bottom, width: b.width, height: b.height}; };
+const m = {vw: innerWidth, vh: innerHeight, page_width: document.documentElement.scrollWidth};
+m.decision = box(document.querySelector("#decision li"));  // the first screen, as the page opens
+m.decision_text = document.querySelector("#decision").innerText;
+m.folded = !document.querySelector("#details").open;
+document.querySelector("#details").open = true;  // the fold opens on a click: the cell table's columns
 const cost = document.querySelector('th[data-col="cost"]'), train = document.querySelector('th[data-col="train"]');
-const scroll = cost.closest(".scroll"), m = {vw: innerWidth, vh: innerHeight};
+const scroll = cost.closest(".scroll");
+scroll.scrollIntoView();
 for (const [name, el] of [["headline", document.querySelector("#headline")], ["cost", cost], ["scroll", scroll],
     ["delta", document.querySelector('th[data-col="delta"]')], ["metric", document.querySelector('th[data-col="metric"]')],
     ["train", train]]) m[name] = box(el);
@@ -142,10 +151,33 @@ def test_headline_and_cost_column_are_visible_at_1400_px(tmp_path):
         return b["width"] > 0 and b["height"] > 0 and 0 <= b["left"] and b["right"] <= right and 0 <= b["top"] \
             and b["bottom"] <= m["vh"]
 
-    assert m["headline_text"].startswith("topics, m: finetune ahead") and inside("headline")
+    assert m["decision_text"].startswith("topics · m: use lora up to 64 examples (ties the best, 1.7× cheaper), "
+                                         "finetune from 256 examples") and inside("decision")
+    assert m["folded"]  # the detailed lines wait in the fold
+    assert m["headline_text"].startswith("topics, m: finetune ahead")
     # the answer's columns are on screen without scrolling the table sideways: none clipped by its scroll box
     assert m["overflow"] <= 0
     for name in ("metric", "delta", "cost"):
         assert inside(name, right=min(m["vw"], m["scroll"]["right"])), (name, m[name], m["scroll"])
     assert m["metric"]["right"] <= m["delta"]["left"] <= m["cost"]["left"]  # metric, Δ, then cost: first
     assert m["train"]["width"] == 0 and m["train_open"]["width"] > 0  # folded, and unfolds on a click
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (Debian: apt-get install chromium)")
+def test_phone_width_opens_with_the_decision_and_no_sideways_scroll(tmp_path):
+    """At 390 × 844 (a phone; chromium's --window-size stops at 500 px, so playwright sets the viewport) the first
+    screen shows the decision line and the decision table stacks: nothing on the page is wider than the screen."""
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    store = _report(tmp_path)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto((store / "leaderboard.html").resolve().as_uri())
+        width = page.evaluate("document.documentElement.scrollWidth")
+        first = page.locator("#decision li").first.bounding_box()
+        text = page.inner_text("#decision")
+        cells = page.locator("table.decision td").first.bounding_box()
+        browser.close()
+    assert width <= 390
+    assert 0 <= first["x"] and first["x"] + first["width"] <= 390 and 0 < first["y"] < 844
+    assert text.startswith("topics · m: use lora up to 64 examples") and cells["width"] <= 390

@@ -162,7 +162,7 @@ def test_every_format_agrees(tmp_path):
     assert [v["text"] for v in data["verdicts"]["budgets"] + data["verdicts"]["crossovers"]] == [
         line[2:] for line in md.splitlines() if line.startswith("- m") and not line.startswith("- m: equal")]
     assert sorted(p.name for p in (store / "plots").iterdir()) == [
-        f"{kind}-text-classification-builtin-topics.png" for kind in ("cost", "learning", "time-to-target", "training")]
+        f"{kind}-text-classification-builtin-topics.png" for kind in ("learning", "pareto", "time-to-target", "training")]
     assert "leaderboard.html" in {p.name for p in store.iterdir()}
 
 

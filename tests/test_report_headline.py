@@ -112,7 +112,15 @@ def test_headline_opens_the_report_and_predicts_the_crossover(board, reported):
     assert "**finetune" not in line["markdown"]
     _, md = reported
     title, blank, first = md.splitlines()[:3]
-    assert title.startswith("## ") and blank == "" and first == f"- {line['markdown']}"  # the answer first
+    (decided,) = board.decisions
+    assert title.startswith("## ") and blank == "" and first == f"- {decided['text']}"  # the decision first
+    # the detailed line opens the fold
+    assert md.split("<summary>", 1)[1].splitlines()[2] == f"- {line['markdown']}"
+    # finetune leads at both budgets, lora is adequate and cheaper: lora is the one to use; scratch's fit says how
+    # much more data it needs; finetune at 128 is still improving but lora's cells are settled
+    assert decided["text"].startswith("digits · efficientnet-lite0: use lora at every budget run (128–1,024 "
+                                      "examples; ties the best")
+    assert "scratch does not catch up within 1,024 examples (needs ~" in decided["text"]
 
 
 def test_headline_never_calls_a_non_significant_lead_a_win():
@@ -155,7 +163,8 @@ def test_no_prediction_from_poor_fits():
 
 def test_plots_draw_fits_crossover_and_the_gap_chart(board, tmp_path):
     figures = plots.write_all(board, tmp_path / "plots")
-    assert [f["kind"] for f in figures] == ["learning", "gap", "cost", "time-to-target", "training"]
+    # no cell reached the target: no time-to-target chart of "not reached" bars
+    assert [f["kind"] for f in figures] == ["learning", "gap", "pareto", "training"]
     assert (tmp_path / "plots" / "gap-image-classification-builtin-digits.png").stat().st_size > 10_000
     fig = plots._figure()
     cells = [c for c in board.cells if c["n"]]
@@ -164,7 +173,9 @@ def test_plots_draw_fits_crossover_and_the_gap_chart(board, tmp_path):
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert len(dashed) == 4 and max(dashed[0].get_xdata()) == pytest.approx(4 * 1024)  # to the planner's limit
     assert not [line for line in ax.get_lines() if line.get_linestyle() == ":"]  # no crossover claimed, none drawn
-    assert "dashed: each mode's fitted curve" in caption
+    assert "dashed: fitted curve (plan.md), 95% band" in caption and "dash-dot: chance (1 / classes)" in caption
+    (chance,) = [line for line in ax.get_lines() if line.get_linestyle() == "-."]
+    assert chance.get_ydata()[0] == pytest.approx(0.1)  # builtin:digits: 10 classes
     sharp = build(catching_up(noise=(-0.002, 0.0, 0.002)))  # a predicted crossover: marked where predicted
     fig = plots._figure()
     plots.learning_curves(sharp, [c for c in sharp.cells if c["n"]], fig)

@@ -31,10 +31,35 @@ def test_pareto_front():
 def test_every_plot_has_a_title_axis_labels_and_a_legend(tmp_path):
     board = build(fixture_records())
     figures = plots.write_all(board, tmp_path / "plots")
-    assert [f["kind"] for f in figures] == ["learning", "cost", "time-to-target", "training"]
+    assert [f["kind"] for f in figures] == ["learning", "pareto", "time-to-target", "training"]
     from PIL import Image
 
     for f in figures:
         with Image.open(f["file"]) as img:
             assert img.size == (750, 480) and len(img.convert("RGB").getcolors(maxcolors=100_000)) > 20
     assert figures[3]["caption"] == "Training curves at 256 examples: one line per run (seed)"
+
+
+def test_every_mode_has_its_own_colour_and_marker():
+    modes = ["scratch", "finetune", "lora", "linear-probe", "partial", "dora", "loha", "lokr", "ia3", "vera"]
+    assert len({plots._color(m) for m in modes}) == len(modes) and len({plots._marker(m) for m in modes}) == len(modes)
+    assert plots._color("my-peft") == plots._color("my-peft")  # a suite's own mode: a stable pick
+
+
+def test_charts_with_nothing_to_draw_are_left_out(tmp_path):
+    # no seed reached the target and each run evaluated once: no time-to-target bars, no training "curves" of dots
+    records = [dict(r, time_to_target_s=None, curve=(r.get("curve") or [])[-1:]) for r in fixture_records()]
+    figures = plots.write_all(build(records), tmp_path / "plots")
+    assert [f["kind"] for f in figures] == ["learning", "pareto"]
+
+
+def test_cost_axis_in_readable_units():
+    assert plots.cost_scale([0.00002, 0.00018]) == (1e3, "USD per 1,000 runs")
+    assert plots.cost_scale([0.5, 3.0]) == (1, "USD per run")
+    assert plots.cost_scale([2e-9]) == (1e6, "USD per million runs")
+    board = build(fixture_records())
+    fig = plots._figure()
+    plots.pareto(board, [c for c in board.cells if c["n"]], fig)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "USD per run" and "e-" not in " ".join(t.get_text() for t in ax.get_xticklabels())

@@ -32,6 +32,18 @@ def significant(x: Optional[float]) -> str:
     return f"{x:.{digits}f}".rstrip("0").rstrip(".") if digits > 0 else f"{x:.0f}"
 
 
+def short_significant(x: Optional[float]) -> str:
+    """Two significant digits, never in e-notation (0.00014, 0.52, 13): for the decision table and plot axes."""
+    if x is None:
+        return NONE
+    digits = 1 - math.floor(math.log10(abs(x))) if x else 0
+    return f"{x:.{digits}f}" if digits > 0 else f"{x:.0f}"
+
+
+def money_short(x: Optional[float]) -> str:
+    return NONE if x is None else "$" + short_significant(x)
+
+
 def money(x: Optional[float]) -> str:
     return NONE if x is None else "$" + significant(x)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import crossover as xo
-from . import fmt, headline, schedules
+from . import decision, fmt, headline, schedules
 from .cells import (BENCHMARK_KEY, BUDGET_KEY, Cell, adapter_fields, aggregate, carries_adapters, carries_energy,
                     cell_key, energy_fields, run_key)
 from .curves import MIN_BUDGETS, fit_curves
@@ -38,6 +38,7 @@ class Leaderboard:
     fits: dict = dataclasses.field(default_factory=dict)  # planner.CurveFit per (task, dataset, model, mode)
     # per task, dataset, model: what its modes held equal at each budget (schedules.equal_notes)
     equal: list[dict] = dataclasses.field(default_factory=list)
+    decisions: list[dict] = dataclasses.field(default_factory=list)  # per benchmark: decision.decide
 
     @property
     def measures_energy(self) -> bool:
@@ -249,7 +250,8 @@ def build(records: list[dict], title: str = "Leaderboard", sources=(), timings=(
         title=title, sources=[str(s) for s in sources], records=records, cells=cells, budget_verdicts=verdicts,
         crossovers=crossovers,
         prices=[dict(device_name=d, price_per_device_hour=p, price_date=t) for d, p, t in prices],
-        timings=list(timings), fits=fits, headlines=headline.lines(cells, verdicts, crossovers, fits), equal=equal)
+        timings=list(timings), fits=fits, headlines=headline.lines(cells, verdicts, crossovers, fits), equal=equal,
+        decisions=decision.decide(cells, verdicts, crossovers))
 
 
 def last_timing(folder: Path) -> Optional[dict]:

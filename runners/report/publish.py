@@ -15,7 +15,7 @@ from typing import Optional
 from transferbench.errors import UserError
 from transferbench.results import Result
 
-from . import html
+from . import decision, html
 from .leaderboard import Leaderboard
 from .tables import to_markdown
 
@@ -167,7 +167,8 @@ License: {LICENSE} (the records and tables; the datasets and models the runs use
   `json.loads(row["config"])`.
 - `cells` (`data/cells.jsonl`): one row per leaderboard cell (task, dataset, model, budget, mode; mean over
   seeds) with Δ vs scratch and its 95% Welch interval, the numbers of the tables above.
-- `leaderboard.html` (the page, self-contained) and `plots/`.
+- `leaderboard.html` (the page, self-contained) and `plots/`; `decisions.json` (the decision lines and table the
+  page opens with, read by the Space that `transferbench report --space DIR` writes).
 
 ```python
 from datasets import load_dataset
@@ -213,6 +214,11 @@ def card_problems(folder: Path) -> list[str]:
     return problems
 
 
+def decisions(board: Leaderboard) -> dict:
+    """What the Space opens with: the decision lines and table (decision.py), as the page shows them."""
+    return dict(title=board.title, decisions=board.decisions, table=decision.table_rows(board.decisions))
+
+
 def publish(board: Leaderboard, out: Path, figures: list[dict], plan_from: Optional[Path] = None) -> None:
     """The dataset folder; `plan_from`: the folder where the report wrote plan.md and plan.json, copied beside."""
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -227,6 +233,7 @@ def publish(board: Leaderboard, out: Path, figures: list[dict], plan_from: Optio
         for fig in figures:
             shutil.copyfile(fig["file"], out / fig["path"])
     html.write(board, figures, out / "leaderboard.html")
+    (out / "decisions.json").write_text(json.dumps(decisions(board), indent=1, default=str), encoding="utf-8")
     for name in ("plan.md", "plan.json") if plan_from is not None else ():
         shutil.copyfile(Path(plan_from) / name, out / name)
     card(board, figures).save(out / "README.md")

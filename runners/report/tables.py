@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from . import fmt, schedules, stats
+from . import decision, fmt, schedules, stats
 from .cells import budget_text
 from .leaderboard import Leaderboard
 
@@ -103,15 +103,39 @@ TRANSFERRED_COLUMN: Column = ("transferred", "≈ scratch at [95%]", transferred
                               lambda c: (c.get("data_multiplier") or {}).get("multiplier"))
 
 
-def columns(board: Leaderboard) -> list[Column]:
-    """The table's columns: COLUMNS, the data multiplier where scratch is fitted, the adapter size where runs record
-    it, energy per run when the runs carry energy fields."""
+# Measured where the hardware or the mode allows: a column empty in every row is hidden, and hidden_note says why
+OPTIONAL = {"mfu": "no stated peak FLOPs for the device, as for CPUs", "energy": "not measured",
+            "adapter": "no run records an adapter size", "ttt": "no target set"}
+
+
+def _all_columns(board: Leaderboard) -> list[Column]:
     cols = list(COLUMNS)
     if any(c.get("data_multiplier") for c in board.cells):
         cols.insert(next(i for i, c in enumerate(cols) if c[0] == "delta") + 1, TRANSFERRED_COLUMN)
     if board.records_adapters:
         cols.insert(next(i for i, c in enumerate(cols) if c[0] == "trainable") + 1, ADAPTER_COLUMN)
     return cols + [ENERGY_COLUMN] if board.measures_energy else cols
+
+
+def _empty(board: Leaderboard, col: Column) -> bool:
+    return col[0] in OPTIONAL and all(col[2](c) == fmt.NONE for c in board.cells)
+
+
+def columns(board: Leaderboard) -> list[Column]:
+    """The table's columns: COLUMNS, the data multiplier where scratch is fitted, the adapter size where runs record
+    it, energy per run when the runs carry energy fields; an optional column that is empty in every row is left
+    out (hidden_note names it)."""
+    return [c for c in _all_columns(board) if not _empty(board, c)]
+
+
+def hidden_note(board: Leaderboard) -> str:
+    """'Hidden (empty in every row): MFU (no stated peak FLOPs for the device (CPU)), energy/run (...)', or ''."""
+    hidden = [c for c in _all_columns(board) if _empty(board, c)]
+    if not hidden:
+        return ""
+    why = {"energy": next((r.get("energy_note") for r in board.records if r.get("energy_note")), None)}
+    return "Hidden (empty in every row): " + ", ".join(
+        f"{header} ({why.get(key) or OPTIONAL[key]})" for key, header, _, _ in hidden) + "."
 
 
 def energy_lines(board: Leaderboard) -> list[str]:
@@ -198,18 +222,48 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+DETAILS = "Details: the full verdicts, the definitions and every cell"
+IMPROVING = ("Highlighted \"still improving\": a cell that leads or ties its budget with runs that had not stopped "
+             "improving, so more training could change the decision (the text says still improving k/n in every "
+             "cell it applies to).")
+
+
+def runs_line(board: Leaderboard) -> str:
+    ok = sum(r.get("status") == "ok" for r in board.records)
+    return (f"{len(board.records)} runs ({ok} ok, {len(board.records) - ok} failed)"
+            + (f" from {', '.join(board.sources)}" if board.sources else "") + ".")
+
+
+def decision_markdown(board: Leaderboard) -> list[str]:
+    """The decision lines and the decision table (decision.py): what the page, the printout and the Space open with."""
+    lines = [f"- {d['text']}" for d in board.decisions] + [""]
+    rows = decision.table_rows(board.decisions)
+    if rows:
+        lines += ["| benchmark | examples | use | metric | cost/run | beats significantly |", "|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(_md(x) for x in (r["benchmark"], r["examples"], r["use"], r["metric"], r["cost"],
+                                                      decision.beats_text(r["beats"], lambda m: f"**{m}**")))
+                  + " |" for r in rows]
+        lines += ["", decision.EXPLAIN, ""]
+    return lines
+
+
 def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
     lines = [f"## {board.title}", ""]
     if not board.records:
         return "\n".join(lines + ["_No runs yet._"]) + "\n"
-    lines += [f"- {h['markdown']}" for h in board.headlines] + [""]  # the answer first, the evidence after
-    ok = sum(r.get("status") == "ok" for r in board.records)
-    lines += [f"{len(board.records)} runs ({ok} ok, {len(board.records) - ok} failed)"
-              + (f" from {', '.join(board.sources)}" if board.sources else "") + ". " + HEADLINE_EXPLAIN + " "
-              + EXPLAIN, ""]
+    lines += decision_markdown(board)  # the answer first, the evidence after
+    lines += [runs_line(board) + " Plots below; every cell and the definitions in the fold at the end.", ""]
+    for (task, dataset), _ in board.tables():
+        shown = [f for f in figures if (f["task"], f["dataset"]) == (task, dataset)]
+        lines += [f"### Plots: {task} · {dataset}", ""] + [f"![{f['title']}]({f['path']})" for f in shown] + [""] \
+            if shown else []
+    lines += ["<details>", f"<summary>{DETAILS}</summary>", ""]
+    lines += [f"- {h['markdown']}" for h in board.headlines] + [""]
+    lines += [HEADLINE_EXPLAIN + " " + EXPLAIN + " " + IMPROVING, ""]
     cols = columns(board)
+    hidden = hidden_note(board)
     for (task, dataset), cells in board.tables():
-        lines += [f"### {task} · {dataset}", "", table_intro(cells), ""]
+        lines += [f"### {task} · {dataset}", "", table_intro(cells) + (f" {hidden}" if hidden else ""), ""]
         lines.append("| " + " | ".join(header for _, header, _, _ in cols) + " |")
         lines.append("|" + "---|" * len(cols))
         for c in cells:
@@ -222,8 +276,6 @@ def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
         verdicts = [v["text"] for v in board.budget_verdicts + board.crossovers
                     if (v["task"], v["dataset"]) == (task, dataset)]
         lines += ["", "Verdicts (computed from the rows above):", ""] + [f"- {v}" for v in verdicts]
-        shown = [f for f in figures if (f["task"], f["dataset"]) == (task, dataset)]
-        lines += [""] + [f"![{f['title']}]({f['path']})" for f in shown] if shown else []
         lines.append("")
     if board.plannable:
         lines += ["### Plan", "", PLAN_LINE, ""]
@@ -231,6 +283,7 @@ def to_markdown(board: Leaderboard, figures: list[dict] = ()) -> str:
     failed = failed_lines(board)
     if failed:
         lines += ["", "### Failed runs", ""] + [f"- {_md(f)}" for f in failed]
+    lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
 
@@ -273,7 +326,8 @@ def csv_rows(board: Leaderboard) -> list[dict]:
 def to_json(board: Leaderboard) -> dict:
     # in the store (and the published dataset); the leaderboard stays small
     heavy = {"curve", "loss_curve", "config", "env"}
-    return dict(title=board.title, sources=board.sources, headline=board.headlines, cells=board.cells,
+    return dict(title=board.title, sources=board.sources, decisions=board.decisions, headline=board.headlines,
+                cells=board.cells,
                 equal=board.equal, verdicts=dict(budgets=board.budget_verdicts, crossovers=board.crossovers),
                 prices=board.prices,
                 runs=[{k: v for k, v in r.items() if k not in heavy and not k.startswith("_")} for r in board.records])
