@@ -36,11 +36,12 @@ def report(paths, out: Optional[Path] = None, publish: Optional[Path] = None, ti
 def _write(board, paths, out: Path, publish: Optional[Path]) -> str:
     from . import plots  # matplotlib (~0.3 s): imported when the figures are drawn
 
-    figures = plots.write_all(board, out / "plots")
-    text = tables.write_all(board, out, figures)
-    html.write(board, figures, out / "leaderboard.html")
+    drawing = plots.start(board, out / "plots")  # in worker processes where it can: the plan is written meanwhile
     if board.plannable:  # fewer budgets: nothing to fit, so no plan and no word about one
         write_plan(paths, out)
+    figures = drawing()
+    text = tables.write_all(board, out, figures)
+    html.write(board, figures, out / "leaderboard.html")
     if publish is not None:
         from .publish import publish as publish_to
 

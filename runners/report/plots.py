@@ -6,10 +6,14 @@ one row of panels per model; time-to-target bars (some cell reached the target);
 evaluated at least twice). Every mode keeps one colour and marker across plots, the peft family included."""
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
+import sys
 import zlib
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state, no display needed
@@ -344,28 +348,66 @@ def _applies(kind: str, board: Leaderboard, cells: list[dict]) -> bool:
 
 def write_all(board: Leaderboard, out: Path) -> list[dict]:
     """The PNGs under `out`; each figure as {path (relative to out's parent), title, caption, task, dataset}."""
+    return start(board, out)()
+
+
+def start(board: Leaderboard, out: Path) -> Callable[[], list[dict]]:
+    """Draw the figures, in worker processes where this process can fork them cheaply and safely (no torch loaded:
+    `report`, not the end of `run`), while the caller writes the rest; calling the result waits for them and gives
+    the figures in a fixed order. Drawing is most of a report's time and each figure is independent of the others."""
     out.mkdir(parents=True, exist_ok=True)
-    figures = []
+    jobs = _jobs(board)
+    workers = min(len(jobs), os.cpu_count() or 1, 4)
+    if workers < 2 or "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
+        drawn = [_draw(board, out, *job) for job in jobs]
+        return lambda: drawn
+    global _FORKED
+    _FORKED = (board, out, jobs)  # what the forked workers inherit
+    pool = multiprocessing.get_context("fork").Pool(workers)
+    pending = pool.map_async(_draw_forked, range(len(jobs)), chunksize=1)
+
+    def figures() -> list[dict]:
+        try:
+            return pending.get()
+        finally:
+            pool.close()
+            pool.join()
+
+    return figures
+
+
+_FORKED: Optional[tuple] = None
+
+
+def _draw_forked(i: int) -> dict:
+    board, out, jobs = _FORKED
+    return _draw(board, out, *jobs[i])
+
+
+def _jobs(board: Leaderboard) -> list[tuple]:
+    """(task, dataset, kind, cells) of every figure that shows something, in the page's order."""
+    jobs = []
     for (task, dataset), cells in board.tables():
         cells = [c for c in cells if c["n"]]
-        if not cells:
-            continue
-        for kind, draw in PLOTS.items():
-            if not _applies(kind, board, cells):
-                continue
-            panels = {"learning": len({c["model"] for c in cells}), "gap": len(_gap_models(cells))}  # one per model
-            models = panels.get(kind, 1)
-            if kind == "pareto":  # a row per model, a panel per cost axis
-                ms = _pareto_models(cells)
-                cols = max(len(_axes_of([c for c in cells if c["model"] == m])) for m in ms)
-                fig = _figure(width=max(7.5, 4.2 * cols), height=max(4.8, 1.2 + 3.4 * len(ms)))
-            else:
-                fig = _figure(width=max(7.5, 3.75 * models))
-            caption = draw(board, cells, fig)
-            title = f"{task} · {dataset}"
-            fig.suptitle(f"{title}\n{caption}", fontsize=10)
-            path = out / f"{kind}-{_slug(task, dataset)}.png"
-            fig.savefig(path)
-            figures.append(dict(path=f"{out.name}/{path.name}", file=str(path), title=f"{kind}: {title}",
-                                caption=caption, task=task, dataset=dataset, kind=kind))
-    return figures
+        if cells:
+            jobs += [(task, dataset, kind, cells) for kind in PLOTS if _applies(kind, board, cells)]
+    return jobs
+
+
+def _draw(board: Leaderboard, out: Path, task: str, dataset: str, kind: str, cells: list[dict]) -> dict:
+    draw = PLOTS[kind]
+    panels = {"learning": len({c["model"] for c in cells}), "gap": len(_gap_models(cells))}  # one per model
+    models = panels.get(kind, 1)
+    if kind == "pareto":  # a row per model, a panel per cost axis
+        ms = _pareto_models(cells)
+        cols = max(len(_axes_of([c for c in cells if c["model"] == m])) for m in ms)
+        fig = _figure(width=max(7.5, 4.2 * cols), height=max(4.8, 1.2 + 3.4 * len(ms)))
+    else:
+        fig = _figure(width=max(7.5, 3.75 * models))
+    caption = draw(board, cells, fig)
+    title = f"{task} · {dataset}"
+    fig.suptitle(f"{title}\n{caption}", fontsize=10)
+    path = out / f"{kind}-{_slug(task, dataset)}.png"
+    fig.savefig(path)
+    return dict(path=f"{out.name}/{path.name}", file=str(path), title=f"{kind}: {title}", caption=caption, task=task,
+                dataset=dataset, kind=kind)
