@@ -122,11 +122,12 @@ def test_every_page_is_in_the_nav_and_keeps_its_key_headings():
     assert config["theme"]["name"] == "material" and config["strict"] is True
     listed = nav_files(config["nav"])
     assert sorted(listed) == sorted(p.name for p in PAGES) and len(set(listed)) == len(listed)
-    assert set(KEY_HEADINGS) == {p.name for p in PAGES}, "a page without key headings here, or one gone"
+    assert set(KEY_HEADINGS) <= {p.name for p in PAGES}, "a page gone (or renamed) that held key headings"
     for page in PAGES:
-        assert headings(page)[0] == KEY_HEADINGS[page.name][0], page.name  # one title, the page's first line
+        assert page.read_text(encoding="utf-8").startswith("# "), page.name  # the title is the first line
         assert [h for h in headings(page) if h == headings(page)[0]] == [headings(page)[0]], page.name
-        assert set(KEY_HEADINGS[page.name]) <= set(headings(page)), page.name
+        assert KEY_HEADINGS.get(page.name, headings(page))[0] == headings(page)[0], page.name
+        assert set(KEY_HEADINGS.get(page.name, [])) <= set(headings(page)), page.name
 
 
 def test_the_readme_is_short_and_links_the_pages():
