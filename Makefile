@@ -22,10 +22,18 @@ lint: $(STAMP)
 	cd $(LAYOUT) && $(CURDIR)/$(VENV)/bin/lint-imports --no-cache --no-logo $(CURDIR)/pyproject.toml
 
 # torch/torchvision are pinned to the CUDA build pair that pip resolves (from local disk here);
-# it also runs on CPU-only machines.
+# it also runs on CPU-only machines. pip's messages go to $(PIPLOG), printed in full only when a step fails (its
+# ERROR lines always): setuptools prints a 10-line notice on every editable install of a package-dir layout such as
+# ours, and a machine's pip configuration may add warnings of its own.
+PIPLOG := $(VENV)/install.log
+PIP    := $(PY) -m pip install -q
+QUIET  = >>$(PIPLOG) 2>&1 || { cat $(PIPLOG); exit 1; }
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	@: > $(PIPLOG)
+	@echo "$(PIP) -U pip" && $(PIP) -U pip $(QUIET)
+	@echo "$(PIP) torch==2.14.1 torchvision==0.29.1" && $(PIP) torch==2.14.1 torchvision==0.29.1 $(QUIET)
+	@echo "$(PIP) -e '.[test]'" && $(PIP) -e '.[test]' $(QUIET)
+	@grep '^ERROR' $(PIPLOG) || true
+	@echo "installed; pip's messages ($$(wc -l < $(PIPLOG)) lines) are in $(PIPLOG)"
 	touch $(STAMP)

@@ -1,4 +1,4 @@
-"""README's "Add a task" runs as written: its task module and suite are written to a fresh folder and its command
+"""The docs' "Add a task" page (docs/add-a-task.md) runs as written: its task module and suite are written to a fresh folder and its command
 runs there (a task defined outside the package, registered with @register_task, loaded through `imports:`)."""
 import json
 import os
@@ -11,12 +11,11 @@ import pytest
 
 from helpers import HANG_GUARD_S
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "add-a-task.md"
 
 
 def section() -> str:
-    text = README.read_text(encoding="utf-8")
-    return text[text.index("## Add a task\n"):text.index("\n## ", text.index("## Add a task\n") + 1)]
+    return PAGE.read_text(encoding="utf-8")
 
 
 def snippets() -> tuple[dict[str, str], list[str]]:

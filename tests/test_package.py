@@ -94,7 +94,8 @@ def _copy_sources(dst: Path) -> None:
 def test_a_wheel_installed_outside_the_repository_lists_and_plans_the_default_suite(tmp_path):
     _copy_sources(tmp_path / "src")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist",
+    # -v: the build backend's own output, where setuptools prints its packaging warnings
+    built = subprocess.run([*pip[:-1], "-v", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist",
                             tmp_path / "src"], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("transferbench-*.whl")
@@ -104,6 +105,13 @@ def test_a_wheel_installed_outside_the_repository_lists_and_plans_the_default_su
     assert sorted(n.split("/")[-1][:-5] for n in names if n.startswith("transferbench/benchmarks/")) == SHIPPED
     assert not any(n.startswith(("tasks/", "runners/", "benchmarks/")) or "/perf/" in n for n in names)
     assert "transferbench = transferbench.runners.cli:main" in entry_points
+    # the data folders setuptools lists as packages (so the build is quiet): metric modules and shipped stages
+    assert {"transferbench/metric_modules/accuracy/accuracy.py", "transferbench/metric_modules/f1/f1.py",
+            "transferbench/stages/README.md", "transferbench/prices.yaml", "transferbench/peaks.yaml"} <= set(names)
+    shipped_stages = {n for n in names if n.startswith("transferbench/stages/") and n.endswith("/model.safetensors")}
+    assert shipped_stages == {f"transferbench/{p.relative_to(REPO / 'transferbench')}"
+                              for p in (REPO / "transferbench" / "stages").glob("*/model.safetensors")}
+    assert "BuildBackendWarning" not in built.stdout + built.stderr  # packaging warnings stay gone
     site = tmp_path / "site"
     installed = subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], capture_output=True,
                                text=True, timeout=HANG_GUARD_S)

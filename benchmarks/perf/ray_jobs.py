@@ -112,7 +112,7 @@ def main() -> None:
         f" ({', '.join(str(d['differing']) for d in details)} of {runs} runs differ per repeat: "
         + ", ".join(sorted({f"{r['model']} {r['mode']}" for d in details for r in d['differing_runs']}))
         + "; the local runs use all cores' threads, each Ray run --cpus-per-run threads, and CPU convolutions sum "
-          "in a thread-count-dependent order: see the README's Running at scale)."),
+          "in a thread-count-dependent order: see docs/scale.md)."),
         "", "GPU (vision suite, `--jobs 1` vs `--jobs N` vs `accelerate launch --num_processes N`): not measured: "
         "no GPU was lent to this task.",
     ]

@@ -1,8 +1,8 @@
 """The learning-rate search behind `lr: auto` and `lr: [grid]`: once per cell (its first seed; `per: run`: every
 run), on the HF loop.
 
-The rule (the same for every mode, documented in the README): each candidate rate trains the run's own recipe --
-the same initialisation (seed), training examples, batch, shuffling and schedule shape -- and is scored on
+The rule (the same for every mode, documented in docs/learning-rates.md): each candidate rate trains the run's own
+recipe -- the same initialisation (seed), training examples, batch, shuffling and schedule shape -- and is scored on
 validation examples that never include the test split. By default (`lr_search.validation: budget`) the candidates
 train on the budget's fit part and are scored on its validation part (runners/train/plateau.py's split), so the
 budget counts every label used; `validation: beyond` scores on `validation_samples` examples of the training pool
