@@ -25,7 +25,7 @@ from transferbench.modes import adapter_bytes, apply, get_mode, parameter_counts
 from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.speed import batch_channels_last
 
-from . import choose, features, lr_search, plateau, trackers
+from . import choose, features, lr_search, midrun, plateau, trackers
 from .hf_eval import EVAL_BATCH, EarlyStop, eval_values, evaluate_point, train_mode
 from .progress import StepLog, bar_label, quiet
 from .hf_save import save_checkpoint, save_final
@@ -49,7 +49,8 @@ def run(plan, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
     trackers (report_to) get one run, closed however this one ends."""
     tracking = trackers.start(accelerator, plan.spec)
     try:
-        return _run(plan.spec, plan.search, task, model_ref, accelerator, save_to, model_dir)
+        with midrun.place(work_dir):  # where the final training keeps its checkpoints (checkpoint_every)
+            return _run(plan.spec, plan.search, task, model_ref, accelerator, save_to, model_dir)
     finally:
         if tracking:
             accelerator.end_training()
@@ -165,8 +166,10 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
     hyper = spec.hyper
     per_device = hyper.per_device_batch(accelerator.num_processes)
     pin = accelerator.device.type == "cuda"  # page-locked batches copy to the GPU faster; no use on CPU
+    mid = midrun.MidRun.open(spec, accelerator, search or watch is not None)  # before anything is prepared
+    data_order = torch.Generator().manual_seed(spec.seed)  # each epoch's shuffle (a checkpoint keeps its state)
     train_dl = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=data.collate,
-                          generator=torch.Generator().manual_seed(spec.seed), pin_memory=pin)
+                          generator=data_order, pin_memory=pin)
     # inference keeps no activations for backward: larger batches, fewer Python steps (as Trainer's eval batch)
     eval_dl = DataLoader(data.eval, batch_size=max(2 * per_device, EVAL_BATCH),
                          collate_fn=data.eval_collate or data.collate,
@@ -188,6 +191,9 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
 
     scheduler = get_scheduler(hyper.scheduler, optimizer, num_warmup_steps=int(hyper.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    if mid is not None:  # a checkpoint resumes only under the settings it was made with
+        mid.register(scheduler, lr=hyper.lr, total_steps=total_steps, batches_per_epoch=len(train_dl),
+                     per_device_batch=per_device, processes=accelerator.num_processes)
     target = spec.target
     clip = hyper.max_grad_norm or None  # 0 or None: no clipping
     out = TrainOutcome(flops=0.0, per_device_batch=per_device, grad_accum=hyper.grad_accum, max_grad_norm=clip)
@@ -203,8 +209,20 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
     train_mode(model)
     start = time.perf_counter()  # time-to-target and train time count from the first optimizer step
     out.setup_seconds = start - t_enter
+    epoch, skip = 0, 0  # epochs begun before this one; batches of it already trained (a resumed run skips them)
+    resumed = mid.resume(data_order) if mid is not None else None
+    if resumed:
+        epoch, skip, elapsed = midrun.restore(resumed, out, losses, marks, loss_sum, stopper)
+        start -= elapsed  # the clocks go on from the checkpoint (this invocation's setup is not train time)
+        bar.update(out.optimizer_steps)
+        if log is not None:
+            log.read = len(losses)
     while out.stop_reason is None:
-        for batch in train_dl:
+        epoch_start = data_order.get_state() if mid is not None else None
+        in_epoch, batches = skip, accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+        skip = 0
+        for batch in batches:
+            in_epoch += 1
             if hyper.channels_last:
                 batch = batch_channels_last(batch)
             with accelerator.accumulate(model):
@@ -250,8 +268,12 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
                 if log is not None:
                     log.flush()
                     accelerator.log(eval_values(out, task), step=step)
+            if mid is not None and not out.stop_reason and mid.due(step):
+                mid.save(midrun.snapshot(out, losses, marks, loss_sum, stopper, epoch, in_epoch,
+                                              time.perf_counter() - start), epoch_start)
             if out.stop_reason:
                 break
+        epoch += 1
     bar.close()
     out.train_seconds = time.perf_counter() - start - out.eval_seconds
     out.losses = torch.stack(losses).float().tolist() if losses else []
