@@ -27,7 +27,7 @@ from transferbench.speed import batch_channels_last
 
 from . import choose, features, lr_search, midrun, plateau, trackers
 from .hf_eval import EVAL_BATCH, EarlyStop, eval_values, evaluate_point, train_mode
-from .progress import StepLog, bar_label, quiet
+from .progress import PlainLines, StepLog, bar_label, quiet
 from .hf_save import save_checkpoint, save_final
 from ..signals import check_stop
 
@@ -200,6 +200,8 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
     label = bar_label(spec, len(train_set)) + (f" lr search {hyper.lr:g}" if search else "")
     bar = tqdm(total=total_steps, desc=label, leave=False, dynamic_ncols=True,
                disable=None if accelerator.is_main_process and not quiet() else True)  # None: off when not a TTY
+    lines = None if search or watch is not None else \
+        PlainLines.instead_of(bar, accelerator.is_main_process, label, total_steps, steps_per_epoch)
     # The sum of every loss so far: NaN or infinite as soon as one loss is (one in-place add per step, no sync;
     # finite losses would need to exceed 3e38 together to overflow it). Read every LOG_EVERY steps.
     loss_sum = torch.zeros((), dtype=torch.float32, device=accelerator.device)
@@ -263,6 +265,8 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
                 if watch is not None and watch.update(step, out.metrics[task.metric_name], out.metrics.get("loss")):
                     out.stop_reason = out.stop_reason or "plateau"
                 marks.append(len(losses))
+                if lines is not None:
+                    lines.evaluated(out, task.metric_name, loss.item())
                 if stopper is not None and stopper.done(model, accelerator, out):
                     out.stop_reason = out.stop_reason or "early_stopping"
                 if log is not None:
