@@ -3,6 +3,7 @@ one line on stderr, exit 2. Failed runs: exit 1. Stopped by a signal: 128 + its 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -95,8 +96,9 @@ def _run(args) -> int:
     if args.dry_run:  # everything `run` checks before training, checked here too; nothing written
         plans = api.dry_run(args.suite, results_dir=args.results_dir, shard=args.shard,
                             rebuild_stages=args.rebuild_stages, overrides=args.overrides)
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # under `accelerate launch`, as the runs will split
         for plan in plans:
-            print(f"{plan.run_id}  {plan.describe()}")
+            print(f"{plan.run_id}  {plan.describe(processes)}")
         print(f"{len(plans)} runs")
         return 0
     from .signals import Interrupted

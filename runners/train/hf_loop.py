@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,6 +28,7 @@ from . import choose, features, lr_search, midrun, plateau, trackers
 from .hf_eval import EVAL_BATCH, EarlyStop, eval_values, evaluate_point, train_mode
 from .progress import PlainLines, StepLog, bar_label, quiet
 from .hf_save import save_checkpoint, save_final
+from .steps import planned_steps, schedule_steps
 from ..signals import check_stop
 
 LOG_EVERY = 10  # optimizer steps between divergence checks / progress-bar updates (each one syncs a GPU)
@@ -143,18 +143,6 @@ def _candidate(spec, task, model_ref: str, data, train_set, accelerator, key: tu
                                    functools.partial(train, search=True, watch=watch))
     return train(spec, task, model, train_set, data, accelerator, parameter_counts(model)[0], search=True,
                  watch=watch)
-
-
-def planned_steps(hyper, examples: int, num_processes: int) -> int:
-    """The optimizer steps `train` will plan for `examples` (each process sees 1/N of the batches)."""
-    batches = math.ceil(math.ceil(examples / hyper.per_device_batch(num_processes)) / num_processes)
-    return schedule_steps(hyper, batches)[1]
-
-
-def schedule_steps(hyper, batches: int) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps) for `batches` per epoch on each process."""
-    per_epoch = max(1, math.ceil(batches / hyper.grad_accum))
-    return per_epoch, hyper.max_steps or max(1, math.ceil(hyper.epochs * per_epoch))
 
 
 def train(spec, task, model, train_set, data, accelerator, params_total: int, search: bool = False,
