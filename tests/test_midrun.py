@@ -105,3 +105,24 @@ def test_no_checkpoint_without_checkpoint_every(tmp_path, monkeypatch):
 
     monkeypatch.setattr(midrun.MidRun, "save", lambda *a: pytest.fail("checkpointed without checkpoint_every"))
     assert run_main("run", suite, "--results-dir", tmp_path / "res", "--price-per-device-hour", "0") == 0
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    import errno
+    import logging
+
+    from accelerate import Accelerator
+
+    def full(self, output_dir, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    suite = faulty_suite(tmp_path, bench("[fine]"), defaults=DEFAULTS)
+    monkeypatch.setattr(Accelerator, "save_state", full)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    caplog.set_level(logging.INFO, logger="transferbench")
+    assert run_main("run", suite, "--results-dir", tmp_path / "res", "--price-per-device-hour", "0") == 0
+    (record,) = [json.loads(x) for x in (tmp_path / "res" / "runs.jsonl").read_text().splitlines()]
+    assert record["status"] == "ok" and record["optimizer_steps"] == 60
+    warned = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
+    assert len(warned) == 3 and "checkpoint at step 19 not written" in warned[0]
+    assert "No space left on device); training goes on" in warned[0]

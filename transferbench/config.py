@@ -153,6 +153,11 @@ class Suite(BaseModel):
     # the --set items a more specific key hides everywhere (warned about when read; they change no run)
     _shadowed: set[str] = PrivateAttr(default_factory=set)
 
+    @property
+    def shadowed_overrides(self) -> frozenset[str]:
+        """The --set items a more specific key of the suite hides everywhere (warned about; they change no run)."""
+        return frozenset(self._shadowed)
+
     def source(self) -> Optional[dict[str, Any]]:
         """What a reader needs to run this suite again: its file, the modules its `imports:` names, the --set
         overrides given with it. None for a suite built in Python with no imports."""

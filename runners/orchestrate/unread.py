@@ -20,7 +20,7 @@ def check_read(path: Path, overrides: Sequence[str], suite: Suite) -> None:
     """Refuse (UserError) the first item of `overrides` that nothing in `suite` (loaded from `path` with them) reads."""
     plans = None
     for i, item in enumerate(overrides):
-        if item in suite._shadowed or item.partition("=")[0].strip().split(".")[0] not in LAYERS:
+        if item in suite.shadowed_overrides or item.partition("=")[0].strip().split(".")[0] not in LAYERS:
             continue
         try:
             without = plan_runs(load_suite(path, [*overrides[:i], *overrides[i + 1:]], warn=False))

@@ -126,16 +126,21 @@ class MidRun:
         acc = self.accelerator
         name = f"step-{state['step']}"
         where = self.folder / name
-        acc.save_state(str(where))  # every process: its RNG state; the main process writes the rest
-        if acc.is_main_process:
-            torch.save(epoch_start, where / "data_order.pt")
-            (where / "loop_state.json").write_text(json.dumps({**state, "identity": self.identity}))
-            tmp = self.folder / f".{MARKER}.tmp"
-            tmp.write_text(json.dumps({"dir": name, "step": state["step"]}))
-            os.replace(tmp, self.folder / MARKER)  # the new checkpoint is complete: it now is the one in force
-            for old in self.folder.glob("step-*"):
-                if old.name != name:
-                    shutil.rmtree(old, ignore_errors=True)
+        try:
+            acc.save_state(str(where))  # every process: its RNG state; the main process writes the rest
+            if acc.is_main_process:
+                torch.save(epoch_start, where / "data_order.pt")
+                (where / "loop_state.json").write_text(json.dumps({**state, "identity": self.identity}))
+                tmp = self.folder / f".{MARKER}.tmp"
+                tmp.write_text(json.dumps({"dir": name, "step": state["step"]}))
+                os.replace(tmp, self.folder / MARKER)  # the new checkpoint is complete: it now is the one in force
+                for old in self.folder.glob("step-*"):
+                    if old.name != name:
+                        shutil.rmtree(old, ignore_errors=True)
+        except OSError as err:  # a full disk: the run goes on without this checkpoint (the last one stays in force)
+            logger.warning(f"run {self.identity['run_id']}: checkpoint at step {state['step']} not written to {where} "
+                           f"({err.strerror or err}); training goes on")
+            shutil.rmtree(where, ignore_errors=True)
         acc.wait_for_everyone()
         self.last_saved = time.perf_counter()
 
