@@ -49,6 +49,8 @@ def test_killed_run_resumes_from_its_checkpoint_with_the_uninterrupted_metric(tm
     assert run_main("run", suite, "--results-dir", whole, "--price-per-device-hour", "0") == 0
     capsys.readouterr()
     resumed, uninterrupted = _record(killed), _record(whole)
+    print(f"killed after the checkpoint at step {saved_at}; resumed: {resumed['metric']!r} at step "
+          f"{resumed['optimizer_steps']}, uninterrupted: {uninterrupted['metric']!r}")  # shown with pytest -rP
     assert resumed["run_id"] == uninterrupted["run_id"] and resumed["status"] == "ok"
     assert resumed["resumed_at_step"] == saved_at and uninterrupted["resumed_at_step"] is None
     assert resumed["optimizer_steps"] == uninterrupted["optimizer_steps"] == 60
