@@ -28,7 +28,12 @@ if TYPE_CHECKING:
 
 def _suite(suite: str | Path, overrides: Sequence[str]) -> tuple[Path, Suite]:
     path = resolve_suite(suite)
-    return path, load_suite(path, overrides)  # before the heavy imports: a typo is reported at once
+    spec = load_suite(path, overrides)  # before the heavy imports: a typo is reported at once
+    if overrides:
+        from .orchestrate.unread import check_read
+
+        check_read(path, list(overrides), spec)
+    return path, spec
 
 
 def _results_dir(results_dir: Optional[str | Path], suite: Suite) -> Path:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+import transferbench
 from transferbench.errors import UserError
 from transferbench.folders import check_name, check_output_folder, not_written
 
@@ -14,13 +16,24 @@ from . import api
 from .suites import DEFAULT_SUITE, resolve_suite, shipped_suites
 from .verbosity import set_verbosity
 
+def _global_flags(parser: argparse.ArgumentParser, where: str) -> None:
+    """-v/-q and --version, on the top-level parser and on every command's (`transferbench run x -q` as
+    `transferbench -q run x`); each level counts into its own dest (`where`), summed by `_verbosity`."""
+    parser.add_argument("-v", "--verbose", action="count", default=0, dest=f"{where}verbose", help="more output: "
+                        "library info logs and dataset progress bars (-vv: debug logs); before or after the command")
+    parser.add_argument("-q", "--quiet", action="count", default=0, dest=f"{where}quiet", help="less output: no "
+                        "progress bars or per-epoch lines, only warnings, errors and the results")
+    parser.add_argument("--version", action="version", version=f"transferbench {transferbench.__version__}")
+
+
+def _verbosity(args) -> int:
+    return args.verbose + args.command_verbose - args.quiet - args.command_quiet
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="transferbench", description="Fine-tune, LoRA, linear-probe or scratch? "
                                 "Train each mode over budgets and seeds, then compare.")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more output: library info logs and "
-                   "dataset progress bars (-vv: debug logs); before the command, e.g. `transferbench -v run`")
-    p.add_argument("-q", "--quiet", action="count", default=0, help="less output: no progress bars or per-epoch "
-                   "lines, only warnings, errors and the results")
+    _global_flags(p, "")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a suite (default: the offline quickstart suite)")
     run.add_argument("suite", nargs="?", default=str(DEFAULT_SUITE), help="suite YAML (default: %(default)s)")
@@ -79,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
                      "(default: %(default)s)")
     pln.add_argument("--out", help="also write plan.md and plan.json to this folder (default: print only; `report` "
                      "writes them beside the leaderboard)")
+    for command in sub.choices.values():
+        _global_flags(command, "command_")
     return p
 
 
@@ -114,8 +129,9 @@ def _run(args) -> int:
     if args.dry_run:  # everything `run` checks before training, checked here too; nothing written
         plans = api.dry_run(args.suite, results_dir=args.results_dir, shard=args.shard,
                             rebuild_stages=args.rebuild_stages, overrides=args.overrides)
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # under `accelerate launch`, as the runs will split
         for plan in plans:
-            print(f"{plan.run_id}  {plan.describe()}")
+            print(f"{plan.run_id}  {plan.describe(processes)}")
         print(f"{len(plans)} runs")
         return 0
     from .signals import Interrupted
@@ -227,7 +243,7 @@ def _list(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    set_verbosity(args.verbose - args.quiet)
+    set_verbosity(_verbosity(args))
     try:
         if getattr(args, "suite", None) is not None:  # run, stages: a shipped suite's name or a path
             args.suite = str(resolve_suite(args.suite))

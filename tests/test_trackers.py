@@ -1,6 +1,9 @@
-"""report_to: one tracker run per transferbench run, through accelerate's log_with, named by run_id; the event files
+"""report_to: one tracker run per transferbench run, through accelerate's log_with, named benchmark/model/mode/budget/
+seed with its run_id in the config (and, for TensorBoard's folder, its first 8 characters); the event files
 hold the record's numbers (per-step training loss and learning rate, every evaluation). Read back with
 TensorBoard's own EventAccumulator."""
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -38,12 +41,18 @@ def tracked(tiny_bert, tmp_path_factory):
     return tmp, suite, {r["mode"]: r for r in Store(tmp / "res").records()}
 
 
-def test_one_tensorboard_run_per_run_named_by_run_id(tracked):
+def _folder(tmp, r):
+    """The run's TensorBoard folder: benchmark/model/mode/budget/seed-<run_id[:8]> (the model: its folder's name)."""
+    return tmp / "res" / "trackers" / "topics" / Path(r["model"]).name / r["mode"] / "n64" / f"seed0-{r['run_id'][:8]}"
+
+
+def test_one_tensorboard_run_per_run_named_readably(tracked, tiny_bert):
     tmp, _, records = tracked
-    runs = sorted(p.name for p in (tmp / "res" / "trackers").iterdir())
-    assert runs == sorted(r["run_id"] for r in records.values())
+    runs = sorted(p.parent.parent for p in (tmp / "res" / "trackers").rglob("hparams.yml"))
+    assert runs == sorted(_folder(tmp, r) for r in records.values()) and len(runs) == 2
+    assert Path(tiny_bert).name.startswith("tiny-bert")
     for r in records.values():  # the resolved run config, as the tracker's hyper-parameters
-        (hparams,) = (tmp / "res" / "trackers" / r["run_id"]).glob("*/hparams.yml")
+        (hparams,) = _folder(tmp, r).glob("*/hparams.yml")
         config = yaml.safe_load(hparams.read_text())
         assert config["run_id"] == r["run_id"] and config["mode"] == r["mode"]
         assert config["hyper.lr"] == r["config"]["hyper"]["lr"] and config["hyper.report_to"] == "tensorboard"
@@ -52,7 +61,7 @@ def test_one_tensorboard_run_per_run_named_by_run_id(tracked):
 def test_event_scalars_are_the_records_numbers(tracked):
     tmp, _, records = tracked
     for mode, r in records.items():
-        scalars = _scalars(tmp / "res" / "trackers" / r["run_id"])
+        scalars = _scalars(_folder(tmp, r))
         steps = r["optimizer_steps"]
         assert steps == 12
         # one training loss and one learning rate per optimizer step
@@ -148,7 +157,10 @@ def test_yolo_epochs_reach_tensorboard_and_the_log(tmp_path, caplog):
     for line, point in zip(lines, res.curve):
         assert line.startswith("yolov8n.yaml n=16 scratch s0: ")
         assert f"loss {point['train_loss']:.4f} (box " in line and f"mAP50-95 {point['metric']:.4f}" in line
-    scalars = _scalars(tmp_path / "res" / "trackers" / res.run_id)
+    (events,) = {p.parent for p in (tmp_path / "res" / "trackers").rglob("events.out.tfevents.*")
+                 if p.parent.name.endswith(res.run_id[:8])}
+    assert events.relative_to(tmp_path / "res" / "trackers").parts[-3:] == ("scratch", "n16", f"seed0-{res.run_id[:8]}")
+    scalars = _scalars(events)
     steps = [p["step"] for p in res.curve]
     assert [s for s, _ in scalars["train/loss"]] == [s for s, _ in scalars["eval/map50_95"]] == steps
     assert [v for _, v in scalars["train/loss"]] == pytest.approx([p["train_loss"] for p in res.curve], abs=1e-5)
@@ -177,3 +189,17 @@ def test_yolo_epoch_lines_reach_the_terminal_from_the_child_process(tmp_path, ca
     err = capfd.readouterr().err
     epochs = [line for line in err.splitlines() if line.startswith("yolov8n.yaml n=16 scratch s0: epoch ")]
     assert len(epochs) == 2 and f"mAP50-95 {out.curve[-1]['metric']:.4f}" in epochs[-1]
+
+
+def test_run_names_read_benchmark_model_mode_budget_seed():
+    from transferbench.config import DatasetSpec, RunSpec
+    from transferbench.hyper import Hyper
+    from transferbench.runners.train.trackers import run_name, tensorboard_folder
+
+    spec = RunSpec(suite="s", task="text-classification", dataset=DatasetSpec(source="hub:nyu-mll/glue", config="sst2"),
+                   model="google-bert/bert-base-uncased", mode="lora", seed=2, train_fraction=0.01, hyper=Hyper())
+    assert run_name(spec) == "glue-sst2/bert-base-uncased/lora/frac0.01/seed2"
+    assert tensorboard_folder(spec) == f"glue-sst2/bert-base-uncased/lora/frac0.01/seed2-{spec.run_id[:8]}"
+    staged = spec.model_copy(update={"model": "pretrain:glyphs vit", "dataset": DatasetSpec(source="data/my set"),
+                                     "train_fraction": None, "train_samples": 64})
+    assert run_name(staged) == "my-set/pretrain-glyphs-vit/lora/n64/seed2"

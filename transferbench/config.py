@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Optional, Sequence, Union
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from . import metrics, safe_yaml
 from .errors import UserError
-from .overrides import aliases_renamed, apply_overrides
+from .overrides import aliases_renamed, apply_overrides, shadowed
 from .schema_errors import SAFE_NAME, one_line
 from .hyper import Hyper, HyperPatch, PositiveInt
 from .record_schema import MAX_SEED
@@ -183,6 +184,13 @@ class Suite(BaseModel):
     benchmarks: list[Benchmark] = Field(min_length=1)
     # where it came from (load_suite): the file, its sha256, the --set overrides; recorded with every run
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # the --set items a more specific key hides everywhere (warned about when read; they change no run)
+    _shadowed: set[str] = PrivateAttr(default_factory=set)
+
+    @property
+    def shadowed_overrides(self) -> frozenset[str]:
+        """The --set items a more specific key of the suite hides everywhere (warned about; they change no run)."""
+        return frozenset(self._shadowed)
 
     def source(self) -> Optional[dict[str, Any]]:
         """What a reader needs to run this suite again: its file, the modules its `imports:` names, the --set
@@ -247,9 +255,10 @@ class RunSpec(BaseModel):
         return self.stage.model if self.stage else self.model
 
 
-def parse_suite(data: Any, where: str = "suite", overrides: Sequence[str] = ()) -> Suite:
+def parse_suite(data: Any, where: str = "suite", overrides: Sequence[str] = (), warn: bool = True) -> Suite:
     """Validate a suite (a mapping, as YAML gives it) after applying `overrides` (`--set KEY=VALUE`). An error
-    at or under a key that --set gave names that --set item rather than the file."""
+    at or under a key that --set gave names that --set item rather than the file; an item a more specific key of
+    the suite shadows is a warning (`warn`) naming those keys."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: a suite must be a YAML mapping with 'name' and 'benchmarks'")
     data, given = apply_overrides(data, overrides)
@@ -262,11 +271,17 @@ def parse_suite(data: Any, where: str = "suite", overrides: Sequence[str] = ()) 
         raise UserError(one_line(err, f"--set {item}" if item else where, Suite)) from None
     if overrides:
         suite._origin["set"] = list(overrides)
+    for item, (warning, everywhere) in shadowed(data, given).items():
+        if warn:
+            logging.getLogger("transferbench").warning(f"transferbench: warning: {warning}")
+        if everywhere:
+            suite._shadowed.add(item)
     return suite
 
 
-def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
-    """A suite file, validated (with `--set` overrides applied first), remembering where it came from."""
+def load_suite(path: str | Path, overrides: Sequence[str] = (), warn: bool = True) -> Suite:
+    """A suite file, validated (with `--set` overrides applied first), remembering where it came from; `warn`:
+    log the overrides the suite shadows."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"suite file not found: {path} (run `transferbench list` to see the shipped suites)")
@@ -276,6 +291,6 @@ def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"suite file {path} cannot be read ({type(err).__name__}: {err})") from None
     data = safe_yaml.load(text, str(path))  # aliases and nesting bounded: a bomb is one line, not a hang
-    suite = parse_suite(data, str(path), overrides)
+    suite = parse_suite(data, str(path), overrides, warn)
     suite._origin.update(file=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest())
     return suite

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, create_model, model_serializer
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, create_model,
+                      model_serializer, model_validator)
 
 from pydantic_core import PydanticCustomError
 
@@ -204,6 +205,22 @@ class _Evaluation(BaseModel):
     eval_samples: Optional[PositiveInt] = None
 
 
+class CheckpointEvery(BaseModel):
+    """`checkpoint_every: {steps: N}` / `{minutes: M}` (both: whichever comes first): the HF loop saves accelerate's
+    state (model, optimizer, scheduler, RNG) and its own counters in the run's folder, so a run killed mid-way
+    resumes there on the next invocation (runners/train/checkpoints.py). Off by default: a short run loses little."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    steps: Optional[PositiveInt] = None  # optimizer steps
+    minutes: Optional[Positive] = None  # wall minutes of training (evaluations included)
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> "CheckpointEvery":
+        if self.steps is None and self.minutes is None:
+            raise ValueError("give steps: N (optimizer steps) or minutes: M, e.g. checkpoint_every: {steps: 500}")
+        return self
+
+
 class _Output(BaseModel):
     """What a run writes besides its record, not what it measures: never dumped (exclude), so neither run_id nor
     the recorded config change with them, and turning a tracker on does not retrain a finished suite."""
@@ -212,6 +229,8 @@ class _Output(BaseModel):
     report_to: Trackers = Field((), exclude=True)
     # "final": the trained weights, saved the model's own way under <results>/models/<run_id>
     save_models: Literal["none", "final"] = Field("none", exclude=True)
+    # mid-run checkpoints, so a killed run resumes where it was (CheckpointEvery); a run's result does not depend on it
+    checkpoint_every: Optional[CheckpointEvery] = Field(None, exclude=True)
 
 
 class Hyper(_Output, _Evaluation, _Speed, _Adapter, _Schedule, _Optimizer):  # fields dumped in reverse: optimizer first

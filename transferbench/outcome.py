@@ -42,6 +42,7 @@ class TrainOutcome:
     lr: Optional[float] = None  # the learning rate trained at (given, or chosen by a search); None: as configured
     lr_search: Optional[dict] = None  # the search that chose it (runners/train/lr_search.py), None when lr was given
     plateau: Optional[dict] = None  # schedule: plateau: its phase (runners/train/plateau.py summary), else None
+    resumed_at_step: Optional[int] = None  # the optimizer step of the mid-run checkpoint it resumed from, else None
     # Not recorded: what a caller may still need (a pretrain stage saves the model with its processor).
     model: Any = None
     data: Any = None

@@ -92,3 +92,63 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> tuple[dict, dict[tu
             walked.append(part)
         given[tuple(KEY_ALIASES.get(p, p) for p in walked)] = f"{key}={raw}"  # as validation names it
     return data, given
+
+
+def shadowed(data: dict, given: dict[tuple[str, ...], str]) -> dict[str, tuple[str, bool]]:
+    """{--set item: (a warning naming the keys that win over it, whether it changes no run)} for each item a more
+    specific layer hides. A run reads each key from its most specific layer (a mode's patch, then its benchmark, then
+    `defaults`; a pretrain stage, then `defaults`), whole: a benchmark's `plateau: {...}` replaces the defaults'
+    one; `task_args` merges key by key."""
+    out = {}
+    for path, item in given.items():
+        reach, depth = _reach(data, path)
+        if reach is None:
+            continue
+        key = path[depth:depth + (2 if path[depth] == "task_args" and len(path) > depth + 1 else 1)]
+        hidden = {unit: [where for where, layer in layers if _sets(layer, key)] for unit, layers in reach.items()}
+        hidden = {unit: places for unit, places in hidden.items() if places}
+        if not hidden:
+            continue
+        keys = list(dict.fromkeys(f"{where}.{'.'.join(key)}" for places in hidden.values() for where in places))
+        shown = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+        everywhere = len(hidden) == len(reach)
+        effect = "it changes no run" if everywhere else \
+            f"it still applies to {len(reach) - len(hidden)} of the {len(reach)} modes and stages it reaches"
+        name, _, value = item.partition("=")
+        example = f"{next(iter(hidden.values()))[0]}.{name.split('.', depth)[depth]}={value}"  # as the user spelt it
+        out[item] = (f"--set {item} is shadowed by {shown} (a more specific key wins): {effect}; set "
+                     f"those instead, e.g. --set {example}", everywhere)
+    return out
+
+
+def _reach(data: dict, path: tuple[str, ...]):
+    """({place it reaches: [(where, layer) more specific than the override's, in order]}, the index of the key in
+    `path`), or (None, 0) for a path that no more specific layer can hide."""
+    benches = data.get("benchmarks") if isinstance(data.get("benchmarks"), list) else []
+    stages = data.get("pretrain") if isinstance(data.get("pretrain"), dict) else {}
+
+    def modes(i: int, bench) -> dict:
+        found = bench.get("modes") if isinstance(bench, dict) else None
+        return {f"benchmarks.{i}.modes.{m}": p for m, p in found.items()} if isinstance(found, dict) else \
+            {f"benchmarks.{i}.modes.{m}": None for m in found} if isinstance(found, list) else {}
+
+    if path[0] == "defaults" and len(path) > 1:
+        reach = {where: [(f"benchmarks.{i}", bench), (where, patch)]
+                 for i, bench in enumerate(benches) for where, patch in modes(i, bench).items()}
+        reach.update({f"pretrain.{name}": [(f"pretrain.{name}", stage)] for name, stage in stages.items()})
+        return reach, 1
+    if path[0] == "benchmarks" and len(path) > 2 and path[2] != "modes" and int(path[1]) < len(benches):
+        return {where: [(where, patch)] for where, patch in modes(int(path[1]), benches[int(path[1])]).items()}, 2
+    return None, 0
+
+
+def _sets(layer: Any, key: tuple[str, ...]) -> bool:
+    """Whether a layer of the suite (a mapping, or None) gives `key` (under any spelling of KEY_ALIASES)."""
+    for part in key:
+        if not isinstance(layer, dict):
+            return False
+        found = [k for k in layer if KEY_ALIASES.get(k, k) == part]
+        if not found:
+            return False
+        layer = layer[found[0]]
+    return True

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # 7 added lr (the rate trained at) and lr_search (the search that chose it: grid, scores, chosen, steps, seconds)
 # 8 added plateau (schedule: plateau); lr_search says where it validated and whether a candidate beat chance
 # 9 added charged_seconds (shared work billed to the run beyond what its process spent); lr_search carries rungs,
-#   per, by and reused (a cell's search, done once by its first seed's run)
+#   per, by and reused (a cell's search, done once by its first seed's run); resumed_at_step (mid-run checkpoints)
 SCHEMA_VERSION = 9
 
 MAX_SEED = 2**32 - 1  # numpy's seeding (through accelerate's set_seed) takes 0 .. 2**32 - 1

@@ -98,6 +98,8 @@ class Result:
     energy_source: Optional[str] = None  # nvml | rapl | nvml+rapl
     energy_note: Optional[str] = None  # the counters read and their kWh, or why nothing was measured
     saved_model: Optional[str] = None  # the folder holding the final weights (save_models: final)
+    # the optimizer step of the mid-run checkpoint this run resumed from after a kill (checkpoint_every), else None
+    resumed_at_step: Optional[int] = None
     status: str = "ok"  # ok | failed | diverged
     error: Optional[str] = None
     started_at: Optional[str] = None

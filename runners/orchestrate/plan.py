@@ -62,11 +62,31 @@ class RunPlan:
     def search(self) -> Optional[LrSearchPlan]:
         return self.lr if isinstance(self.lr, LrSearchPlan) else None
 
-    def describe(self) -> str:
-        """One line for logs and the dry run."""
-        s = self.spec
-        lr = f"lr {self.lr:g}" if self.search is None else f"lr {self.search.kind} over {len(self.search.grid)} rates"
-        return f"{s.task}  {s.dataset.source}  {s.model}  {s.mode}  budget={s.budget}  seed={s.seed}  {lr}"
+    def describe(self, num_processes: int = 1) -> str:
+        """One line for logs and the dry run: what the run is, and what it trains with: the learning rate (the
+        number, or the search and its grid), the length (epochs or max_steps, with the optimizer steps where the
+        budget is a number of examples; a plateau's floor and cap), the time cap, the effective batch."""
+        s, h = self.spec, self.spec.hyper
+        rates = ",".join(f"{x:g}" for x in self.search.grid) if self.search else ""
+        lr = f"lr={self.lr:g}" if self.search is None else f"lr={self.search.kind}[{rates}]"
+        return (f"{s.task}  {s.dataset.source}  {s.model}  {s.mode}  budget={s.budget}  seed={s.seed}  {lr}  "
+                f"{self._length(num_processes)}  batch={h.batch_size}" + (f"  max_seconds={h.max_seconds:g}"
+                                                                          if h.max_seconds else ""))
+
+    def _length(self, num_processes: int) -> str:
+        h = self.spec.hyper
+        if h.schedule == "plateau":
+            p = h.plateau
+            return f"plateau({p.min_steps}-{p.max_steps} steps, eval every {p.eval_steps}, patience {p.patience})"
+        length = f"max_steps={h.max_steps}" if h.max_steps else f"epochs={h.epochs:g}"
+        if self.loop != "hf" or h.max_steps or self.spec.train_samples is None:
+            return length
+        from ..train.steps import planned_steps
+
+        try:
+            return f"{length} ({planned_steps(h, self.spec.train_samples, num_processes)} steps)"
+        except UserError:  # a batch that does not split over the processes: preflight says so
+            return length
 
 
 def prepare(imports: Sequence[str], trust_remote_code: Sequence[str]) -> None:

@@ -91,6 +91,7 @@ def _trained(res: Result, out: TrainOutcome) -> None:
     res.peak_flops = flops.peak_flops(res.device_name, res.mixed_precision)
     res.mfu = flops.mfu(res.flops_estimate, res.train_seconds, res.peak_flops, res.device_count)
     res.saved_model = out.saved_model
+    res.resumed_at_step = out.resumed_at_step
     if out.lr is not None:  # a searched rate: the one the search chose
         res.lr, res.lr_search = out.lr, out.lr_search
     res.plateau = out.plateau

@@ -20,6 +20,7 @@ from transferbench.config import RunSpec
 from transferbench.errors import UserError
 
 from ..signals import check_stop
+from ..train.midrun import remove as remove_checkpoints
 
 
 def execute(*args, **kwargs):  # .execute imports torch: imported on first use, so a dry run stays torch-free
@@ -122,6 +123,7 @@ def _build(plan, path: Path, log) -> str:
     log(f"pretrain stage {stage.stage_name}: training {stage.model} on {stage.dataset.source} -> {path}")
     try:
         res = execute(plan, save_to=version, work_dir=path.parent / f"{path.name}.work")
+        remove_checkpoints(path.parent / f"{path.name}.work")  # trained (or failed): nothing left to resume
     except BaseException:  # Ctrl-C/SIGTERM: no half-built version folder is left behind
         shutil.rmtree(version, ignore_errors=True)
         raise

@@ -13,6 +13,7 @@ from transferbench.config import Suite
 from transferbench.results import Result, Store
 
 from ..signals import check_stop, graceful_stop
+from ..train.midrun import remove as remove_checkpoints
 from .executor import Executor, LocalExecutor
 from .plan import RunPlan, plan_runs
 from .preflight import before_training
@@ -99,6 +100,7 @@ def run_suite(suite: Suite, results_dir: Path, shard: Optional[str] = None, *, r
         results.append(res)
         if state.is_main_process:
             store.append(res)
+            remove_checkpoints(results_dir / "work" / plan.run_id)  # recorded: nothing left to resume
             spec = plan.spec
             metric = f"{res.metric_name}={res.metric:.4f}" if res.metric is not None else res.error
             say(f"[{index[plan.run_id]}/{len(pending)}] {spec.task} {spec.model} {spec.mode} n={res.train_samples} "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -25,10 +24,11 @@ from transferbench.modes import adapter_bytes, apply, get_mode, parameter_counts
 from transferbench.outcome import Diverged, TrainOutcome
 from transferbench.speed import batch_channels_last
 
-from . import cell_search, choose, features, lr_search, plateau, trackers
+from . import cell_search, choose, features, lr_search, midrun, plateau, trackers
 from .hf_eval import EVAL_BATCH, EarlyStop, eval_values, evaluate_point, train_mode
-from .progress import StepLog, bar_label, quiet
+from .progress import PlainLines, StepLog, bar_label, quiet
 from .hf_save import save_checkpoint, save_final
+from .steps import planned_steps, schedule_steps
 from ..signals import check_stop
 
 LOG_EVERY = 10  # optimizer steps between divergence checks / progress-bar updates (each one syncs a GPU)
@@ -50,7 +50,8 @@ def run(plan, task, model_ref: str, accelerator, save_to: Optional[Path] = None,
     trackers (report_to) get one run, closed however this one ends."""
     tracking = trackers.start(accelerator, plan.spec)
     try:
-        return _run(plan.spec, plan.search, task, model_ref, accelerator, save_to, model_dir, search_dir)
+        with midrun.place(work_dir):  # where the final training keeps its checkpoints (checkpoint_every)
+            return _run(plan.spec, plan.search, task, model_ref, accelerator, save_to, model_dir, search_dir)
     finally:
         if tracking:
             accelerator.end_training()
@@ -189,18 +190,6 @@ def _candidate(spec, task, initial: Initial, data, train_set, accelerator, key: 
                  watch=watch)
 
 
-def planned_steps(hyper, examples: int, num_processes: int) -> int:
-    """The optimizer steps `train` will plan for `examples` (each process sees 1/N of the batches)."""
-    batches = math.ceil(math.ceil(examples / hyper.per_device_batch(num_processes)) / num_processes)
-    return schedule_steps(hyper, batches)[1]
-
-
-def schedule_steps(hyper, batches: int) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps) for `batches` per epoch on each process."""
-    per_epoch = max(1, math.ceil(batches / hyper.grad_accum))
-    return per_epoch, hyper.max_steps or max(1, math.ceil(hyper.epochs * per_epoch))
-
-
 def train(spec, task, model, train_set, data, accelerator, params_total: int, search: bool = False,
           watch: Optional[plateau.Watch] = None) -> TrainOutcome:
     """Train `model` on `train_set` (the budget's subset of data.train), evaluating on data.eval; `search`: a
@@ -210,8 +199,10 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
     hyper = spec.hyper
     per_device = hyper.per_device_batch(accelerator.num_processes)
     pin = accelerator.device.type == "cuda"  # page-locked batches copy to the GPU faster; no use on CPU
+    mid = midrun.MidRun.open(spec, accelerator, search or watch is not None)  # before anything is prepared
+    data_order = torch.Generator().manual_seed(spec.seed)  # each epoch's shuffle (a checkpoint keeps its state)
     train_dl = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=data.collate,
-                          generator=torch.Generator().manual_seed(spec.seed), pin_memory=pin)
+                          generator=data_order, pin_memory=pin)
     # inference keeps no activations for backward: larger batches, fewer Python steps (as Trainer's eval batch)
     eval_dl = DataLoader(data.eval, batch_size=max(2 * per_device, EVAL_BATCH),
                          collate_fn=data.eval_collate or data.collate,
@@ -233,12 +224,17 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
 
     scheduler = get_scheduler(hyper.scheduler, optimizer, num_warmup_steps=int(hyper.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    if mid is not None:  # a checkpoint resumes only under the settings it was made with
+        mid.register(scheduler, lr=hyper.lr, total_steps=total_steps, batches_per_epoch=len(train_dl),
+                     per_device_batch=per_device, processes=accelerator.num_processes)
     target = spec.target
     clip = hyper.max_grad_norm or None  # 0 or None: no clipping
     out = TrainOutcome(flops=0.0, per_device_batch=per_device, grad_accum=hyper.grad_accum, max_grad_norm=clip)
     label = bar_label(spec, len(train_set)) + (f" lr search {hyper.lr:g}" if search else "")
     bar = tqdm(total=total_steps, desc=label, leave=False, dynamic_ncols=True,
                disable=None if accelerator.is_main_process and not quiet() else True)  # None: off when not a TTY
+    lines = None if search or watch is not None else \
+        PlainLines.instead_of(bar, accelerator.is_main_process, label, total_steps, steps_per_epoch)
     # The sum of every loss so far: NaN or infinite as soon as one loss is (one in-place add per step, no sync;
     # finite losses would need to exceed 3e38 together to overflow it). Read every LOG_EVERY steps.
     loss_sum = torch.zeros((), dtype=torch.float32, device=accelerator.device)
@@ -248,8 +244,20 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
     train_mode(model)
     start = time.perf_counter()  # time-to-target and train time count from the first optimizer step
     out.setup_seconds = start - t_enter
+    epoch, skip = 0, 0  # epochs begun before this one; batches of it already trained (a resumed run skips them)
+    resumed = mid.resume(data_order) if mid is not None else None
+    if resumed:
+        epoch, skip, elapsed = midrun.restore(resumed, out, losses, marks, loss_sum, stopper)
+        start -= elapsed  # the clocks go on from the checkpoint (this invocation's setup is not train time)
+        bar.update(out.optimizer_steps)
+        if log is not None:
+            log.read = len(losses)
     while out.stop_reason is None:
-        for batch in train_dl:
+        epoch_start = data_order.get_state() if mid is not None else None
+        in_epoch, batches = skip, accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+        skip = 0
+        for batch in batches:
+            in_epoch += 1
             if hyper.channels_last:
                 batch = batch_channels_last(batch)
             with accelerator.accumulate(model):
@@ -290,13 +298,19 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
                 if watch is not None and watch.update(step, out.metrics[task.metric_name], out.metrics.get("loss")):
                     out.stop_reason = out.stop_reason or "plateau"
                 marks.append(len(losses))
+                if lines is not None:
+                    lines.evaluated(out, task.metric_name, loss.item())
                 if stopper is not None and stopper.done(model, accelerator, out):
                     out.stop_reason = out.stop_reason or "early_stopping"
                 if log is not None:
                     log.flush()
                     accelerator.log(eval_values(out, task), step=step)
+            if mid is not None and not out.stop_reason and mid.due(step):
+                mid.save(midrun.snapshot(out, losses, marks, loss_sum, stopper, epoch, in_epoch,
+                                              time.perf_counter() - start), epoch_start)
             if out.stop_reason:
                 break
+        epoch += 1
     bar.close()
     out.train_seconds = time.perf_counter() - start - out.eval_seconds
     out.losses = torch.stack(losses).float().tolist() if losses else []

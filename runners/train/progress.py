@@ -12,6 +12,25 @@ def bar_label(spec, n: int) -> str:
     return f"{model[:28]} n={n} {spec.mode} s{spec.seed}"
 
 
+class PlainLines:
+    """Where the run's bar is off only because stderr is not a terminal (nohup, CI, a redirected log), one plain log
+    line per evaluation instead, so a log file shows a long run's progress and not only the suite's [i/N] lines."""
+
+    def __init__(self, label: str, total: int, per_epoch: int):
+        self.label, self.total, self.per_epoch = label, total, per_epoch
+        self.logger = logging.getLogger("transferbench")
+
+    @classmethod
+    def instead_of(cls, bar, main_process: bool, label: str, total: int, per_epoch: int):
+        """A PlainLines when `bar` is disabled for want of a terminal (not for -q, nor on another process)."""
+        return cls(label, total, per_epoch) if bar.disable and main_process and not quiet() else None
+
+    def evaluated(self, out, metric_name: str, loss: float) -> None:
+        point = out.curve[-1]
+        self.logger.info(f"{self.label}: step {point['step']}/{self.total} (epoch {point['step'] / self.per_epoch:.2f}) "
+                         f"loss {loss:.4f} {metric_name} {point['metric']:.4f} ({point['seconds']:.1f}s)")
+
+
 def quiet() -> bool:
     """`transferbench -q`: the logger is set above INFO, and progress bars are off too."""
     return logging.getLogger("transferbench").level > logging.INFO
