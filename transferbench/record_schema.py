@@ -64,6 +64,7 @@ class StoredRecord(_Strict):
     setup_seconds: Amount = None
     wall_seconds: Amount = None
     charged_seconds: Amount = None
+    resumed_at_step: Count = None
     samples_per_second: Amount = None
     device_hours: Amount = None
     price_per_device_hour: Amount = None
