@@ -93,6 +93,7 @@ raw = load_dataset("json", data_files={"test": f"{DATA}/test.jsonl",
                                        **{f"train{s}": f"{DATA}/train_seed{s}.jsonl" for s in seeds}})
 data = raw.map(lambda b: tokenizer(b["text"], truncation=True, max_length=MAX_LENGTH), batched=True,
                remove_columns=["text"])
+ready = time.time()
 
 
 def accuracy(pred):
@@ -130,7 +131,7 @@ for mode, lr, seed in RUNS:
     runs.append(dict(mode=mode, lr=lr, seed=seed, steps=out.global_step, train_window=window.seconds,
                      train_runtime=out.metrics["train_runtime"], eval_seconds=metrics["eval_runtime"],
                      accuracy=metrics["eval_accuracy"], run_seconds=time.perf_counter() - t0))
-json.dump(dict(imported_at=imported, finished_at=time.time(), runs=runs), open(OUT, "w"))
+json.dump(dict(imported_at=imported, data_ready_at=ready, finished_at=time.time(), runs=runs), open(OUT, "w"))
 '''
 
 
@@ -188,8 +189,12 @@ def side_tb(work: Path, i: int, _runs) -> dict:
                        str(results)], work / f"tb-{i}.log")
     recs = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
     assert len(recs) == 4 and all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    (timing,) = [json.loads(line) for line in (results / "suite_timing.jsonl").read_text().splitlines()]
+    parts = {k: timing.get(k) for k in ("startup_seconds", "preflight_seconds", "warmup_seconds", "stages_seconds",
+                                        "runs_wall_seconds", "suite_seconds")}
     return dict(wall=wall, cpu=cpu, train_window=sum(r["train_seconds"] for r in recs),
                 eval_seconds=sum(r["eval_seconds"] for r in recs), setup_seconds=sum(r["setup_seconds"] for r in recs),
+                **parts,
                 runs=[dict(mode=r["mode"], seed=r["seed"], accuracy=r["metric"], train_seconds=r["train_seconds"]) for r in recs])
 
 
@@ -202,6 +207,8 @@ def side_trainer(work: Path, i: int, runs, model: str = "", epochs: int = EPOCHS
     return dict(wall=wall, cpu=cpu, train_window=sum(r["train_window"] for r in got["runs"]),
                 train_runtime=sum(r["train_runtime"] for r in got["runs"]),
                 eval_seconds=sum(r["eval_seconds"] for r in got["runs"]), imports_seconds=got["imported_at"] - t0,
+                data_seconds=got["data_ready_at"] - got["imported_at"],
+                runs_wall_seconds=sum(r["run_seconds"] for r in got["runs"]),
                 runs=got["runs"])
 
 
@@ -279,6 +286,29 @@ def write(args, argv, got: dict, text_yaml: str, load_before) -> str:
     return text
 
 
+def breakdown(tb: list[dict], tr: list[dict]) -> str:
+    med = lambda rows, f: statistics.median(f(x) for x in rows)  # noqa: E731
+    rows = [
+        ("interpreter start and imports (tb: to run_suite; Trainer: to the first line after the imports)",
+         med(tb, lambda x: x["startup_seconds"]), med(tr, lambda x: x["imports_seconds"])),
+        ("tb: suite planning, preflight (data loaded and tokenised, models checked) and warm-up; Trainer: "
+         "load_dataset + tokenising map", med(tb, lambda x: x["suite_seconds"] - x["runs_wall_seconds"]),
+         med(tr, lambda x: x["data_seconds"])),
+        ("per-run setup, 4 runs (model load, mode, optimizer, accelerator / Trainer construction)",
+         med(tb, lambda x: x["runs_wall_seconds"] - x["train_window"] - x["eval_seconds"]),
+         med(tr, lambda x: x["runs_wall_seconds"] - x["train_window"] - x["eval_seconds"])),
+        ("training window, 4 runs", med(tb, lambda x: x["train_window"]), med(tr, lambda x: x["train_window"])),
+        ("final evaluation, 4 runs x 600 sentences", med(tb, lambda x: x["eval_seconds"]),
+         med(tr, lambda x: x["eval_seconds"])),
+        ("the rest (interpreter exit; tb: records, store, claims, timing line)",
+         med(tb, lambda x: x["wall"] - x["startup_seconds"] - x["suite_seconds"]),
+         med(tr, lambda x: x["wall"] - x["imports_seconds"] - x["data_seconds"] - x["runs_wall_seconds"])),
+        ("whole process", med(tb, lambda x: x["wall"]), med(tr, lambda x: x["wall"])),
+    ]
+    return "| part | transferbench s | Trainer script s |\n|---|---|---|\n" + "\n".join(
+        f"| {name} | {a:.1f} | {b:.1f} |" for name, a, b in rows)
+
+
 def _iv(s: dict) -> str:
     return (f"{s['median']:.3f} (mean {s['mean']:.3f}, 95% t-interval [{s['t95'][0]:.3f}, {s['t95'][1]:.3f}], "
             f"min {s['min']:.3f}, max {s['max']:.3f})")
@@ -318,6 +348,11 @@ the script a `transformers.Trainer` user writes, each a whole process timed from
 | training window (4 runs), s | {s['train_window']['transferbench_median']:.1f} | {s['train_window']['trainer_median']:.1f} | {_iv(s['train_window']['trainer_over_tb'])} |
 | process CPU, s | {s['cpu']['transferbench_median']:.1f} | {s['cpu']['trainer_median']:.1f} | {_iv(s['cpu']['trainer_over_tb'])} |
 | mean test accuracy (4 runs x rounds) | {r['mean_accuracy']['transferbench']:.3f} | {r['mean_accuracy']['trainer']:.3f} | |
+
+Where each side's whole-process seconds go (medians over rounds; transferbench's parts from its
+suite_timing.jsonl and records, the Trainer script's from timestamps it writes):
+
+{breakdown(tb, tr)}
 
 Per round (seconds):
 
