@@ -15,7 +15,7 @@ PUBLISHED = sorted(p.parent.name for p in (REPO / "results" / "published").glob(
 TITLES = {"quickstart": "transferbench quickstart (offline default suite), 2-core CPU",
           "topics": "transferbench topics (256 examples), 2-core CPU",
           "lr-default": "transferbench lr-auto suite at the built-in default learning rates (lr: default), 2-core CPU",
-          "lr-auto": "transferbench lr-auto suite (lr: auto, searched per run), 2-core CPU",
+          "lr-auto": "transferbench lr-auto suite (lr: auto, searched once per cell), 2-core CPU",
           "peft-methods": "transferbench peft-methods (MiniLM, 256 examples, 10 modes), 2-core CPU",
           "metric-mcc": "transferbench metric-mcc (the stage ResNet on digits judged by matthews_correlation), "
                         "2-core CPU",
