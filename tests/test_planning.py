@@ -28,11 +28,14 @@ def test_the_learning_rate_is_resolved_once_into_a_number_or_a_search():
     plans = {p.spec.mode: p for p in plan_runs(parse_suite(SUITE))}
     scratch, probe = plans["scratch"], plans["linear-probe"]
     scratch_default = MODES["scratch"].default_lr  # a tie goes to it
-    assert scratch.lr == LrSearchPlan(MODES["scratch"].auto_grid, "auto", LrSearch(), scratch_default)  # unset: searched
+    # unset: searched, once per cell: by its first seed's run (the only seed here: its own)
+    assert scratch.lr == LrSearchPlan(MODES["scratch"].auto_grid, "auto", LrSearch(), scratch_default, seed=0,
+                                      by=scratch.run_id)
     assert scratch.spec.hyper.lr == "auto" and scratch.search is scratch.lr
     assert plans["finetune"].lr == 5e-5 and plans["finetune"].search is None
     assert plans["lora"].lr == MODES["lora"].default_lr == plans["lora"].spec.hyper.lr  # "default": the number
-    assert probe.lr == LrSearchPlan((1e-3, 1e-2), "grid", LrSearch(), MODES["linear-probe"].default_lr)  # kept sorted
+    assert probe.lr == LrSearchPlan((1e-3, 1e-2), "grid", LrSearch(), MODES["linear-probe"].default_lr, seed=0,
+                                    by=probe.run_id)  # kept sorted
     assert {p.loop for p in plans.values()} == {"hf"}
     with pytest.raises(dataclasses.FrozenInstanceError):
         scratch.lr = 1.0

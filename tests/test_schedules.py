@@ -93,7 +93,10 @@ def _fake(scores: dict):
 
 
 def test_a_tie_at_chance_never_extends_the_grid_and_says_no_candidate_beat_chance():
-    (plan,) = plan_runs(parse_suite(_suite({"scratch": {"lr": "auto", "epochs": 1}})))
+    # the tie rule among candidates that trained all the steps (halving: 1; a first rung promotes by validation
+    # loss and may look past an end the loss leads: tests/test_lr_search.py)
+    one = {"halving": 1}
+    (plan,) = plan_runs(parse_suite(_suite({"scratch": {"lr": "auto", "epochs": 1, "lr_search": one}})))
     chosen, record, _ = lr_search.search(plan.spec, plan.search, 40, _fake(lambda lr: 0.25), "accuracy", True, 20,
                                          chance=0.25)
     assert [s["lr"] for s in record["scores"]] == list(plan.search.grid)  # nothing tried beyond the grid
@@ -101,18 +104,20 @@ def test_a_tie_at_chance_never_extends_the_grid_and_says_no_candidate_beat_chanc
     # (3e-4 and 1e-3, equally near in log scale), of which the lower validation loss wins
     assert MODES["scratch"].default_lr not in plan.search.grid
     assert chosen == 3e-4 and record["outright"] is False and record["beat_chance"] is False
-    (lora,) = plan_runs(parse_suite(_suite({"lora": {"lr": "auto", "epochs": 1}})))
+    (lora,) = plan_runs(parse_suite(_suite({"lora": {"lr": "auto", "epochs": 1, "lr_search": one}})))
     chosen, record, _ = lr_search.search(lora.spec, lora.search, 40, _fake(lambda lr: 0.25), "accuracy", True, 20)
     assert MODES["lora"].default_lr in lora.search.grid and chosen == MODES["lora"].default_lr
 
 
 def test_a_tie_without_the_default_goes_to_the_grid_centre_and_an_outright_end_extends():
-    (plan,) = plan_runs(parse_suite(_suite({"finetune": {"lr": [1e-5, 1e-4, 1e-3, 1e-2], "epochs": 1}})))
+    one = {"halving": 1}  # the winner's rules at full length (successive halving: tests/test_lr_search.py)
+    (plan,) = plan_runs(parse_suite(_suite({"finetune": {"lr": [1e-5, 1e-4, 1e-3, 1e-2], "epochs": 1,
+                                                         "lr_search": one}})))
     chosen, record, _ = lr_search.search(plan.spec, plan.search, 40, _fake(lambda lr: 0.9 if lr >= 1e-4 else 0.5),
                                          "accuracy", True, 20, chance=0.25)
     centre = (math.log10(1e-5) + math.log10(1e-2)) / 2
     assert chosen == min((1e-4, 1e-3, 1e-2), key=lambda lr: abs(math.log10(lr) - centre)) and record["beat_chance"]
-    (auto,) = plan_runs(parse_suite(_suite({"finetune": {"lr": "auto", "epochs": 1}})))
+    (auto,) = plan_runs(parse_suite(_suite({"finetune": {"lr": "auto", "epochs": 1, "lr_search": one}})))
     top = max(auto.search.grid)
     chosen, record, _ = lr_search.search(auto.spec, auto.search, 40, _fake(lambda lr: min(0.99, 0.5 + lr * 100)),
                                          "accuracy", True, 20)
