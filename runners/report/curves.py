@@ -165,15 +165,15 @@ def _bounds(scores: np.ndarray, bounded: bool) -> tuple[float, float]:
     return low, max(high, low + 1e-9)
 
 
-def _fit(fam: Family, x, y, lo, hi, starts=None, tol: float = 1e-8):
-    """Least squares from each start; the best parameters or None. A bootstrap refit starts at the fit itself and
-    stops at a looser tolerance (`tol`): its draws need percentiles, not the last digits."""
+def _fit(fam: Family, x, y, lo, hi, tol: float = 1e-8):
+    """Least squares from each of the family's starts; the best parameters or None (the bootstrap's refits:
+    _refit_all)."""
     from scipy.optimize import OptimizeWarning, curve_fit  # ~0.5 s: imported when a curve is fitted, not before
 
     bounds, default = fam.setup(x, y, lo, hi)
     low, high = np.asarray(bounds[0], float), np.asarray(bounds[1], float)
     best, best_sse = None, math.inf
-    for p0 in starts if starts is not None else default:
+    for p0 in default:
         p0 = np.clip(np.asarray(p0, float), low + 1e-9 * (1 + abs(low)), np.where(np.isinf(high), 1e12, high - 1e-9))
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):

@@ -133,20 +133,29 @@ def half_decade(lr: float, up: bool) -> float:
     return float(f"{10 ** (k / 2):.1g}")
 
 
-def _by_progress(scores: list[dict], higher_is_better: bool, tie: float) -> list[dict]:
-    """A rung's finite candidates, most promising first: by validation metric, and among candidates within `tie`
-    of one another by validation loss (after a few steps every rate may still score chance while the loss already
-    tells which are learning)."""
+def _tiers(scores: list[dict], higher_is_better: bool, tie: float, within: Callable) -> list[dict]:
+    """The finite candidates, best first: by validation metric, and among those within `tie` of one another's best
+    by the key `within`."""
     sign = 1 if higher_is_better else -1
     left = [s for s in scores if s["metric"] is not None and math.isfinite(s["metric"])]
-    loss = lambda s: s["loss"] if s["loss"] is not None and math.isfinite(s["loss"]) else math.inf  # noqa: E731
     order = []
     while left:
         top = max(sign * s["metric"] for s in left)
-        tied = sorted((s for s in left if sign * s["metric"] >= top - tie), key=loss)
+        tied = sorted((s for s in left if sign * s["metric"] >= top - tie), key=within)
         order += tied
         left = [s for s in left if s not in tied]
     return order
+
+
+def _loss(s: dict) -> float:
+    return s["loss"] if s["loss"] is not None and math.isfinite(s["loss"]) else math.inf
+
+
+def _by_progress(scores: list[dict], higher_is_better: bool, tie: float) -> list[dict]:
+    """A rung's candidates, most promising first: by validation metric, and among candidates within `tie` of one
+    another by validation loss (after a few steps every rate may still score chance while the loss already tells
+    which are learning)."""
+    return _tiers(scores, higher_is_better, tie, _loss)
 
 
 def _beyond_leader(rung: list[dict], kind: str, score: Callable, higher_is_better: bool, tie: float) -> list[dict]:
@@ -166,18 +175,9 @@ def _ranked(scores: list[dict], higher_is_better: bool, grid, tie: float, defaul
     """The finite candidates, best first: by validation metric, and among those within `tie` of one another's
     best the tie rule's order (the mode's default rate, then nearness to the grid's centre in log scale, then the
     lower validation loss)."""
-    sign = 1 if higher_is_better else -1
-    left = [s for s in scores if s["metric"] is not None and math.isfinite(s["metric"])]
     centre = (math.log10(min(grid)) + math.log10(max(grid))) / 2
-    loss = lambda s: s["loss"] if s["loss"] is not None else math.inf  # noqa: E731
-    order = []
-    while left:
-        top = max(sign * s["metric"] for s in left)
-        tied = sorted((s for s in left if sign * s["metric"] >= top - tie),
-                      key=lambda s: (s["lr"] != default, abs(math.log10(s["lr"]) - centre), loss(s)))
-        order += tied
-        left = [s for s in left if s not in tied]
-    return order
+    return _tiers(scores, higher_is_better, tie,
+                  lambda s: (s["lr"] != default, abs(math.log10(s["lr"]) - centre), _loss(s)))
 
 
 def _best(scores: list[dict], higher_is_better: bool, grid, tie: float, default: Optional[float]) -> tuple[dict, bool]:
