@@ -19,15 +19,15 @@ import datetime as dt
 import itertools
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from proc_timing import t_interval, timed  # noqa: E402 - beside this script
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "results" / "perf"
@@ -35,32 +35,18 @@ OUT = ROOT / "results" / "perf"
 
 def timed_run(suite: Path, folder: Path, extra: list[str]) -> dict:
     """One whole `transferbench run` process: wall, its CPU seconds (user + system of it and its children)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "transferbench", "-q", "run", str(suite), "--results-dir", str(folder),
-                           *extra], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, cpu, proc = timed([sys.executable, "-m", "transferbench", "-q", "run", str(suite), "--results-dir",
+                             str(folder), *extra], capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"{suite} {' '.join(extra)} failed:\n{proc.stderr[-2000:]}")
     records = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines() if line.strip()]
-    return {"wall_s": round(wall, 2), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "device_hours": round(sum(r["device_hours"] or 0 for r in records), 6),
             "search_s": round(sum(r["lr_search"]["seconds"] for r in records
                                   if r.get("lr_search") and not r["lr_search"].get("reused")), 2),
             "runs": len(records), "ok": sum(r["status"] == "ok" for r in records), "load_before": round(load, 2),
             "load_after": round(os.getloadavg()[0], 2), "folder": str(folder)}
-
-
-def interval(xs: list[float]) -> tuple[float, float]:
-    """95% t-interval of the mean of paired ratios (scipy); the one value twice with one round."""
-    if len(xs) < 2:
-        return xs[0], xs[0]
-    from scipy import stats
-
-    low, high = stats.t.interval(0.95, len(xs) - 1, loc=statistics.mean(xs), scale=stats.sem(xs))
-    return float(low), float(high)
 
 
 def cells_of(folder: Path) -> dict:
@@ -135,7 +121,7 @@ def markdown(name: str, data: dict) -> str:
                          f"| {s['load_before']} |")
     for what in ("wall_s", "cpu_s", "device_hours"):
         ratios = [r["searched"][what] / r["fixed"][what] for r in rounds]
-        lo, hi = interval(ratios)
+        lo, hi = t_interval(ratios)
         lines.append(f"\nSearched / fixed, {what.replace('_s', ' seconds').replace('_', ' ')}: paired ratios "
                      f"{', '.join(f'{x:.3f}' for x in ratios)}; mean {statistics.mean(ratios):.3f} [95% {lo:.3f}, {hi:.3f}]")
     c = data["comparison"]

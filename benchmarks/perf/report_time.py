@@ -13,29 +13,23 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from proc_timing import timed  # noqa: E402 - beside this script
+
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "results" / "perf"
 
 
-def timed(args: list[str]) -> dict:
+def call(args: list[str]) -> dict:
     load = os.getloadavg()[0]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "transferbench", *args], check=True, capture_output=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"wall_s": round(wall, 3), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3),
-            "load_before": round(load, 2)}
+    wall, cpu, _ = timed([sys.executable, "-m", "transferbench", *args], check=True, capture_output=True)
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "load_before": round(load, 2)}
 
 
 def main() -> None:
@@ -51,7 +45,7 @@ def main() -> None:
             for name in (("report", "plan") if i % 2 == 0 else ("plan", "report")):
                 cmd = ["report", str(args.store), "--out", str(Path(tmp) / f"r{i}")] if name == "report" else \
                     ["plan", str(args.store)]
-                rows[name].append(timed(cmd))
+                rows[name].append(call(cmd))
     summary = {k: {"median_wall_s": round(statistics.median(r["wall_s"] for r in v), 3),
                    "median_cpu_s": round(statistics.median(r["cpu_s"] for r in v), 3), "calls": v}
                for k, v in rows.items()}

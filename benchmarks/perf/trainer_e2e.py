@@ -41,13 +41,14 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from proc_timing import t_interval, timed  # beside this script
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "results" / "perf"
@@ -166,26 +167,18 @@ def export(work: Path, text_yaml: str) -> tuple[str, list]:
     return resolve(spec.model), runs
 
 
-def _child_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def timed(cmd: list[str], log: Path) -> tuple[float, float]:
-    """(wall seconds from spawn to exit, CPU seconds of the process and its children)."""
-    cpu0 = _child_cpu()
-    t0 = time.perf_counter()
+def timed_logged(cmd: list[str], log: Path) -> tuple[float, float]:
+    """(wall seconds from spawn to exit, CPU seconds of the process and its children), output to `log`."""
     with open(log, "w") as f:
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
-    wall = time.perf_counter() - t0
+        wall, cpu, done = timed(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
     if done.returncode:
         raise SystemExit(f"{cmd[:4]} exited {done.returncode}; see {log}")
-    return wall, _child_cpu() - cpu0
+    return wall, cpu
 
 
 def side_tb(work: Path, i: int, _runs) -> dict:
     results = work / f"tb-results-{i}"
-    wall, cpu = timed([sys.executable, "-m", "transferbench", "run", str(work / "suite.yaml"), "--results-dir",
+    wall, cpu = timed_logged([sys.executable, "-m", "transferbench", "run", str(work / "suite.yaml"), "--results-dir",
                        str(results)], work / f"tb-{i}.log")
     recs = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
     assert len(recs) == 4 and all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
@@ -201,7 +194,7 @@ def side_tb(work: Path, i: int, _runs) -> dict:
 def side_trainer(work: Path, i: int, runs, model: str = "", epochs: int = EPOCHS) -> dict:
     out = work / f"trainer-{i}.json"
     t0 = time.time()
-    wall, cpu = timed([sys.executable, str(work / "trainer_user.py"), str(work), model, str(out), json.dumps(runs),
+    wall, cpu = timed_logged([sys.executable, str(work / "trainer_user.py"), str(work), model, str(out), json.dumps(runs),
                        str(BATCH), str(epochs), str(MAX_LENGTH), str(EVAL_BATCH)], work / f"trainer-{i}.log")
     got = json.loads(out.read_text())
     return dict(wall=wall, cpu=cpu, train_window=sum(r["train_window"] for r in got["runs"]),
@@ -214,12 +207,9 @@ def side_trainer(work: Path, i: int, runs, model: str = "", epochs: int = EPOCHS
 
 def paired(tb: list[float], trainer: list[float]) -> dict:
     """Trainer / transferbench per round: median, mean, 95% t-interval of the mean, min, max."""
-    from scipy import stats
-
     r = [b / a for a, b in zip(tb, trainer)]
-    mean = statistics.fmean(r)
-    lo, hi = stats.t.interval(0.95, len(r) - 1, loc=mean, scale=stats.sem(r)) if len(r) > 1 else (mean, mean)
-    return dict(ratios=r, median=statistics.median(r), mean=mean, t95=[lo, hi], min=min(r), max=max(r))
+    return dict(ratios=r, median=statistics.median(r), mean=statistics.fmean(r), t95=list(t_interval(r)), min=min(r),
+                max=max(r))
 
 
 def main(argv=None) -> int:
