@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from transferbench.config import Suite, load_suite
 from transferbench.errors import UserError
 from transferbench.folders import check_output_folder, not_written
 
@@ -23,10 +22,14 @@ from .verbosity import set_verbosity
 if TYPE_CHECKING:
     import pandas
 
+    from transferbench.config import Suite
+
     from .orchestrate.plan import RunPlan
 
 
 def _suite(suite: str | Path, overrides: Sequence[str]) -> tuple[Path, Suite]:
+    from transferbench.config import load_suite  # pydantic's models (~0.2 s): not for `report`
+
     path = resolve_suite(suite)
     spec = load_suite(path, overrides)  # before the heavy imports: a typo is reported at once
     if overrides:

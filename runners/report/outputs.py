@@ -10,7 +10,7 @@ from typing import Optional
 from transferbench.errors import UserError
 from transferbench.folders import not_written
 
-from . import html, tables
+from . import html, plots, tables
 from .leaderboard import build, default_title, suite_timings
 from .merge import load, store_folder
 from .planner_report import write_plan
@@ -24,19 +24,20 @@ def report(paths, out: Optional[Path] = None, publish: Optional[Path] = None, ti
         if len(paths) > 1:
             raise UserError("several stores merge into one leaderboard: say where it goes with --out DIR")
         out = store_folder(paths[0])
-    records = load(paths)
-    board = build(records, title or default_title(records, paths), sources=paths, timings=suite_timings(paths))
-    out = Path(out)
+    painter = plots.Painter.fork()  # importing matplotlib while the leaderboard is built
     try:
-        return _write(board, paths, out, publish)
+        records = load(paths)
+        board = build(records, title or default_title(records, paths), sources=paths, timings=suite_timings(paths))
+        return _write(board, paths, Path(out), publish, painter)
     except OSError as err:  # read-only, full, over a file-size limit: one line, the store untouched
         raise not_written(err) from None
+    finally:
+        if painter is not None:
+            painter.close()
 
 
-def _write(board, paths, out: Path, publish: Optional[Path]) -> str:
-    from . import plots  # matplotlib (~0.3 s): imported when the figures are drawn
-
-    drawing = plots.start(board, out / "plots")  # in worker processes where it can: the plan is written meanwhile
+def _write(board, paths, out: Path, publish: Optional[Path], painter=None) -> str:
+    drawing = plots.start(board, out / "plots", painter)  # in the workers where there are: the plan is written meanwhile
     if board.plannable:  # fewer budgets: nothing to fit, so no plan and no word about one
         write_plan(paths, out)
     figures = drawing()

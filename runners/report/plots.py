@@ -13,12 +13,9 @@ import sys
 import zlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state, no display needed
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator
 
 from . import fmt
 from .chance import chance_level
@@ -26,6 +23,9 @@ from .headline import MAX_FACTOR
 from .cells import BENCHMARK_KEY, BUDGET_KEY, budget_of, cell_key, run_key
 from .curves import MIN_BUDGETS, limit
 from .leaderboard import MODE_ORDER, Leaderboard
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # One colour and marker per mode: the built-in modes, then the peft family's methods; any other mode name (a suite's
 # own peft config) gets a stable pick from the same palette by a hash of its name
@@ -54,6 +54,10 @@ def _slug(*parts) -> str:
 
 
 def _figure(width=7.5, height=4.8) -> Figure:
+    # matplotlib (~0.4 s) is imported here, where a figure is drawn: `report` forks its drawing workers before it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state, no display needed
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -234,6 +238,8 @@ def _pareto_models(cells: list[dict]) -> list[str]:
 def pareto(board: Leaderboard, cells: list[dict], fig: Figure) -> str:
     """One row per model (a benchmark): metric against cost and, where measured, peak memory, adapter size and
     energy, each with its Pareto front; points labelled by budget."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
     models = _pareto_models(cells)
     rows = {m: [c for c in cells if c["model"] == m and c["n"]] for m in models}
     ncols = max(len(_axes_of(cs)) for cs in rows.values())
@@ -351,37 +357,83 @@ def write_all(board: Leaderboard, out: Path) -> list[dict]:
     return start(board, out)()
 
 
-def start(board: Leaderboard, out: Path) -> Callable[[], list[dict]]:
-    """Draw the figures, in worker processes where this process can fork them cheaply and safely (no torch loaded:
-    `report`, not the end of `run`), while the caller writes the rest; calling the result waits for them and gives
-    the figures in a fixed order. Drawing is most of a report's time and each figure is independent of the others."""
+class Painter:
+    """A process forked when `report` starts: it imports matplotlib while this process loads the stores and builds
+    the leaderboard, then draws the figures with a forked helper (which inherits matplotlib: one import for both)
+    while this process writes the tables and the plan. Drawing is most of a report's time and each figure is
+    independent of the others."""
+
+    def __init__(self):
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_paint, args=(child,), name="transferbench-figures")
+        self.process.start()
+
+    @classmethod
+    def fork(cls) -> Optional["Painter"]:
+        """None where forking is not cheap and safe (torch loaded: the end of `run`; one CPU; no fork)."""
+        if (os.cpu_count() or 1) < 2 or "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
+            return None
+        return cls()
+
+    def start(self, board: Leaderboard, out: Path, jobs: list[tuple]) -> Callable[[], list[dict]]:
+        self.conn.send((board, out, jobs))
+
+        def figures() -> list[dict]:
+            ok, got = self.conn.recv()
+            if not ok:
+                raise got
+            return got
+
+        return figures
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+
+
+def _paint(conn) -> None:
+    global _JOBS
+    _figure()  # matplotlib imported and its fonts loaded, before the board arrives
+    try:
+        _JOBS = conn.recv()
+    except EOFError:  # the report ended before its figures (an error): nothing to draw
+        return
+    try:
+        jobs = _JOBS[2]
+        order = sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i]))  # the costliest first: both end together
+        with multiprocessing.get_context("fork").Pool(2) as pool:  # the helpers inherit the board: nothing pickled
+            drawn = dict(zip(order, pool.map(_draw_inherited, order, chunksize=1)))
+        conn.send((True, [drawn[i] for i in range(len(jobs))]))
+    except BaseException as err:  # raised again in the report's process
+        conn.send((False, err))
+
+
+_JOBS: Optional[tuple] = None  # (board, out, jobs): what the painter's helpers inherit
+
+
+def _draw_inherited(i: int) -> dict:
+    board, out, jobs = _JOBS
+    return _draw(board, out, *jobs[i])
+
+
+def start(board: Leaderboard, out: Path, painter: Optional[Painter] = None) -> Callable[[], list[dict]]:
+    """Draw the figures: in `painter`'s processes when there is one (calling the result waits for them), else
+    here; the figures in the page's order."""
     out.mkdir(parents=True, exist_ok=True)
     jobs = _jobs(board)
-    workers = min(len(jobs), os.cpu_count() or 1, 4)
-    if workers < 2 or "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
-        drawn = [_draw(board, out, *job) for job in jobs]
-        return lambda: drawn
-    global _FORKED
-    _FORKED = (board, out, jobs)  # what the forked workers inherit
-    pool = multiprocessing.get_context("fork").Pool(workers)
-    pending = pool.map_async(_draw_forked, range(len(jobs)), chunksize=1)
-
-    def figures() -> list[dict]:
-        try:
-            return pending.get()
-        finally:
-            pool.close()
-            pool.join()
-
-    return figures
+    if painter is not None and len(jobs) > 1:
+        return painter.start(board, out, jobs)
+    drawn = [_draw(board, out, *job) for job in jobs]
+    return lambda: drawn
 
 
-_FORKED: Optional[tuple] = None
-
-
-def _draw_forked(i: int) -> dict:
-    board, out, jobs = _FORKED
-    return _draw(board, out, *jobs[i])
+def _cost(job: tuple) -> int:
+    """A figure's drawing time, roughly: its panels (each with its text, ticks and legend)."""
+    kind, cells = job[2], job[3]
+    models = len({c["model"] for c in cells})
+    return {"pareto": 3 * models, "learning": models}.get(kind, 1)
 
 
 def _jobs(board: Leaderboard) -> list[tuple]:
@@ -408,6 +460,6 @@ def _draw(board: Leaderboard, out: Path, task: str, dataset: str, kind: str, cel
     title = f"{task} · {dataset}"
     fig.suptitle(f"{title}\n{caption}", fontsize=10)
     path = out / f"{kind}-{_slug(task, dataset)}.png"
-    fig.savefig(path)
+    fig.savefig(path, pil_kwargs={"compress_level": 1})  # zlib level 6 took 7% of the drawing time for 3% smaller files
     return dict(path=f"{out.name}/{path.name}", file=str(path), title=f"{kind}: {title}", caption=caption, task=task,
                 dataset=dataset, kind=kind)

@@ -6,6 +6,7 @@ as a win or a tie. scipy has no bootstrap to replace here: the planner's bootstr
 module's."""
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Optional
 
@@ -45,11 +46,16 @@ def _welch(a: dict, b: dict):
     """scipy's Welch t-test (ttest_ind, equal_var=False) of the two cells' seeds, or (None, None) when a side has
     one seed, or (difference, None) when neither side has any spread (scipy's t is undefined there: the seeds agree
     exactly, so the difference is systematic)."""
-    from scipy.stats import ttest_ind
-
     xa, xb = _seeds(a), _seeds(b)
     if xa is None or xb is None:
         return None, None
+    return _welch_test(tuple(xa), tuple(xb))
+
+
+@functools.lru_cache(maxsize=4096)  # a pair is tested for its interval, its p-value, the verdict and the decision
+def _welch_test(xa: tuple, xb: tuple):
+    from scipy.stats import ttest_ind
+
     if np.ptp(xa) == 0 and np.ptp(xb) == 0:
         return float(np.mean(xa) - np.mean(xb)), None
     with warnings.catch_warnings():  # one side's seeds all equal: scipy warns of precision loss in its variance
