@@ -150,7 +150,7 @@ def test_an_auto_grid_extends_past_the_end_that_wins(lr, peak, tried_beyond):
 
     (plan,) = plan_runs(parse_suite(_text({"finetune": {"lr": lr, "lr_search": {"halving": 1}}})))
 
-    def fake(c):  # validation accuracy peaks at `peak` (in log rate); 3e-2 and above diverge
+    def fake(c, **rung):  # validation accuracy peaks at `peak` (in log rate); 3e-2 and above diverge
         if c.hyper.lr >= 3e-2:
             raise Diverged("nan")
         return TrainOutcome(metrics={"accuracy": -abs(math.log10(c.hyper.lr / peak)), "loss": 1.0})
@@ -169,7 +169,7 @@ def test_a_search_where_every_rate_diverges_is_a_diverged_run():
 
     (plan,) = plan_runs(parse_suite(_text({"finetune": {"lr": [1.0, 2.0]}})))
 
-    def fake(c):
+    def fake(c, **rung):
         raise Diverged("nan")
 
     with pytest.raises(Diverged, match="every candidate learning rate of the search diverged"):
@@ -186,14 +186,26 @@ def test_successive_halving_trains_the_best_third_all_the_steps_and_only_they_ca
     (plan,) = plan_runs(parse_suite(_text({"finetune": {"lr": "auto"}})))
     grid = list(MODES["finetune"].auto_grid)  # 5 rates
 
-    def fake(c):  # short runs favour the largest rate; at full length the one below it is best
-        short = c.hyper.max_steps < 12
+    kept, most, continued = set(), [0], []  # the rates paused at the first rung, as the HF loop keeps them
+
+    def fake(c, until=None, forget=()):  # short runs favour the largest rate; at full length the one below it
+        assert c.hyper.max_steps == 12  # every candidate is a full-length one; a first rung stops `until` steps in
+        kept.difference_update(forget)
+        short = until is not None
+        if short:
+            kept.add(c.hyper.lr)
+            most[0] = max(most[0], len(kept))
+        elif c.hyper.lr in kept:
+            kept.discard(c.hyper.lr)
+            continued.append(c.hyper.lr)
         best = grid[-1] if short else grid[-2]
         return TrainOutcome(metrics={"accuracy": 1 - abs(math.log10(c.hyper.lr / best)) / 10, "loss": 1.0})
 
     import math
 
     chosen, record, _ = lr_search.search(plan.spec, plan.search, 40, fake, "accuracy", True, 100)
+    # both promoted candidates go on from their rung, and no more than the promoted third and one more are kept
+    assert sorted(continued) == sorted(grid)[-2:] and most[0] <= 3
     assert record["rungs"] == [4, 12] and record["steps"] == 12  # 12 candidate steps; a third, at least 4
     first = [s for s in record["scores"] if s["steps"] == 4]
     second = [s for s in record["scores"] if s["steps"] == 12]
@@ -212,8 +224,8 @@ def test_a_first_rung_where_every_rate_scores_chance_promotes_by_validation_loss
     (plan,) = plan_runs(parse_suite(_text({"finetune": {"lr": "auto"}})))
     grid = list(MODES["finetune"].auto_grid)
 
-    def fake(c):  # chance for all at the rung; the loss falls with the rate up to 3e-4
-        short = c.hyper.max_steps < 12
+    def fake(c, until=None, forget=()):  # chance for all at the rung; the loss falls with the rate up to 3e-4
+        short = until is not None
         loss = 1.0 + abs(math.log10(c.hyper.lr / 3e-4))
         return TrainOutcome(metrics={"accuracy": 0.25 if short else 1 - loss / 10, "loss": loss})
 
@@ -223,6 +235,46 @@ def test_a_first_rung_where_every_rate_scores_chance_promotes_by_validation_loss
     second = sorted(s["lr"] for s in record["scores"] if s["steps"] == 12)
     assert second == [1e-4, 3e-4] or second == [3e-4, 1e-3]  # the lowest loss and one of the two next to it
     assert chosen == 3e-4
+
+
+@pytest.mark.parametrize("mode", ["finetune", "linear-probe"])  # linear-probe: a head on cached features
+def test_a_candidate_paused_at_its_rung_goes_on_exactly_as_one_trained_straight_through(tiny_bert, tmp_path, mode):
+    """A first rung's candidate keeps its optimizer, schedule, random and data-order state in memory; promoted, it
+    ends where a candidate trained all its steps at once ends: same losses, validation score and weights."""
+    import torch
+
+    from transferbench.runners.orchestrate.execute import accelerator_for
+    from transferbench.runners.train import hf_loop, lr_search
+
+    suite = write_suite(tmp_path / "s.yaml", tiny_bert, modes=f"{{{mode}: {{lr: 3e-3}}}}", budget="[48]",
+                        extra="    epochs: 3")  # 3 batches an epoch: the rung stops inside the second epoch
+    from transferbench.config import load_suite
+
+    (plan,) = plan_runs(load_suite(suite))
+    spec = plan.spec
+    task = get_task(spec.task)(spec.task_args)
+    data, train_set, _ = hf_loop.load(spec, task, tiny_bert)
+    key = ("test", mode)
+    c = lr_search.candidate(spec, 3e-3, 8)
+
+    def trained(**rung):
+        initial = hf_loop.Initial(task, tiny_bert, data)
+        return lambda **more: hf_loop._candidate(c, task, initial, data, train_set, accelerator_for(c), key,
+                                                 **rung, **more)
+
+    straight = trained()()
+    kept = {}
+    go = trained(kept=kept)
+    rung = go(until=4)
+    assert rung.stop_reason == "rung" and rung.optimizer_steps == 4 and len(kept) == 1
+    ended = go()
+    assert not kept and ended.resumed_at_step == 4 and ended.optimizer_steps == straight.optimizer_steps == 8
+    assert ended.losses == pytest.approx(straight.losses, rel=1e-5, abs=1e-6)
+    assert ended.losses[:4] == pytest.approx(rung.losses, rel=1e-6)
+    assert ended.metrics["loss"] == pytest.approx(straight.metrics["loss"], rel=1e-5)
+    assert ended.metrics["accuracy"] == straight.metrics["accuracy"]
+    for (name, a), b in zip(ended.model.state_dict().items(), straight.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_a_cell_searches_once_and_its_other_seeds_reuse_the_choice(tiny_bert, tmp_path, monkeypatch):

@@ -87,7 +87,7 @@ benchmarks:
 
 
 def _fake(scores: dict):
-    def train(c):
+    def train(c, **rung):
         return TrainOutcome(metrics={"accuracy": scores(c.hyper.lr), "loss": 1.0 + c.hyper.lr})
     return train
 

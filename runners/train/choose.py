@@ -26,8 +26,8 @@ def _epoch_steps(n: int, batch_size: int) -> int:
 
 def before_training(spec, search, task, data, train_set, held, key: tuple, candidate: Callable,
                     planned_steps: Callable, inputs: Optional[Callable] = None, share: Optional[Callable] = None):
-    """(the spec the final training runs, the Choice). `candidate(spec, data, train_set, key, watch)` builds and
-    trains one candidate on `train_set`, scoring data.eval; `planned_steps(hyper, n)` is the loop's step count for
+    """(the spec the final training runs, the Choice). `candidate(spec, data, train_set, key, watch, **rung)` builds
+    and trains one candidate on `train_set`, scoring data.eval (`rung`: lr_search's first-rung arguments); `planned_steps(hyper, n)` is the loop's step count for
     `n` examples; `held`: the examples beyond the budget for `lr_search.validation: beyond`, else None;
     `inputs(seed)`: (train_set, held) of another seed (the cell's search seed); `share(search)`: the cell's recorded
     choice or `search()`'s (runners/train/cell_search.py), as (rate, record, whether it searched)."""
@@ -64,7 +64,7 @@ def before_training(spec, search, task, data, train_set, held, key: tuple, candi
                 scored(s_spec, *inputs(search.seed))
             steps = spec.hyper.plateau.max_steps if to_plateau else planned_steps(spec.hyper, len(s_fit))
             score = (lambda c: phase(c, s_fit, s_scoring, s_key, own)) if to_plateau else \
-                (lambda c: candidate(c, s_scoring, s_fit, s_key, None))
+                (lambda c, **rung: candidate(c, s_scoring, s_fit, s_key, None, **rung))
             chance = 1 / len(data.labels) if task.metric_name == "accuracy" and data.labels else None
             lr, record, charged = lr_search.search(s_spec, search, steps, score, task.metric_name,
                                                    task.higher_is_better, len(s_val), chance)

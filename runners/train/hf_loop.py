@@ -63,14 +63,19 @@ def _run(spec, search, task, model_ref: str, accelerator, save_to: Optional[Path
     data, train_set, held = load(spec, task, model_ref, search)
     key = (model_ref, data.identity, spec.dataset.model_dump_json(), repr(spec.task_args), spec.hyper.eval_samples)
     initial = Initial(task, model_ref, data)
+    kept = {}  # (seed, rate, steps) -> a search candidate paused at its first rung (midrun.Paused)
     t1 = time.perf_counter()
     spec, choice = choose.before_training(
         spec, search, task, data, train_set, held, key,
-        lambda c, scoring, fit, k, watch: _candidate(c, task, initial, scoring, fit, accelerator, k, watch),
+        lambda c, scoring, fit, k, watch, **rung: _candidate(c, task, initial, scoring, fit, accelerator, k, watch,
+                                                             kept, **rung),
         lambda hyper, n: planned_steps(hyper, n, accelerator.num_processes),
         inputs=lambda seed: load(spec.model_copy(update={"seed": seed}), task, model_ref, search)[1:],
         share=None if search is None or search.by is None else
         functools.partial(cell_search.chosen, search.by, search_dir, accelerator=accelerator))
+    kept.clear()  # candidates left paused at a rung, not promoted
+    if choice.searched is not None and accelerator.device.type != "cpu":
+        accelerator.free_memory()  # the candidates' models and optimizers are not the final training's
     search_seconds = time.perf_counter() - t1  # charged in wall time and cost, not in setup/train/eval seconds
     model = initial(spec)
     params_total, params_trainable, trainable_bytes = parameter_counts(model)
@@ -151,55 +156,50 @@ class Initial:
 
         if spec.seed not in self.built:  # the mode and its options are the run's own: only the seed differs
             model = build(spec, self.task, self.ref, self.data)
-            self.built[spec.seed] = (model, _random_state())
+            self.built[spec.seed] = (model, midrun.random_state())
         model, state = self.built[spec.seed]
-        _restore_random_state(state)
+        midrun.restore_random_state(state)
         return copy.deepcopy(model)
 
 
-def _random_state() -> tuple:
-    import random
-
-    import numpy as np
-
-    return (random.getstate(), np.random.get_state(), torch.random.get_rng_state(),
-            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-
-
-def _restore_random_state(state: tuple) -> None:
-    import random
-
-    import numpy as np
-
-    random.setstate(state[0])
-    np.random.set_state(state[1])
-    torch.random.set_rng_state(state[2])
-    if state[3] is not None:
-        torch.cuda.set_rng_state_all(state[3])
-
-
 def _candidate(spec, task, initial: Initial, data, train_set, accelerator, key: tuple,
-               watch: Optional[plateau.Watch] = None) -> TrainOutcome:
+               watch: Optional[plateau.Watch] = None, kept: Optional[dict] = None, until: Optional[int] = None,
+               forget=()) -> TrainOutcome:
     """One candidate of a learning-rate search or a plateau phase: built and trained as the run would be at that
-    rate, scored on data.eval (validation examples) with its loss."""
-    model = initial(spec)
+    rate, scored on data.eval (validation examples) with its loss. `until`: stop after that optimizer step and keep
+    the candidate in `kept` (a first rung); a later call for the same candidate goes on from it; `forget`: the
+    rates whose kept candidates the search no longer needs."""
+    for lr in forget:
+        kept.pop((spec.seed, lr, spec.hyper.max_steps), None)
+    if accelerator.device.type != "cpu":  # the accelerator lets go of earlier candidates (accelerate's advice
+        accelerator.free_memory()  # between trainings; a full gc: not on CPU, where it costs more than it saves)
+    which = (spec.seed, spec.hyper.lr, spec.hyper.max_steps)
+    if until is not None:
+        paused = kept[which] = midrun.Paused(until)
+    else:
+        paused = kept.pop(which, None) if kept is not None else None
+    model = paused.model if paused is not None and paused.kept is not None else initial(spec)
+    loop = functools.partial(train, search=True, watch=watch, paused=paused)
     if spec.hyper.cached_features:
-        return features.train_head(spec, task, model, train_set, data, accelerator, key,
-                                   functools.partial(train, search=True, watch=watch))
-    return train(spec, task, model, train_set, data, accelerator, parameter_counts(model)[0], search=True,
-                 watch=watch)
+        out = features.train_head(spec, task, model, train_set, data, accelerator, key, loop)
+    else:
+        out = loop(spec, task, model, train_set, data, accelerator, parameter_counts(model)[0])
+    if paused is not None:
+        paused.model = out.model
+    return out
 
 
 def train(spec, task, model, train_set, data, accelerator, params_total: int, search: bool = False,
-          watch: Optional[plateau.Watch] = None) -> TrainOutcome:
+          watch: Optional[plateau.Watch] = None, paused: Optional[midrun.Paused] = None) -> TrainOutcome:
     """Train `model` on `train_set` (the budget's subset of data.train), evaluating on data.eval; `search`: a
     learning-rate search's candidate (evaluations with their loss, nothing sent to the trackers); `watch`: a
-    plateau phase (data.eval is the budget's validation part; it stops at the plateau or at the cap)."""
+    plateau phase (data.eval is the budget's validation part; it stops at the plateau or at the cap); `paused`: a
+    candidate that stops at its first rung, or goes on from it (midrun.Paused, kept in memory)."""
     t_enter = time.perf_counter()
     hyper = spec.hyper
     per_device = hyper.per_device_batch(accelerator.num_processes)
     pin = accelerator.device.type == "cuda"  # page-locked batches copy to the GPU faster; no use on CPU
-    mid = midrun.MidRun.open(spec, accelerator, search or watch is not None)  # before anything is prepared
+    mid = paused or midrun.MidRun.open(spec, accelerator, search or watch is not None)  # before anything is prepared
     data_order = torch.Generator().manual_seed(spec.seed)  # each epoch's shuffle (a checkpoint keeps its state)
     train_dl = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=data.collate,
                           generator=data_order, pin_memory=pin)
@@ -225,7 +225,7 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
     scheduler = get_scheduler(hyper.scheduler, optimizer, num_warmup_steps=int(hyper.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     if mid is not None:  # a checkpoint resumes only under the settings it was made with
-        mid.register(scheduler, lr=hyper.lr, total_steps=total_steps, batches_per_epoch=len(train_dl),
+        mid.register(scheduler, optimizer, lr=hyper.lr, total_steps=total_steps, batches_per_epoch=len(train_dl),
                      per_device_batch=per_device, processes=accelerator.num_processes)
     target = spec.target
     clip = hyper.max_grad_norm or None  # 0 or None: no clipping
@@ -286,6 +286,10 @@ def train(spec, task, model, train_set, data, accelerator, params_total: int, se
                 out.stop_reason = "cap" if watch is not None else "max_steps" if hyper.max_steps else "epochs"
             elif hyper.max_seconds is not None and time.perf_counter() - start >= hyper.max_seconds:
                 out.stop_reason = "max_seconds"
+            elif mid is not None and mid.stops_at(step):  # a search candidate's first rung: kept, then evaluated
+                out.stop_reason = "rung"  # (kept first: an evaluation draws from the RNG, a straight run has none here)
+                mid.save(midrun.snapshot(out, losses, marks, loss_sum, stopper, epoch, in_epoch,
+                                         time.perf_counter() - start), epoch_start)
             if step % LOG_EVERY == 0 or out.stop_reason or step % eval_interval == 0:
                 _check_finite(loss_sum, loss, step, accelerator)  # every process agrees, so all stop together
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)

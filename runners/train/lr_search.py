@@ -85,26 +85,30 @@ def search(spec, plan, total_steps: int, train_candidate: Callable, metric_name:
     scores, charged = [], 0.0
     tie = 0.5 / validation_samples  # half an example: metrics closer than that are the same count of examples
 
+    keep = max(1, math.ceil(len(grid) / plan.rule.halving))  # promoted from the first rung
+
     def score(lr: float, length: int) -> dict:
         nonlocal charged
         check_stop()
         t = time.perf_counter()
+        rung = {} if length == steps else {  # a first rung: the candidate's first steps, kept to go on from
+            "until": length, "forget": [s["lr"] for s in _by_progress(scores, higher_is_better, tie)[keep:]]}
         try:
-            out = train_candidate(candidate(spec, lr, length))
+            out = train_candidate(candidate(spec, lr, steps), **rung)
         except Diverged:
             scores.append({"lr": lr, "steps": length, "metric": None, "loss": None, "diverged": True,
                            "seconds": round(time.perf_counter() - t, 3)})
             return scores[-1]
         charged += out.charged_seconds
         scores.append({"lr": lr, "steps": length, "metric": out.metrics.get(metric_name), "loss": out.metrics.get("loss"),
-                       "seconds": round(time.perf_counter() - t, 3), "train_seconds": round(out.train_seconds, 3)})
+                       "seconds": round(time.perf_counter() - t, 3), "train_seconds": round(out.train_seconds, 3),
+                       **({"from_step": out.resumed_at_step} if out.resumed_at_step else {})})
         return scores[-1]
 
     entrants = list(grid)
     for length in lengths[:-1]:  # successive halving's first rung: promoted by metric, then validation loss
         rung = [score(lr, length) for lr in entrants]
         rung += _beyond_leader(rung, kind, lambda lr: score(lr, length), higher_is_better, tie)
-        keep = max(1, math.ceil(len(grid) / plan.rule.halving))
         entrants = [s["lr"] for s in _by_progress(rung, higher_is_better, tie)[:keep]]
     for lr in entrants:
         score(lr, steps)

@@ -72,10 +72,14 @@ class MidRun:
         accelerator.free_memory()
         return cls(spec.hyper.checkpoint_every, folder, accelerator, {"run_id": spec.run_id})
 
-    def register(self, scheduler, **identity) -> None:
-        """The scheduler stepped by hand joins save_state; `identity`: the settings a checkpoint must match."""
+    def register(self, scheduler, optimizer, **identity) -> None:
+        """The scheduler stepped by hand joins save_state (the prepared optimizer is in it already); `identity`: the
+        settings a checkpoint must match."""
         self.accelerator.register_for_checkpointing(scheduler)
         self.identity.update(identity)
+
+    def stops_at(self, step: int) -> bool:  # a checkpointed run goes on after saving
+        return False
 
     def resume(self, generator) -> Optional[dict]:
         """Restore the last checkpoint: accelerate's state loaded, the data generator set to its epoch's start;
@@ -143,6 +147,65 @@ class MidRun:
             shutil.rmtree(where, ignore_errors=True)
         acc.wait_for_everyone()
         self.last_saved = time.perf_counter()
+
+
+class Paused:
+    """A learning-rate search's candidate stopped after optimizer step `at` (successive halving's first rung,
+    runners/train/lr_search.py) and kept in memory, so that a promoted candidate goes on from there instead of
+    training its first steps again: what `MidRun` writes to disk (optimizer, scheduler, every RNG state, the epoch's
+    data order, the loop's own state), kept as objects, with the trained model in `model`. Trained again with this
+    object, the candidate ends exactly as one trained straight through (it is kept before its rung's evaluation,
+    whose loader draws a seed from torch's generator)."""
+
+    def __init__(self, at: int):
+        self.at, self.model, self.kept = at, None, None
+
+    def register(self, scheduler, optimizer, **identity) -> None:
+        self.scheduler, self.optimizer = scheduler, optimizer
+
+    def resume(self, generator) -> Optional[dict]:
+        if self.kept is None:
+            return None
+        optimizer, scheduler, rng, epoch_start, state = self.kept
+        self.optimizer.load_state_dict(optimizer)
+        self.scheduler.load_state_dict(scheduler)
+        restore_random_state(rng)
+        generator.set_state(epoch_start)
+        return state
+
+    def stops_at(self, step: int) -> bool:
+        return self.kept is None and step == self.at
+
+    def due(self, step: int) -> bool:  # kept where it stops (the loop calls save then), nowhere else
+        return False
+
+    def save(self, state: dict, epoch_start) -> None:
+        # the optimizer's state tensors are the paused run's own, which nothing changes until it goes on: not copied
+        self.kept = (self.optimizer.state_dict(), self.scheduler.state_dict(), random_state(), epoch_start, state)
+
+
+def random_state() -> tuple:
+    """Python's, numpy's, torch's and every CUDA device's random state."""
+    import random
+
+    import numpy as np
+    import torch
+
+    return (random.getstate(), np.random.get_state(), torch.random.get_rng_state(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def restore_random_state(state: tuple) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+    torch.random.set_rng_state(state[2])
+    if state[3] is not None:
+        torch.cuda.set_rng_state_all(state[3])
 
 
 def _differences(old: dict, new: dict) -> str:
