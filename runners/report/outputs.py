@@ -37,7 +37,7 @@ def report(paths, out: Optional[Path] = None, publish: Optional[Path] = None, ti
 
 
 def _write(board, paths, out: Path, publish: Optional[Path], painter=None) -> str:
-    drawing = plots.start(board, out / "plots", painter)  # in the workers where there are: the plan is written meanwhile
+    drawing = plots.start(board, out / "plots", painter)  # in the painter's helpers: the plan is written meanwhile
     if board.plannable:  # fewer budgets: nothing to fit, so no plan and no word about one
         write_plan(paths, out)
     figures = drawing()

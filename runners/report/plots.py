@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import zlib
 from collections import defaultdict
@@ -359,9 +360,9 @@ def write_all(board: Leaderboard, out: Path) -> list[dict]:
 
 class Painter:
     """A process forked when `report` starts: it imports matplotlib while this process loads the stores and builds
-    the leaderboard, then draws the figures with a forked helper (which inherits matplotlib: one import for both)
-    while this process writes the tables and the plan. Drawing is most of a report's time and each figure is
-    independent of the others."""
+    the leaderboard, then draws the figures in helpers it forks (they inherit matplotlib and the board: one import,
+    nothing pickled) while this process writes the tables and the plan. Drawing is most of a report's time and each
+    figure is independent of the others. Ctrl-C is the report's to handle: `close` ends the painter."""
 
     def __init__(self):
         ctx = multiprocessing.get_context("fork")
@@ -395,6 +396,7 @@ class Painter:
 
 def _paint(conn) -> None:
     global _JOBS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the report's process stops it (no second traceback)
     _figure()  # matplotlib imported and its fonts loaded, before the board arrives
     try:
         _JOBS = conn.recv()
@@ -402,8 +404,9 @@ def _paint(conn) -> None:
         return
     try:
         jobs = _JOBS[2]
-        order = sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i]))  # the costliest first: both end together
-        with multiprocessing.get_context("fork").Pool(2) as pool:  # the helpers inherit the board: nothing pickled
+        order = sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i]))  # costliest first: the helpers end together
+        helpers = min(os.cpu_count() or 1, 4, len(jobs))
+        with multiprocessing.get_context("fork").Pool(helpers) as pool:  # they inherit the board: nothing pickled
             drawn = dict(zip(order, pool.map(_draw_inherited, order, chunksize=1)))
         conn.send((True, [drawn[i] for i in range(len(jobs))]))
     except BaseException as err:  # raised again in the report's process

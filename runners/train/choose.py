@@ -27,10 +27,11 @@ def _epoch_steps(n: int, batch_size: int) -> int:
 def before_training(spec, search, task, data, train_set, held, key: tuple, candidate: Callable,
                     planned_steps: Callable, inputs: Optional[Callable] = None, share: Optional[Callable] = None):
     """(the spec the final training runs, the Choice). `candidate(spec, data, train_set, key, watch, **rung)` builds
-    and trains one candidate on `train_set`, scoring data.eval (`rung`: lr_search's first-rung arguments); `planned_steps(hyper, n)` is the loop's step count for
-    `n` examples; `held`: the examples beyond the budget for `lr_search.validation: beyond`, else None;
-    `inputs(seed)`: (train_set, held) of another seed (the cell's search seed); `share(search)`: the cell's recorded
-    choice or `search()`'s (runners/train/cell_search.py), as (rate, record, whether it searched)."""
+    and trains one candidate on `train_set`, scoring data.eval (`rung`: lr_search's first-rung arguments);
+    `planned_steps(hyper, n)` is the loop's step count for `n` examples; `held`: the examples beyond the budget for
+    `lr_search.validation: beyond`, else None; `inputs(seed)`: (train_set, held) of another seed (the cell's search
+    seed); `share(search)`: the cell's recorded choice or `search()`'s (runners/train/cell_search.py), as (rate,
+    record, whether it searched)."""
     to_plateau = spec.hyper.schedule == "plateau"
     choice = Choice()
     if not to_plateau and search is None:

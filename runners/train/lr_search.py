@@ -8,10 +8,12 @@ train on the budget's fit part and are scored on its validation part (runners/tr
 budget counts every label used; `validation: beyond` scores on `validation_samples` examples of the training pool
 held out beyond the budget instead. Under `schedule: plateau` each candidate trains to its own plateau; under a
 fixed schedule, for `lr_search.fraction` of the run's optimizer steps (at least `min_steps`, at most all of them),
-its warm-up and decay compressed, by successive halving: every candidate first trains a rung of 1/`halving` of
-those steps (at least `min_rung_steps`; no rung when that is not shorter), an auto grid whose rung leader is an end
-extending past it at that length (EXTEND rates at most), and the 1/`halving` of the grid's size most promising (by
-validation metric, then validation loss) then train all of them; only candidates that trained all of them can win. The best validation metric wins; candidates
+its warm-up and decay compressed, by successive halving: every candidate first trains a rung, the first
+1/`halving` of those steps on that schedule (at least `min_rung_steps`; no rung when that is not shorter), an auto
+grid whose rung leader is an end extending past it at that length (EXTEND rates at most), and the 1/`halving` of the
+grid's size most promising (by validation metric, then validation loss) then go on from their rung to all of them
+(the loop keeps them in memory meanwhile, as runners/train/midrun.Paused); only candidates that trained all of them
+can win. The best validation metric wins; candidates
 within half a validation example of it are tied, and a tie goes to the mode's default rate, else to the rate
 nearest the grid's centre; a diverged candidate loses. When `lr: auto`'s best rate is an end of its grid and wins
 outright, the search goes on past that end a half-decade at a time (at most EXTEND more rates, each trained all the
@@ -75,7 +77,9 @@ def search(spec, plan, total_steps: int, train_candidate: Callable, metric_name:
            validation_samples: int, chance: Optional[float] = None) -> tuple[float, dict, float]:
     """(the chosen rate, the record's `lr_search`, seconds of shared work to charge): every candidate trained by
     `train_candidate(candidate spec)`, which returns its outcome scored on the validation examples (under a plateau
-    schedule, its best scoring). `chance`: the metric a constant guess gets, to record whether any candidate beat
+    schedule, its best scoring); a first rung's candidate by `train_candidate(spec, until=k, forget=rates)`: only
+    its first k steps, kept to go on from when the same candidate is trained again (the kept ones of `rates` are no
+    longer needed). `chance`: the metric a constant guess gets, to record whether any candidate beat
     it by more than one validation example."""
     t0 = time.perf_counter()
     grid, kind = plan.grid, plan.kind  # an LrSearchPlan (runners/orchestrate/plan.py)
