@@ -277,6 +277,29 @@ def test_a_candidate_paused_at_its_rung_goes_on_exactly_as_one_trained_straight_
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
+def test_a_search_under_two_processes_goes_on_from_its_rungs_as_one_process_does(tiny_bert, tmp_path):
+    """`accelerate launch` over 2 CPU processes: every process trains the candidates (data-parallel), pauses them at
+    the first rung and resumes the promoted one, as a 1-process launch does."""
+    from helpers import accelerate_launch
+
+    suite = write_suite(tmp_path / "s.yaml", tiny_bert, modes="{finetune: {lr: [1.0e-4, 1.0e-3, 1.0e-2]}}",
+                        budget="[64]", extra="    epochs: 8\n    batch_size: 8\n"
+                                             "    lr_search: {min_steps: 6, min_rung_steps: 2}")
+    two = accelerate_launch("run", suite, "--results-dir", tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert run_main("run", suite, "--results-dir", tmp_path / "one") == 0
+    (r2,), (r1,) = (list(map(json.loads, (tmp_path / d / "runs.jsonl").read_text().splitlines())) for d in ("two", "one"))
+    assert r2["num_processes"] == 2 and r1["num_processes"] == 1 and r2["status"] == r1["status"] == "ok"
+    for rec in (r1, r2):
+        search = rec["lr_search"]
+        rung, length = search["rungs"]
+        promoted = [c for c in search["scores"] if c["steps"] == length and c["lr"] in search["grid"]]
+        assert rung < length and len(promoted) == 1  # ceil(3 / 3): the best of the first rung goes on
+        assert promoted[0]["from_step"] == rung  # from where its rung stopped, not from the start
+        assert rec["lr"] == search["chosen"] == promoted[0]["lr"]  # only a candidate that trained all steps wins
+
+
 def test_a_cell_searches_once_and_its_other_seeds_reuse_the_choice(tiny_bert, tmp_path, monkeypatch):
     """lr_search.per: cell (the default): the first seed's run trains the candidates; the second trains none, trains
     at the same rate and records whose search it used; per: run searches for every seed."""
