@@ -65,3 +65,12 @@ def test_a_report_that_fails_leaves_no_painter_behind(tmp_path):
     # a forked process keeps its parent's command line, which names this store
     leftover = subprocess.run(["pgrep", "-f", str(store)], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: no painter is forked")
+def test_a_process_that_never_hands_its_painter_a_board_still_exits():
+    """Python joins live child processes at exit; the painter, waiting for a board, is ended before that."""
+    code = "from transferbench.runners.report import plots; assert plots.Painter.fork() is not None"
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -6,11 +6,13 @@ one row of panels per model; time-to-target bars (some cell reached the target);
 evaluated at least twice). Every mode keeps one colour and marker across plots, the peft family included."""
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import re
 import signal
 import sys
+import threading
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -369,11 +371,15 @@ class Painter:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_paint, args=(child,), name="transferbench-figures")
         self.process.start()
+        # ended at exit at the latest: multiprocessing joins a live child at exit, which would wait for a board
+        atexit.register(self.close)
 
     @classmethod
     def fork(cls) -> Optional["Painter"]:
-        """None where forking is not cheap and safe (torch loaded: the end of `run`; one CPU; no fork)."""
-        if (os.cpu_count() or 1) < 2 or "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
+        """None where forking is not cheap and safe: torch loaded (the end of `run`), other threads running (a
+        notebook's kernel: a fork copies their locks in whatever state they are), one CPU, no fork."""
+        if (os.cpu_count() or 1) < 2 or "torch" in sys.modules or threading.active_count() > 1 or \
+                "fork" not in multiprocessing.get_all_start_methods():
             return None
         return cls()
 
@@ -389,6 +395,7 @@ class Painter:
         return figures
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         if self.process.is_alive():
             self.process.terminate()
         self.process.join()
