@@ -12,7 +12,9 @@ one, so a kill while saving leaves the previous checkpoint in force.
 They live in the run's folder (`<results>/work/<run_id>/checkpoint`) and are removed once the run's record is
 written (`remove`, called by the suite's driver). A checkpoint made under other settings (the batch split after an
 out-of-memory retry, another number of processes, another learning rate chosen) is not resumed: the run starts over.
-This module imports torch only inside the functions that train (`remove` runs in a torch-free driver).
+The same loop state, kept in memory instead of on disk, pauses a learning-rate search's candidate at its first rung
+until the search knows whether to promote it (`Paused`). This module imports torch only inside the functions that
+train (`remove` runs in a torch-free driver).
 """
 from __future__ import annotations
 
