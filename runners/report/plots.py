@@ -470,6 +470,7 @@ def _draw(board: Leaderboard, out: Path, task: str, dataset: str, kind: str, cel
     title = f"{task} · {dataset}"
     fig.suptitle(f"{title}\n{caption}", fontsize=10)
     path = out / f"{kind}-{_slug(task, dataset)}.png"
-    fig.savefig(path, pil_kwargs={"compress_level": 1})  # zlib level 6 took 7% of the drawing time for 3% smaller files
+    # zlib level 1: the default store's 9 figures draw in 1.68 s instead of 1.73 s (level 6), files 3% larger
+    fig.savefig(path, pil_kwargs={"compress_level": 1})
     return dict(path=f"{out.name}/{path.name}", file=str(path), title=f"{kind}: {title}", caption=caption, task=task,
                 dataset=dataset, kind=kind)
